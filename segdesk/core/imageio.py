@@ -1,0 +1,370 @@
+"""Reading images from disk, and mapping them to screen colours.
+
+The format is judged by the file's first bytes, not its suffix. Width and height come from the
+header and are checked against a pixel limit before anything is decoded, so a hostile or damaged
+file cannot make us allocate gigabytes. Truncated files are refused rather than shown half-grey.
+Pixels keep their original dtype and values (16-bit stays 16-bit); only ``to_display`` makes uint8.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import cv2
+import numpy as np
+import tifffile
+
+from segdesk.core.errors import ImageReadError
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+MAX_PIXELS: int = 30_000 * 30_000 // 4
+MAX_FILE_BYTES: int = 2 * 1024**3
+
+# (offset, magic bytes, format). Formats we do not read are named for a clearer message.
+_MAGICS = (
+    (0, b"\x89PNG\r\n\x1a\n", "png"), (0, b"\xff\xd8\xff", "jpeg"), (0, b"BM", "bmp"),
+    (0, b"II*\x00", "tiff"), (0, b"MM\x00*", "tiff"), (0, b"II+\x00", "tiff"), (0, b"MM\x00+", "tiff"),
+    (128, b"DICM", "DICOM"), (0, b"GIF8", "GIF"), (8, b"WEBP", "WebP"),
+    (4, b"jP  ", "JPEG 2000"), (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
+)
+_SUFFIX_FORMAT = {
+    ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff",
+}
+# JPEG start-of-frame markers (C0..CF except DHT C4, JPG C8, DAC CC): they carry the image size.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_KEPT_DTYPES = frozenset(
+    np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32")
+)
+_MAX_WINDOW_SAMPLES = 1_000_000
+_TRUNCATED = "the {} file is incomplete (cut short); copy or export it again."
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: == on ndarrays is elementwise, not a bool
+class Image:
+    """Decoded pixels (H x W gray or H x W x 3 RGB, original dtype) and the file they came from."""
+
+    pixels: np.ndarray
+    path: str
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def shape2d(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def is_color(self) -> bool:
+        return self.pixels.ndim == 3
+
+    @property
+    def bit_depth(self) -> int:
+        return self.pixels.dtype.itemsize * 8
+
+
+def _fail(path, reason: str) -> ImageReadError:
+    return ImageReadError(f"Cannot open image '{path}': {reason}")
+
+
+def _damaged(path, e: Exception) -> ImageReadError:
+    detail = " (it ends too early)" if isinstance(e, EOFError) else f" ({e})" if str(e) else ""
+    return _fail(path, f"the file is damaged, incomplete or in a form segdesk cannot read{detail}.")
+
+
+def _detect(path) -> tuple[int, str]:
+    """(file size, format from the magic bytes); raises for a missing, empty, huge or unknown file."""
+    p = Path(path)
+    if not p.exists():
+        raise _fail(path, "the file does not exist (was it moved, renamed or deleted?).")
+    if p.is_dir():
+        raise _fail(path, "this is a folder, not an image file.")
+    size = p.stat().st_size
+    if size == 0:
+        raise _fail(path, "the file is empty (0 bytes); it may not have finished copying.")
+    if size > MAX_FILE_BYTES:
+        limit_gb = MAX_FILE_BYTES // 1024**3
+        raise _fail(path, f"the file is {size / 1024**3:.1f} GB, over the {limit_gb} GB limit.")
+    with open(p, "rb") as f:
+        head = f.read(132)
+    for offset, magic, kind in _MAGICS:
+        if head[offset:offset + len(magic)] == magic:
+            break
+    else:
+        raise _fail(path, "it is not a PNG, JPEG, BMP or TIFF image (its content is not a known image "
+                          "format). Convert it to PNG or TIFF and try again.")
+    if kind not in _SUFFIX_FORMAT.values():
+        raise _fail(path, f"it is a {kind} file, which segdesk cannot open yet. "
+                          "Convert it to PNG or TIFF and try again.")
+    if _SUFFIX_FORMAT.get(p.suffix.lower()) != kind:
+        log.info("%s holds %s data whatever its suffix says; reading it as %s", path, kind, kind)
+    return size, kind
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise EOFError
+    return data
+
+
+def _png_header(f: BinaryIO) -> tuple[int, int, int]:
+    """(H, W, colour type) from IHDR, which the PNG standard puts first."""
+    head = _read_exact(f, 26)
+    if head[12:16] != b"IHDR":
+        raise ValueError("PNG without IHDR header")
+    w, h = struct.unpack(">II", head[16:24])
+    return h, w, head[25]
+
+
+def _jpeg_header(f: BinaryIO) -> tuple[int, int, int]:
+    """(H, W, offset of the first start-of-scan), walking the marker segments up to SOS."""
+    f.seek(2)
+    size = None
+    while True:
+        if _read_exact(f, 1) != b"\xff":
+            raise ValueError("JPEG marker expected")
+        marker = _read_exact(f, 1)[0]
+        while marker == 0xFF:  # fill bytes
+            marker = _read_exact(f, 1)[0]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # standalone markers, no length
+            continue
+        if marker == 0xD9:
+            raise ValueError("JPEG ends before its image data")
+        seg_len = struct.unpack(">H", _read_exact(f, 2))[0]
+        if seg_len < (7 if marker in _JPEG_SOF else 2):
+            raise ValueError("JPEG segment with an impossible length")
+        if marker == 0xDA:
+            if size is None:
+                raise ValueError("JPEG without a frame header")
+            return size[0], size[1], f.tell()
+        if marker in _JPEG_SOF:
+            size = struct.unpack(">xHH", _read_exact(f, 5))
+            f.seek(seg_len - 7, io.SEEK_CUR)
+        else:
+            f.seek(seg_len - 2, io.SEEK_CUR)
+
+
+def _bmp_header(f: BinaryIO) -> tuple[int, int, int]:
+    """(H, W, file size the pixel rows need, or 0 when compressed)."""
+    head = f.read(34)
+    if len(head) < 26:
+        raise EOFError
+    off_bits, dib_size = struct.unpack("<II", head[10:18])
+    if dib_size == 12:  # OS/2 BITMAPCOREHEADER
+        (w, h, _, bpp), compression = struct.unpack("<HHHH", head[18:26]), 0
+    else:
+        w, h, _, bpp, compression = struct.unpack("<iiHHI", head.ljust(34, b"\0")[18:34])
+    h, w = abs(h), abs(w)  # negative height: rows stored top-down
+    return h, w, off_bits + ((w * bpp + 31) // 32) * 4 * h if compression in (0, 3, 6) else 0
+
+
+_HEADERS = {"png": _png_header, "jpeg": _jpeg_header, "bmp": _bmp_header}
+
+
+def _check_pixels(path, h: int, w: int, max_pixels: int) -> None:
+    if h <= 0 or w <= 0:
+        raise _fail(path, f"its header gives an impossible image size of {w} x {h} pixels; "
+                          "the file is damaged.")
+    if h * w > max_pixels:
+        raise _fail(path, f"the image size of {w} x {h} pixels ({h * w / 1e6:.0f} megapixels) is too "
+                          f"large; the limit is {max_pixels / 1e6:.0f} megapixels.")
+
+
+def _decode_cv2(path, data: bytes, kind: str, h: int, w: int, gray_png: bool = False) -> np.ndarray:
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None or arr.shape[:2] != (h, w):
+        raise _fail(path, f"the {kind.upper()} data is damaged and cannot be decoded.")
+    if arr.ndim == 2:
+        return arr
+    if gray_png or arr.shape[2] == 1:  # libpng expands gray + alpha (or tRNS) to BGRA
+        return arr[:, :, 0]
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+
+
+def _read_raster(path, kind: str, file_size: int, max_pixels: int) -> np.ndarray:
+    """PNG, JPEG, BMP: size from the header, completeness check, then decode through OpenCV."""
+    with open(path, "rb") as f:  # Python's open, not cv2.imread, so non-ASCII paths work
+        h, w, extra = _HEADERS[kind](f)
+        _check_pixels(path, h, w, max_pixels)
+        f.seek(0)
+        data = f.read()
+    # A complete PNG ends with IEND (zero length, fixed CRC). JPEG scan data cannot hold FF D9
+    # (FF is byte-stuffed), so an end marker after the start of scan means the JPEG is complete.
+    if kind == "png" and data.rfind(b"\x00\x00\x00\x00IEND\xae\x42\x60\x82") < 0:
+        raise _fail(path, _TRUNCATED.format("PNG"))
+    if kind == "jpeg" and data.rfind(b"\xff\xd9", extra) < 0:
+        raise _fail(path, _TRUNCATED.format("JPEG"))
+    if kind == "bmp" and extra > file_size:
+        raise _fail(path, _TRUNCATED.format("BMP"))
+    return _decode_cv2(path, data, kind, h, w, gray_png=kind == "png" and extra in (0, 4))
+
+
+def _tiff_pixels(path, page) -> np.ndarray:
+    """First plane of a TIFF page as (H, W) gray or (H, W, 3) RGB."""
+    arr = page.asarray().reshape(page.shaped)[:, 0]  # (separate samples, [depth], H, W, contig samples)
+    arr = np.moveaxis(arr[..., 0], 0, -1) if arr.shape[0] > 1 else arr[0]  # samples first -> last
+    arr = arr[..., 0] if arr.shape[-1] == 1 else arr
+    photometric, extras = int(page.photometric), [int(e) for e in page.extrasamples or ()]
+    if photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None and arr.ndim == 2:
+        cmap = page.colormap
+        cmap = (cmap / 257).round() if cmap.max() > 255 else cmap  # 16-bit palette entries
+        return cmap.astype(np.uint8).T[arr]
+    if photometric == tifffile.PHOTOMETRIC.MINISWHITE and arr.dtype.kind == "u":  # 0 means white
+        arr = (2 ** min(page.bitspersample, arr.dtype.itemsize * 8) - 1) - arr
+    if arr.ndim == 2:
+        return arr
+    if photometric == tifffile.PHOTOMETRIC.RGB and arr.shape[-1] >= 3:
+        return arr[..., :3]
+    if photometric in (0, 1) and all(e in (1, 2) for e in extras) and arr.shape[-1] == 1 + len(extras):
+        return arr[..., 0]  # gray + alpha
+    raise _fail(path, f"the TIFF has {arr.shape[-1]} channels per pixel; segdesk reads gray, RGB and "
+                      "RGBA images. Save one channel or an RGB composite instead.")
+
+
+def _read_tiff(path, file_size: int, max_pixels: int) -> np.ndarray:
+    problem: Exception | None = None
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages.first
+        h, w = int(page.imagelength), int(page.imagewidth)
+        _check_pixels(path, h, w, max_pixels)
+        if len(tif.pages) > 1 or page.imagedepth > 1:
+            log.warning("%s holds %d pages (depth %d); reading only the first plane",
+                        path, len(tif.pages), page.imagedepth)
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
+        if not ends or max(ends) > file_size:
+            raise _fail(path, _TRUNCATED.format("TIFF"))
+        if int(page.photometric) in (0, 1, 2, 3):  # gray, RGB, palette
+            try:
+                return _tiff_pixels(path, page)
+            except (ImageReadError, MemoryError):
+                raise
+            except Exception as e:  # noqa: BLE001 - mostly a codec tifffile needs imagecodecs for
+                problem = e
+    # LZW, JPEG, CMYK, YCbCr...: libtiff inside OpenCV decodes what tifffile cannot on its own.
+    log.debug("decoding %s through OpenCV (tifffile: %s)", path, problem)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return _decode_cv2(path, data, "tiff", h, w)
+    except ImageReadError:
+        if problem is not None:
+            raise _damaged(path, problem) from problem
+        raise
+
+
+def _normalise(path, arr: np.ndarray) -> np.ndarray:
+    """Check the dtype and layout every caller relies on; bool -> 0/255, other floats -> float32."""
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype.kind == "f" and arr.dtype != np.float32:
+        arr = arr.astype(np.float32)
+    if arr.dtype not in _KEPT_DTYPES:
+        raise _fail(path, f"its pixel type ({arr.dtype}) is not supported; segdesk reads 8/16/32-bit "
+                          "integer and floating-point images.")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
+        raise _fail(path, f"its pixel layout {arr.shape} is not a 2D gray or RGB image.")
+    return np.ascontiguousarray(arr)
+
+
+def read_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS) -> Image:
+    """Read a 2D image. Raises ImageReadError, with a message fit to show the user, on any failure."""
+    try:
+        size, kind = _detect(path)
+        if kind == "tiff":
+            arr = _read_tiff(path, size, max_pixels)
+        else:
+            arr = _read_raster(path, kind, size, max_pixels)
+        return Image(pixels=_normalise(path, arr), path=str(path))
+    except ImageReadError:
+        raise
+    except MemoryError as e:
+        raise _fail(path, "there is not enough memory to open it.") from e
+    except OSError as e:
+        raise _fail(path, f"the file cannot be read ({e.strerror or e}).") from e
+    except Exception as e:  # noqa: BLE001 - the boundary: cv2.error, TiffFileError, EOFError...
+        log.debug("reading %s failed", path, exc_info=True)
+        raise _damaged(path, e) from e
+
+
+def read_image_size(path: os.PathLike | str) -> tuple[int, int]:
+    """(H, W) from the file header, without decoding the pixels."""
+    try:
+        _, kind = _detect(path)
+        with open(path, "rb") as f:
+            if kind == "tiff":
+                with tifffile.TiffFile(f) as tif:
+                    h, w = int(tif.pages.first.imagelength), int(tif.pages.first.imagewidth)
+            else:
+                h, w, _ = _HEADERS[kind](f)
+        _check_pixels(path, h, w, max_pixels=h * w)
+        return h, w
+    except ImageReadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - see read_image
+        raise _damaged(path, e) from e
+
+
+def auto_window(pixels: np.ndarray) -> tuple[float, float]:
+    """Display window (low, high) from the 0.5 and 99.5 percentiles; (0, 255) for uint8.
+
+    Percentiles rather than min/max so a few hot pixels do not leave the image dark. Large images
+    are subsampled (every k-th value, at most ~1M values) to keep this fast.
+    """
+    if pixels.dtype == np.uint8:
+        return 0.0, 255.0
+    flat = pixels.reshape(-1)
+    values = flat[:: max(1, flat.size // _MAX_WINDOW_SAMPLES)]
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    if high <= low:  # nearly flat: the full range, then a unit step
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        high = low + max(1.0, abs(low) * 1e-6)
+    return low, high
+
+
+def to_display(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """uint8 H x W x 3 RGB for the screen: window low..high mapped linearly to 0..255, clipped."""
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 4):
+        pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels[:, :, :3]
+    if pixels.dtype == bool:
+        pixels = pixels.astype(np.uint8) * 255
+    if pixels.dtype == np.uint8 and window is None:
+        out = pixels.copy()
+    else:
+        low, high = (float(v) for v in (window if window is not None else auto_window(pixels)))
+        if not high > low:
+            raise ValueError(f"display window needs high > low, got ({low}, {high})")
+        scale = 255.0 / (high - low)
+        if pixels.dtype == np.uint8:
+            lut = np.clip(np.rint((np.arange(256) - low) * scale), 0, 255).astype(np.uint8)
+            out = cv2.LUT(pixels, lut)
+        elif pixels.dtype.itemsize == 2 and pixels.dtype.kind in "iu" and pixels.dtype.isnative:
+            # A table over all 65536 codes: one gather, no float copy of the image.
+            codes = np.arange(65536, dtype=np.uint16).view(pixels.dtype)
+            lut = np.clip(np.rint((codes - low) * scale), 0, 255).astype(np.uint8)
+            out = lut[np.ascontiguousarray(pixels).view(np.uint16)]
+        else:
+            clipped = np.clip(pixels.astype(np.float32, copy=False), low, high)
+            out = cv2.convertScaleAbs(clipped, alpha=scale, beta=-low * scale)  # >= 0, so abs is a no-op
+    if out.ndim == 2:
+        return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(out)

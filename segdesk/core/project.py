@@ -1,0 +1,354 @@
+"""A project: one folder holding the image list, labels, models and settings of one labelling job.
+
+Layout (DESIGN.md "Project on disk")::
+
+    project.json    schema version, classes, images (source path, content hash, status), settings
+    labels/         <image id>.png, 0 = not labelled, 1 = background, 2.. = classes
+    proposals/      disposable cache of model proposals
+    models/         immutable numbered checkpoints and a pointer to the current one
+    log.jsonl       append-only log of user actions and training metrics
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from segdesk.core import imageio, storage
+from segdesk.core.errors import ImageReadError, LabelError, ProjectError, SegdeskError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+PROJECT_FILE = "project.json"
+MAX_CLASSES = 16
+
+STATUS_NEW = "new"
+STATUS_IN_PROGRESS = "in progress"
+STATUS_ACCEPTED = "accepted"
+STATUSES = (STATUS_NEW, STATUS_IN_PROGRESS, STATUS_ACCEPTED)
+
+# Distinct, colour-blind-friendly defaults (Wong / Tableau), used in order for new classes.
+DEFAULT_COLOURS = (
+    "#e69f00", "#56b4e9", "#009e73", "#f0e442", "#0072b2", "#d55e00", "#cc79a7", "#ff4d4d",
+    "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#7f7f7f", "#aec7e8", "#98df8a", "#ff9896",
+)
+_COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass
+class LabelClass:
+    """A named, coloured structure to label. Its label value on disk is its index + 2."""
+
+    name: str
+    color: str
+
+    @property
+    def rgb(self) -> tuple[int, int, int]:
+        return tuple(int(self.color[i:i + 2], 16) for i in (1, 3, 5))
+
+
+@dataclass
+class ImageEntry:
+    id: str
+    source: str
+    sha256: str
+    width: int
+    height: int
+    status: str = STATUS_NEW
+    accepted_at: float | None = None
+    seconds_spent: float = 0.0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.height, self.width)
+
+
+@dataclass
+class AddReport:
+    added: list[ImageEntry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _image_id(path: Path, sha: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem)[:40].strip("._") or "image"
+    return f"{stem}-{sha[:8]}"
+
+
+def make_classes(names: Iterable[str]) -> list[LabelClass]:
+    classes = []
+    for i, name in enumerate(names):
+        name = name.strip()
+        if not name:
+            raise ProjectError("A class name must not be empty.")
+        classes.append(LabelClass(name, DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]))
+    return classes
+
+
+def _check_classes(classes: list[LabelClass]) -> None:
+    if not 1 <= len(classes) <= MAX_CLASSES:
+        raise ProjectError(f"A project needs 1 to {MAX_CLASSES} classes, not {len(classes)}.")
+    names = [c.name.lower() for c in classes]
+    if len(set(names)) != len(names):
+        raise ProjectError("Class names must be different from each other.")
+    if "background" in names:
+        raise ProjectError("'background' is built in (label value 1); do not add it as a class.")
+    for c in classes:
+        if not _COLOUR_RE.match(c.color):
+            raise ProjectError(f"Class '{c.name}' has colour {c.color!r}; use #rrggbb.")
+
+
+class Project:
+    """The open project. Every change is written to disk atomically before the method returns."""
+
+    def __init__(self, root: Path, data: dict):
+        self.root = root
+        self.name: str = data.get("name") or root.name
+        self.classes: list[LabelClass] = [LabelClass(**c) for c in data["classes"]]
+        self.images: list[ImageEntry] = [ImageEntry(**e) for e in data.get("images", [])]
+        self.settings: dict = dict(data.get("settings", {}))
+        self._by_id = {e.id: e for e in self.images}
+
+    # ----- create / open / save
+
+    @classmethod
+    def create(cls, root: str | os.PathLike, classes: Iterable[str | LabelClass]) -> "Project":
+        root = Path(root).expanduser().resolve()
+        items = list(classes)
+        label_classes = [c if isinstance(c, LabelClass) else None for c in items]
+        if any(c is None for c in label_classes):
+            label_classes = make_classes(c if isinstance(c, str) else c.name for c in items)
+        _check_classes(label_classes)
+        if (root / PROJECT_FILE).exists():
+            raise ProjectError(f"{root} already holds a project; open it instead.")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            for sub in ("labels", "proposals", "models"):
+                (root / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"Could not create project folder {root}: {exc.strerror or exc}.") from exc
+        project = cls(root, {"name": root.name, "classes": [asdict(c) for c in label_classes]})
+        project.save()
+        project.log_event("project_created", classes=[c.name for c in label_classes])
+        return project
+
+    @classmethod
+    def open(cls, root: str | os.PathLike, clean: bool = True) -> "Project":
+        """Open a project. ``clean`` removes crash temporaries: only the owner (the app or CLI) may;
+        a reader such as the training worker passes False so it never deletes a write in flight."""
+        root = Path(root).expanduser().resolve()
+        path = root / PROJECT_FILE
+        if not path.is_file():
+            raise ProjectError(f"{root} is not a segdesk project (no {PROJECT_FILE}).")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ProjectError(f"{path} is unreadable or not valid JSON: {exc}.") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("schema"), int):
+            raise ProjectError(f"{path} has no schema version; it is not a segdesk project file.")
+        if data["schema"] > SCHEMA_VERSION:
+            raise ProjectError(
+                f"{path} was written by a newer segdesk (schema {data['schema']}); please update segdesk."
+            )
+        try:
+            project = cls(root, data)
+            _check_classes(project.classes)
+            for e in project.images:
+                if e.status not in STATUSES:
+                    raise ValueError(f"image {e.id} has unknown status {e.status!r}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProjectError(f"{path} is damaged: {exc}.") from exc
+        if clean:
+            for sub in ("labels", "proposals", "models"):
+                (root / sub).mkdir(exist_ok=True)
+            storage.clean_temporaries(root)
+        return project
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA_VERSION,
+            "name": self.name,
+            "classes": [asdict(c) for c in self.classes],
+            "images": [asdict(e) for e in self.images],
+            "settings": self.settings,
+        }
+
+    def save(self) -> None:
+        storage.atomic_write_json(self.root / PROJECT_FILE, self.to_json())
+
+    def log_event(self, kind: str, **data) -> None:
+        """Append one event to log.jsonl. Logging never stops the user's work."""
+        record = {"t": round(time.time(), 3), "event": kind, **data}
+        try:
+            storage.append_line(self.root / "log.jsonl", json.dumps(record))
+        except SegdeskError as exc:
+            log.warning("%s", exc)
+
+    # ----- images
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def image(self, image_id: str) -> ImageEntry:
+        try:
+            return self._by_id[image_id]
+        except KeyError:
+            raise ProjectError(f"No image {image_id!r} in this project.") from None
+
+    def source_path(self, entry: ImageEntry) -> Path:
+        p = Path(entry.source)
+        return p if p.is_absolute() else self.root / p
+
+    def read_image(self, entry: ImageEntry) -> imageio.Image:
+        return imageio.read_image(self.source_path(entry))
+
+    def add_images(self, paths: Iterable[str | os.PathLike]) -> AddReport:
+        """Add files and whole folders (recursively). Unreadable files are skipped with a reason."""
+        report = AddReport()
+        known = {e.sha256 for e in self.images}
+        for path in _expand(paths, report):
+            try:
+                img = imageio.read_image(path)
+                sha = file_sha256(path)
+            except ImageReadError as exc:
+                report.skipped.append((str(path), str(exc)))
+                continue
+            except OSError as exc:
+                report.skipped.append((str(path), f"could not read: {exc.strerror or exc}"))
+                continue
+            if sha in known:
+                report.skipped.append((str(path), "already in the project"))
+                continue
+            image_id = _image_id(path, sha)
+            source = path.resolve()
+            try:
+                source_str = str(source.relative_to(self.root))
+            except ValueError:
+                source_str = str(source)
+            entry = ImageEntry(image_id, source_str, sha, img.width, img.height)
+            self.images.append(entry)
+            self._by_id[image_id] = entry
+            known.add(sha)
+            report.added.append(entry)
+        if report.added:
+            self.save()
+            self.log_event("images_added", count=len(report.added))
+        for path, reason in report.skipped:
+            log.info("skipped %s: %s", path, reason)
+        return report
+
+    # ----- labels
+
+    def label_path(self, image_id: str) -> Path:
+        return self.root / "labels" / f"{image_id}.png"
+
+    def read_label(self, image_id: str) -> np.ndarray | None:
+        """The stored label of an image, or None if it has none. LabelError if it does not fit."""
+        entry = self.image(image_id)
+        path = self.label_path(image_id)
+        if not path.exists():
+            return None
+        return storage.read_label(path, entry.shape, self.n_classes)
+
+    def save_label(self, image_id: str, label: np.ndarray) -> None:
+        """Store the user's label (corrections: painted pixels, 0 elsewhere)."""
+        entry = self.image(image_id)
+        self._check_label(entry, label)
+        storage.write_label(self.label_path(image_id), label)
+        self.label_saved(image_id, bool(label.any()), bool((label == storage.UNLABELLED).any()))
+
+    def label_saved(self, image_id: str, painted: bool, has_unlabelled: bool) -> None:
+        """Update an image's status after its label file was written.
+
+        An accepted image stays accepted while it has no unlabelled pixel; erasing part of it makes
+        it "in progress" again until the user accepts it anew.
+        """
+        entry = self.image(image_id)
+        if entry.status == STATUS_ACCEPTED and not has_unlabelled:
+            return
+        status = STATUS_IN_PROGRESS if painted or entry.status == STATUS_ACCEPTED else STATUS_NEW
+        if status != entry.status:
+            entry.status = status
+            self.save()
+
+    def accept(self, image_id: str, label: np.ndarray, seconds_spent: float = 0.0) -> np.ndarray:
+        """The user says the mask is right: unlabelled pixels become background. Returns the label."""
+        entry = self.image(image_id)
+        self._check_label(entry, label)
+        accepted = label.copy()
+        accepted[accepted == storage.UNLABELLED] = storage.BACKGROUND
+        storage.write_label(self.label_path(image_id), accepted)
+        entry.status = STATUS_ACCEPTED
+        entry.accepted_at = round(time.time(), 3)
+        entry.seconds_spent = round(entry.seconds_spent + seconds_spent, 2)
+        self.save()
+        self.log_event("accepted", image=image_id, seconds=round(seconds_spent, 2))
+        return accepted
+
+    def _check_label(self, entry: ImageEntry, label: np.ndarray) -> None:
+        if label.shape != entry.shape or label.dtype != np.uint8:
+            raise LabelError(
+                f"Label for {entry.id} is {label.dtype} {label.shape}, expected uint8 {entry.shape}."
+            )
+        if label.size and int(label.max()) > self.n_classes + 1:
+            raise LabelError(f"Label for {entry.id} uses a class the project does not have.")
+
+    # ----- proposals (a disposable cache; never training data by itself)
+
+    def proposal_path(self, image_id: str) -> Path:
+        return self.root / "proposals" / f"{image_id}.png"
+
+    def save_proposal(self, image_id: str, label: np.ndarray, checkpoint: str | None) -> None:
+        """Store a proposal (label encoding, 1 = background) and the checkpoint that made it."""
+        entry = self.image(image_id)
+        self._check_label(entry, label)
+        storage.write_label(self.proposal_path(image_id), label)
+        meta = {"image": image_id, "checkpoint": checkpoint, "time": round(time.time(), 3)}
+        storage.atomic_write_json(self.proposal_path(image_id).with_suffix(".json"), meta)
+
+    def read_proposal(self, image_id: str) -> tuple[np.ndarray, dict] | None:
+        """The cached proposal and its metadata, or None when absent or unreadable."""
+        entry = self.image(image_id)
+        path = self.proposal_path(image_id)
+        try:
+            label = storage.read_label(path, entry.shape, self.n_classes)
+            meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        except (SegdeskError, OSError, ValueError):
+            return None
+        return label, meta
+
+    def accepted_ids(self) -> list[str]:
+        return [e.id for e in self.images if e.status == STATUS_ACCEPTED]
+
+
+def _expand(paths: Iterable[str | os.PathLike], report: AddReport) -> list[Path]:
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p).expanduser()
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and f.suffix.lower() in imageio.SUPPORTED_SUFFIXES:
+                    files.append(f)
+        elif p.is_file():
+            files.append(p)
+        else:
+            report.skipped.append((str(p), "no such file or folder"))
+    return files

@@ -1,0 +1,54 @@
+"""All window actions from one factory, with every shortcut in one table (labelme's new_action)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QWidget
+
+# name: (text, shortcuts, tip). The only place shortcuts are defined.
+SHORTCUTS: dict[str, tuple[str, tuple[str, ...], str]] = {
+    "new_project": ("&New project…", ("Ctrl+N",), "Create a project folder"),
+    "open_project": ("&Open project…", ("Ctrl+O",), "Open a project folder"),
+    "add_images": ("&Add images…", ("Ctrl+I",), "Add image files to the project"),
+    "add_folder": ("Add &folder…", ("Ctrl+Shift+I",), "Add every image in a folder"),
+    "save": ("&Save", ("Ctrl+S",), "Save the label now (labels also save on every stroke)"),
+    "quit": ("&Quit", ("Ctrl+Q",), "Close segdesk"),
+    "undo": ("&Undo", ("Ctrl+Z",), "Undo the last stroke"),
+    "redo": ("&Redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Redo"),
+    "brush": ("&Brush", ("B",), "Paint the selected class"),
+    "eraser": ("&Eraser", ("E",), "Remove label (back to not labelled)"),
+    "fill": ("F&ill", ("G",), "Fill the connected region under the cursor"),
+    "polygon": ("&Polygon", ("P",), "Click corners; double-click or right-click closes, Esc cancels"),
+    "brush_bigger": ("Bigger brush", ("]",), "Brush size up"),
+    "brush_smaller": ("Smaller brush", ("[",), "Brush size down"),
+    "next_image": ("&Next image", ("PgDown", "Alt+Right"), "Go to the next image"),
+    "previous_image": ("&Previous image", ("PgUp", "Alt+Left"), "Go to the previous image"),
+    "accept": ("&Accept", ("Return", "Enter"), "This mask is right: accept it and go to the next image"),
+    "fit": ("&Fit to window", ("F",), "Show the whole image"),
+    "zoom_actual": ("&Actual pixels", ("Ctrl+1",), "Zoom to 100%"),
+    "outline": ("&Outline only", ("O",), "Show label outlines instead of filled regions"),
+    "toggle_labels": ("Show &labels", ("V",), "Show or hide the label overlay"),
+}
+
+
+def new_action(
+    parent: QWidget,
+    name: str,
+    slot: Callable | None = None,
+    checkable: bool = False,
+) -> QAction:
+    text, keys, tip = SHORTCUTS[name]
+    action = QAction(text, parent)
+    action.setObjectName(name)
+    action.setShortcuts([QKeySequence(k) for k in keys])
+    action.setToolTip(f"{tip} ({', '.join(keys)})" if keys else tip)
+    action.setStatusTip(tip)
+    action.setCheckable(checkable)
+    if slot is not None:
+        if checkable:
+            action.toggled.connect(slot)
+        else:
+            action.triggered.connect(lambda _checked=False: slot())
+    return action

@@ -1,0 +1,177 @@
+"""The canvas: an image with its label overlay; zoom to cursor, pan, fit; mouse in image pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QWheelEvent
+from PySide6.QtWidgets import (
+    QGraphicsEllipseItem,
+    QGraphicsPathItem,
+    QGraphicsPixmapItem,
+    QGraphicsScene,
+    QGraphicsView,
+)
+
+from segdesk.qt.overlay import LabelOverlayItem
+
+ZOOM_STEP = 1.25
+MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
+
+
+def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
+    h, w = rgb.shape[:2]
+    rgb = np.ascontiguousarray(rgb)
+    qimage = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(qimage)  # copies, so ``rgb`` may be freed
+
+
+class Canvas(QGraphicsView):
+    """Shows one image. Emits mouse events in image pixel coordinates (floats)."""
+
+    pressed = Signal(float, float, object)  # x, y, Qt.MouseButton
+    moved = Signal(float, float)  # while a button is held
+    released = Signal(float, float, object)
+    double_clicked = Signal(float, float)
+    hovered = Signal(float, float)  # any mouse move over the view
+    zoom_changed = Signal(float)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setScene(QGraphicsScene(self))
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
+        self.setBackgroundBrush(QBrush(QColor(32, 32, 36)))
+        self.setMouseTracking(True)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        self._image_item: QGraphicsPixmapItem | None = None
+        self._overlay: LabelOverlayItem | None = None
+        self._cursor = QGraphicsEllipseItem()
+        self._cursor.setPen(QPen(QColor(255, 255, 255, 200), 0))
+        self._cursor.setZValue(10)
+        self._cursor.setVisible(False)
+        self.scene().addItem(self._cursor)
+        self._path = QGraphicsPathItem()
+        self._path.setPen(QPen(QColor(255, 220, 0), 0))
+        self._path.setZValue(11)
+        self.scene().addItem(self._path)
+        self._pan_from: QPointF | None = None
+        self._brush_radius = 5.0
+        self._cursor_visible = True
+
+    # ----- content
+
+    def set_image(self, rgb: np.ndarray | None) -> None:
+        if self._image_item is not None:
+            self.scene().removeItem(self._image_item)
+            self._image_item = None
+        if rgb is None:
+            return
+        self._image_item = QGraphicsPixmapItem(rgb_to_pixmap(rgb))
+        self._image_item.setZValue(0)
+        self.scene().addItem(self._image_item)
+        h, w = rgb.shape[:2]
+        self.scene().setSceneRect(QRectF(-w * 0.25, -h * 0.25, w * 1.5, h * 1.5))
+
+    def update_image(self, rgb: np.ndarray) -> None:
+        """Replace the displayed pixels (a new display window) without touching the view."""
+        if self._image_item is not None:
+            self._image_item.setPixmap(rgb_to_pixmap(rgb))
+
+    def set_overlay(self, overlay: LabelOverlayItem | None) -> None:
+        if self._overlay is not None:
+            self.scene().removeItem(self._overlay)
+        self._overlay = overlay
+        if overlay is not None:
+            overlay.setZValue(1)
+            self.scene().addItem(overlay)
+
+    @property
+    def overlay(self) -> LabelOverlayItem | None:
+        return self._overlay
+
+    def set_path(self, points: list[tuple[float, float]], hover: tuple[float, float] | None = None) -> None:
+        path = QPainterPath()
+        if points:
+            path.moveTo(*points[0])
+            for p in points[1:]:
+                path.lineTo(*p)
+            if hover is not None:
+                path.lineTo(*hover)
+        self._path.setPath(path)
+
+    def set_brush_radius(self, radius: float, visible: bool = True) -> None:
+        self._brush_radius = radius
+        self._cursor_visible = visible
+        self._cursor.setRect(QRectF(-radius, -radius, 2 * radius, 2 * radius))
+        if not visible:
+            self._cursor.setVisible(False)
+
+    # ----- view
+
+    @property
+    def zoom(self) -> float:
+        return self.transform().m11()
+
+    def fit(self) -> None:
+        if self._image_item is not None:
+            self.fitInView(self._image_item, Qt.AspectRatioMode.KeepAspectRatio)
+            self.zoom_changed.emit(self.zoom)
+
+    def set_zoom(self, zoom: float) -> None:
+        zoom = min(MAX_ZOOM, max(MIN_ZOOM, zoom))
+        self.scale(zoom / self.zoom, zoom / self.zoom)
+        self.zoom_changed.emit(self.zoom)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        steps = event.angleDelta().y() / 120.0
+        if steps:
+            self.set_zoom(self.zoom * ZOOM_STEP ** steps)  # AnchorUnderMouse keeps the cursor's pixel
+        event.accept()
+
+    # ----- mouse
+
+    def _image_pos(self, event: QMouseEvent) -> QPointF:
+        return self.mapToScene(event.position().toPoint())
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.MiddleButton or (
+            event.button() == Qt.MouseButton.LeftButton
+            and event.modifiers() & Qt.KeyboardModifier.ControlModifier
+        ):
+            self._pan_from = event.position()
+            self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
+            return
+        p = self._image_pos(event)
+        self.pressed.emit(p.x(), p.y(), event.button())
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._pan_from is not None:
+            delta = event.position() - self._pan_from
+            self._pan_from = event.position()
+            self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(delta.x()))
+            self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
+            return
+        p = self._image_pos(event)
+        self._cursor.setPos(p)
+        self._cursor.setVisible(self._cursor_visible and self._image_item is not None)
+        self.hovered.emit(p.x(), p.y())
+        if event.buttons() & (Qt.MouseButton.LeftButton | Qt.MouseButton.RightButton):
+            self.moved.emit(p.x(), p.y())
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._pan_from is not None:
+            self._pan_from = None
+            self.viewport().unsetCursor()
+            return
+        p = self._image_pos(event)
+        self.released.emit(p.x(), p.y(), event.button())
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        p = self._image_pos(event)
+        self.double_clicked.emit(p.x(), p.y())
+
+    def leaveEvent(self, event) -> None:
+        self._cursor.setVisible(False)
+        super().leaveEvent(event)

@@ -1,0 +1,21 @@
+"""The image being labelled in the window: its pixels, display window, label document and timer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from segdesk.core.imageio import Image
+from segdesk.core.label_document import LabelDocument
+
+
+@dataclass
+class OpenImage:
+    image_id: str
+    image: Image
+    doc: LabelDocument
+    window: tuple[float, float] | None  # display window for images with more than 8 bits
+    opened_at: float = field(default_factory=time.monotonic)
+
+    def seconds_open(self) -> float:
+        return time.monotonic() - self.opened_at

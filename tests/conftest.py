@@ -1,0 +1,31 @@
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED_DATA
+
+
+def write_disc_image(path: Path, size: tuple[int, int] = (48, 64), seed: int = 0) -> np.ndarray:
+    """A gray image with one bright disc on noise; returns the true mask (0/1)."""
+    rng = np.random.default_rng(seed)
+    h, w = size
+    img = rng.normal(60, 10, (h, w)).clip(0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    cy, cx, r = rng.integers(h // 3, 2 * h // 3), rng.integers(w // 3, 2 * w // 3), rng.integers(6, 12)
+    cv2.circle(mask, (int(cx), int(cy)), int(r), 1, -1)
+    img[mask == 1] = 200
+    cv2.imwrite(str(path), img)
+    return mask
