@@ -21,7 +21,7 @@ def _dot(colour: str) -> QIcon:
 
 
 class ImageList(QListWidget):
-    """Shows ``name — status``; emits ``image_chosen(image_id)`` when the user picks one."""
+    """Shows ``status · name``; emits ``image_chosen(image_id)`` when the user picks one."""
 
     image_chosen = Signal(str)
 
@@ -31,7 +31,9 @@ class ImageList(QListWidget):
         self._icons = {s: _dot(c) for s, c in STATUS_COLOURS.items()}
         self._error_icon = _dot(ERROR_COLOUR)
         self.currentItemChanged.connect(self._on_current)
-        self.setMinimumWidth(200)
+        self.setMinimumWidth(220)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)  # long file names keep their status
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
     def set_images(self, entries: list[ImageEntry]) -> None:
         self.blockSignals(True)
@@ -49,11 +51,11 @@ class ImageList(QListWidget):
         item = self.item(self._rows[entry.id])
         name = Path(entry.source).name
         if error:
-            item.setText(f"{name} — cannot open")
+            item.setText(f"cannot open · {name}")
             item.setIcon(self._error_icon)
             item.setToolTip(error)
         else:
-            item.setText(f"{name} — {entry.status}")
+            item.setText(f"{entry.status} · {name}")
             item.setIcon(self._icons[entry.status])
             item.setToolTip(f"{entry.source}\n{entry.width} x {entry.height}, {entry.status}")
 
