@@ -289,8 +289,12 @@ class Project:
             entry.status = status
             self.save()
 
-    def accept(self, image_id: str, label: np.ndarray, seconds_spent: float = 0.0) -> np.ndarray:
-        """The user says the mask is right: unlabelled pixels become background. Returns the label."""
+    def accept(self, image_id: str, label: np.ndarray, seconds_spent: float = 0.0,
+               proposal_checkpoint: str | None = None) -> np.ndarray:
+        """The user says the mask is right: unlabelled pixels become background. Returns the label.
+
+        The log records how long the user spent on the image and which checkpoint proposed.
+        """
         entry = self.image(image_id)
         self._check_label(entry, label)
         accepted = label.copy()
@@ -300,7 +304,8 @@ class Project:
         entry.accepted_at = round(time.time(), 3)
         entry.seconds_spent = round(entry.seconds_spent + seconds_spent, 2)
         self.save()
-        self.log_event("accepted", image=image_id, seconds=round(seconds_spent, 2))
+        self.log_event("accepted", image=image_id, seconds=round(seconds_spent, 2),
+                       proposal_checkpoint=proposal_checkpoint)
         return accepted
 
     def _check_label(self, entry: ImageEntry, label: np.ndarray) -> None:

@@ -26,6 +26,8 @@ SHORTCUTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "next_image": ("&Next image", ("PgDown", "Alt+Right"), "Go to the next image"),
     "previous_image": ("&Previous image", ("PgUp", "Alt+Left"), "Go to the previous image"),
     "accept": ("&Accept", ("Return", "Enter"), "This mask is right: accept it and go to the next image"),
+    "segment": ("&Segment", ("S",), "Show the model's proposal for this image"),
+    "auto_propose": ("Propose &automatically", (), "Show the proposal of every image as soon as it opens"),
     "fit": ("&Fit to window", ("F",), "Show the whole image"),
     "zoom_actual": ("&Actual pixels", ("Ctrl+1",), "Zoom to 100%"),
     "outline": ("&Outline only", ("O",), "Show label outlines instead of filled regions"),

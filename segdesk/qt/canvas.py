@@ -47,6 +47,7 @@ class Canvas(QGraphicsView):
         self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
         self._image_item: QGraphicsPixmapItem | None = None
         self._overlay: LabelOverlayItem | None = None
+        self._proposal: LabelOverlayItem | None = None
         self._cursor = QGraphicsEllipseItem()
         self._cursor.setPen(QPen(QColor(255, 255, 255, 200), 0))
         self._cursor.setZValue(10)
@@ -86,6 +87,19 @@ class Canvas(QGraphicsView):
         if overlay is not None:
             overlay.setZValue(1)
             self.scene().addItem(overlay)
+
+    def set_proposal(self, item: LabelOverlayItem | None) -> None:
+        """The proposal layer, drawn under the user's label so corrections stay on top."""
+        if self._proposal is not None:
+            self.scene().removeItem(self._proposal)
+        self._proposal = item
+        if item is not None:
+            item.setZValue(0.5)
+            self.scene().addItem(item)
+
+    @property
+    def proposal(self) -> LabelOverlayItem | None:
+        return self._proposal
 
     @property
     def overlay(self) -> LabelOverlayItem | None:

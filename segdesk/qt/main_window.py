@@ -1,7 +1,7 @@
-"""The main window: image list, canvas, tools panel; opening, switching, autosaving and accepting.
+"""The main window: composes the panels and runs the labelling of one image after another.
 
-The window owns the open project and the label document (DESIGN.md "Threads"). Label files are
-written by the Autosaver thread; project.json is written here, it is small.
+The window owns the open project and the label document (DESIGN.md "Threads"). Saving lives in
+SaveKeeper, proposals and training in LoopController; no torch call is made on this thread.
 """
 
 from __future__ import annotations
@@ -10,55 +10,47 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import (
-    QDockWidget,
-    QFileDialog,
-    QInputDialog,
-    QLabel,
-    QMainWindow,
-    QMessageBox,
-)
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QActionGroup, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox
 
 from segdesk.core import imageio
 from segdesk.core.errors import LabelError, SegdeskError
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.qt.actions import new_action
-from segdesk.qt.autosave import Autosaver
 from segdesk.qt.canvas import Canvas
 from segdesk.qt.image_list import ImageList
+from segdesk.qt.loop_controller import LoopController
+from segdesk.qt.models_panel import ModelsPanel
 from segdesk.qt.open_image import OpenImage
-from segdesk.qt.overlay import LabelOverlayItem, colour_table
+from segdesk.qt.overlay import LabelOverlayItem, colour_table, proposal_tables
+from segdesk.qt.save_keeper import SaveKeeper
 from segdesk.qt.tool_controller import Tool, ToolController
 from segdesk.qt.tools_panel import ToolsPanel
+from segdesk.qt.training_panel import TrainingPanel
 
 log = logging.getLogger(__name__)
 
-RETRY_MS = 5000
 IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(imageio.SUPPORTED_SUFFIXES)) + ");;All files (*)"
+SHUTDOWN_TIMEOUT_MS = 5000
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, settings: QSettings | None = None):
+    def __init__(self, settings: QSettings | None = None, train_config=None, device: str | None = None):
         super().__init__()
         self.settings = settings or QSettings("segdesk", "segdesk")
         self.project: Project | None = None
         self.current: OpenImage | None = None
-        self._unsaved: dict[str, LabelDocument] = {}  # documents whose newest version is not on disk
+        self.loop: LoopController | None = None
+        self._train_config = train_config
+        self._device = device
         self._spent: dict[str, float] = {}  # seconds on images not yet accepted
-        self._save_error: str | None = None
 
         self.canvas = Canvas(self)
         self.setCentralWidget(self.canvas)
         self.controller = ToolController(self.canvas, self)
-        self.autosaver = Autosaver(self)
-        self.autosaver.saved.connect(self._on_saved)
-        self.autosaver.failed.connect(self._on_save_failed)
-        self._retry = QTimer(self, interval=RETRY_MS)
-        self._retry.timeout.connect(self._retry_unsaved)
-
+        self.saver = SaveKeeper(self)
         self._make_actions()
         self.image_list = ImageList()
         self.image_list.image_chosen.connect(self.show_image)
@@ -66,25 +58,35 @@ class MainWindow(QMainWindow):
         self.tools.opacity_changed.connect(self._set_opacity)
         self.tools.window_changed.connect(lambda lo, hi: self._set_window((lo, hi)))
         self.tools.window_auto.connect(lambda: self._set_window(None))
-        for title, widget, area in (
-            ("Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea),
-            ("Tools", self.tools, Qt.DockWidgetArea.RightDockWidgetArea),
-        ):
-            dock = QDockWidget(title, self)
-            dock.setObjectName(title)
-            dock.setWidget(widget)
-            dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
-            self.addDockWidget(area, dock)
+        self.training_panel = TrainingPanel()
+        self.models_panel = ModelsPanel()
+        self._dock("Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Tools", self.tools, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Training", self.training_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Model versions", self.models_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._make_menus()
         self._make_status_bar()
-        self.controller.edited.connect(self._on_edited)
+        self.controller.edited.connect(self.saver.edited)
+        self.saver.status_text.connect(self._save_label.setText)
+        self.saver.first_failure.connect(lambda m: self._error(
+            "Not saved", f"{m}\nYour edits are kept in memory and saving is retried every few seconds; "
+                         "nothing is lost while segdesk stays open."))
+        self.saver.unsaved_changed.connect(lambda _: self._update_title())
+        self.saver.label_stored.connect(self._on_label_stored)
         self.canvas.hovered.connect(self._show_position)
         self.canvas.zoom_changed.connect(lambda z: self._zoom_label.setText(f"{z * 100:.0f}%"))
         QShortcut(QKeySequence("Escape"), self, activated=self.controller.cancel_polygon)
-        self.resize(1400, 900)
+        self.resize(1500, 950)
         self._update_title()
 
     # ----- construction
+
+    def _dock(self, title: str, widget, area) -> None:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
+        self.addDockWidget(area, dock)
 
     def _make_actions(self) -> None:
         a = {}
@@ -96,24 +98,23 @@ class MainWindow(QMainWindow):
             ("brush_bigger", c.bigger), ("brush_smaller", c.smaller),
             ("next_image", lambda: self.step_image(+1)), ("previous_image", lambda: self.step_image(-1)),
             ("accept", self.accept_current), ("fit", self.canvas.fit),
-            ("zoom_actual", lambda: self.canvas.set_zoom(1.0)),
+            ("zoom_actual", lambda: self.canvas.set_zoom(1.0)), ("segment", self.segment),
         ):
             a[name] = new_action(self, name, slot)
         a["outline"] = new_action(self, "outline", self._set_outline, checkable=True)
         a["toggle_labels"] = new_action(self, "toggle_labels", self._show_labels, checkable=True)
         a["toggle_labels"].setChecked(True)
+        a["auto_propose"] = new_action(self, "auto_propose", None, checkable=True)
+        a["auto_propose"].setChecked(True)
+        group = QActionGroup(self)
         self._tool_actions = []
         for tool in Tool:
             action = new_action(self, tool.value, lambda on, t=tool: on and c.set_tool(t), checkable=True)
             action.setChecked(tool == c.tool)
+            group.addAction(action)
             a[tool.value] = action
             self._tool_actions.append(action)
         c.tool_changed.connect(lambda name: a[name].setChecked(True))
-        from PySide6.QtGui import QActionGroup
-
-        group = QActionGroup(self)
-        for action in self._tool_actions:
-            group.addAction(action)
         self.actions_by_name = a
         for action in a.values():
             self.addAction(action)  # shortcuts work wherever the focus is
@@ -122,7 +123,7 @@ class MainWindow(QMainWindow):
         a = self.actions_by_name
         menus = {
             "&File": ["new_project", "open_project", None, "add_images", "add_folder", None, "save", None, "quit"],
-            "&Edit": ["undo", "redo", None, "accept"],
+            "&Edit": ["undo", "redo", None, "segment", "auto_propose", "accept"],
             "&View": ["fit", "zoom_actual", None, "toggle_labels", "outline", None, "next_image", "previous_image"],
             "&Tools": ["brush", "eraser", "fill", "polygon", None, "brush_bigger", "brush_smaller"],
         }
@@ -132,17 +133,20 @@ class MainWindow(QMainWindow):
                 menu.addSeparator() if name is None else menu.addAction(a[name])
         bar = self.addToolBar("Main")
         bar.setObjectName("main_toolbar")
-        for name in ("open_project", "add_images", None, "undo", "redo", None, "previous_image", "next_image", "accept"):
+        for name in ("open_project", "add_images", None, "segment", "accept", None, "undo", "redo", None,
+                     "previous_image", "next_image"):
             bar.addSeparator() if name is None else bar.addAction(a[name])
 
     def _make_status_bar(self) -> None:
         self._position_label = QLabel()
         self._zoom_label = QLabel()
         self._save_label = QLabel()
+        self._device_label = QLabel("device: …")
+        self._proposal_label = QLabel()
         bar = self.statusBar()
-        bar.addPermanentWidget(self._position_label)
-        bar.addPermanentWidget(self._zoom_label)
-        bar.addPermanentWidget(self._save_label)
+        for label in (self._position_label, self._proposal_label, self._zoom_label, self._device_label,
+                      self._save_label):
+            bar.addPermanentWidget(label)
 
     # ----- messages
 
@@ -153,7 +157,7 @@ class MainWindow(QMainWindow):
 
     def _update_title(self) -> None:
         name = self.project.name if self.project else "no project"
-        unsaved = " (unsaved changes)" if self._save_error else ""
+        unsaved = " (unsaved changes)" if self.saver.error else ""
         self.setWindowTitle(f"segdesk — {name}{unsaved}")
 
     # ----- project
@@ -189,16 +193,27 @@ class MainWindow(QMainWindow):
         return self.set_project(project)
 
     def set_project(self, project: Project) -> bool:
-        if not self.leave_current():
-            return False
+        self.leave_current()
+        self._stop_loop()
         self.project = project
-        self._unsaved.clear()
+        self.saver.set_project(project)
         self._spent.clear()
         self.settings.setValue("last_project", str(project.root))
         self.tools.set_classes(project.classes)
         self.controller.set_value(2)
         self.image_list.set_images(project.images)
-        self._lut = colour_table([c.rgb for c in project.classes])
+        rgbs = [c.rgb for c in project.classes]
+        self._lut = colour_table(rgbs)
+        self._proposal_luts = proposal_tables(rgbs)
+        self.training_panel.plot.clear()
+        self.loop = LoopController(project, self.training_panel, self.models_panel,
+                                   self._train_config, self._device, self)
+        self.loop.proposal_ready.connect(self._on_proposal)
+        self.loop.proposal_failed.connect(self._on_proposal_failed)
+        self.loop.message.connect(lambda m: self.statusBar().showMessage(m, 10000))
+        self.loop.error.connect(self._error)
+        self.loop.device_named.connect(lambda n: self._device_label.setText(f"device: {n}"))
+        self.loop.checkpoint_changed.connect(lambda _c: self._prefetch_next())
         self._update_title()
         first = next((e for e in project.images if e.status != STATUS_ACCEPTED), None)
         first = first or (project.images[0] if project.images else None)
@@ -250,8 +265,7 @@ class MainWindow(QMainWindow):
             return False
         if self.current is not None and self.current.image_id == image_id:
             return True
-        if not self.leave_current():
-            return False
+        self.leave_current()
         entry = self.project.image(image_id)
         try:
             image = self.project.read_image(entry)
@@ -265,11 +279,13 @@ class MainWindow(QMainWindow):
             self.image_list.set_status(entry, error=message)
             self._error("Image changed", message)
             return False
-        doc = self._unsaved.pop(image_id, None) or self._load_document(image_id)
+        doc = self.saver.take_unsaved(image_id)
+        on_disk = doc is None
+        if doc is None:
+            doc = self._load_document(image_id)
+        self.saver.opened(image_id, doc, on_disk)
         window = imageio.auto_window(image.pixels) if image.bit_depth > 8 else None
         self.current = OpenImage(image_id, image, doc, window)
-        if image_id not in self._unsaved:
-            self.autosaver.mark_saved(image_id, doc.version)
         self.canvas.set_image(imageio.to_display(image.pixels, window))
         overlay = LabelOverlayItem(doc.label, self._lut)
         overlay.setOpacity(self.tools.opacity_slider.value() / 100.0)
@@ -280,7 +296,11 @@ class MainWindow(QMainWindow):
         self.tools.show_window(window)
         self.image_list.select(image_id)
         self.canvas.fit()
-        self._show_save_state()
+        self._proposal_label.setText("")
+        if entry.status != STATUS_ACCEPTED and self.loop is not None:
+            if self.actions_by_name["auto_propose"].isChecked():
+                self.loop.segment(image_id, prefetch=self.loop.cached(image_id) is None)
+            self._prefetch_next()
         return True
 
     def _load_document(self, image_id: str) -> LabelDocument:
@@ -309,23 +329,20 @@ class MainWindow(QMainWindow):
             log.warning("could not set aside %s: %s", path, exc)
         return target
 
-    def leave_current(self) -> bool:
+    def leave_current(self) -> None:
         """Save the current image's label (waiting for the writer) before switching away or closing."""
         if self.current is None:
-            return True
+            return
         self.controller.finish_stroke()
         self.controller.cancel_polygon()
+        self.saver.close()
         cur = self.current
-        self._submit(cur)
-        self.autosaver.flush()
-        if self.autosaver.saved_version(cur.image_id) != cur.doc.version:
-            self._unsaved[cur.image_id] = cur.doc  # kept in memory; retried until the disk takes it
         self._spent[cur.image_id] = self._spent.get(cur.image_id, 0.0) + cur.seconds_open()
         self.controller.set_document(None)
+        self.canvas.set_proposal(None)
         self.canvas.set_overlay(None)
         self.canvas.set_image(None)
         self.current = None
-        return True
 
     def step_image(self, step: int) -> None:
         if self.project is None or not self.project.images:
@@ -333,32 +350,6 @@ class MainWindow(QMainWindow):
         ids = [e.id for e in self.project.images]
         index = ids.index(self.current.image_id) if self.current else -step
         self.show_image(ids[(index + step) % len(ids)])
-
-    def accept_current(self) -> None:
-        """Accept the current mask (unlabelled pixels become background) and go to the next image."""
-        if self.project is None or self.current is None:
-            return
-        self.controller.finish_stroke()
-        cur = self.current
-        self.autosaver.flush()
-        seconds = self._spent.pop(cur.image_id, 0.0) + cur.seconds_open()
-        try:
-            accepted = self.project.accept(cur.image_id, cur.doc.label, seconds)
-        except SegdeskError as exc:
-            self._spent[cur.image_id] = seconds
-            self._error("Not accepted", f"{exc}\nYour label is kept in memory; try again.")
-            return
-        cur.opened_at = cur.opened_at + cur.seconds_open()  # time restarts if the user stays here
-        cur.doc.set_label(accepted)
-        self.autosaver.mark_saved(cur.image_id, cur.doc.version)
-        self.canvas.overlay.refresh(None)
-        self.image_list.set_status(self.project.image(cur.image_id))
-        self.statusBar().showMessage(f"Accepted {Path(self.project.image(cur.image_id).source).name}.", 5000)
-        following = self._next_unaccepted(cur.image_id)
-        if following is not None:
-            self.show_image(following)
-        else:
-            self.statusBar().showMessage("Every image in the project is accepted.", 10000)
 
     def _next_unaccepted(self, image_id: str) -> str | None:
         ids = [e.id for e in self.project.images]
@@ -368,69 +359,85 @@ class MainWindow(QMainWindow):
                 return i
         return None
 
+    # ----- proposals and accept
+
+    def segment(self) -> None:
+        """The one button: show the model's proposal for the current image."""
+        if self.current is not None and self.loop is not None:
+            if self.loop.segment(self.current.image_id):
+                self._proposal_label.setText("segmenting…")
+
+    def _prefetch_next(self) -> None:
+        if self.current is not None and self.loop is not None:
+            following = self._next_unaccepted(self.current.image_id)
+            if following is not None and following != self.current.image_id:
+                self.loop.segment(following, prefetch=True)
+
+    def _on_proposal(self, image_id: str, label: np.ndarray, checkpoint: str) -> None:
+        cur = self.current
+        if cur is None or cur.image_id != image_id or self.project.image(image_id).status == STATUS_ACCEPTED:
+            return  # a prefetch, or an answer for an image the user has left: cached, not shown
+        if label.shape != cur.doc.shape:
+            return
+        cur.proposal, cur.proposal_checkpoint = label, checkpoint
+        fill, edge = self._proposal_luts
+        item = LabelOverlayItem(label, fill, edge_lut=edge)
+        item.setVisible(self.actions_by_name["toggle_labels"].isChecked())
+        self.canvas.set_proposal(item)
+        self._proposal_label.setText(f"proposal from model {checkpoint}: correct it, then Accept (Enter)")
+
+    def _on_proposal_failed(self, image_id: str, message: str) -> None:
+        if self.current is not None and self.current.image_id == image_id:
+            self._proposal_label.setText("")
+            self.statusBar().showMessage(f"No proposal: {message}", 10000)
+
+    def accept_current(self) -> None:
+        """Accept proposal plus corrections (unlabelled pixels become background) and go on."""
+        if self.project is None or self.current is None:
+            return
+        self.controller.finish_stroke()
+        cur = self.current
+        self.saver.flush()
+        label = cur.doc.label
+        if cur.proposal is not None:
+            label = np.where(label != 0, label, cur.proposal).astype(np.uint8)
+        seconds = self._spent.pop(cur.image_id, 0.0) + cur.seconds_open()
+        try:
+            accepted = self.project.accept(cur.image_id, label, seconds, proposal_checkpoint=cur.proposal_checkpoint)
+        except SegdeskError as exc:
+            self._spent[cur.image_id] = seconds
+            self._error("Not accepted", f"{exc}\nYour label is kept in memory; try again.")
+            return
+        cur.opened_at += cur.seconds_open()  # time restarts if the user stays here
+        cur.doc.set_label(accepted)
+        cur.proposal = None
+        self.canvas.set_proposal(None)
+        self.saver.mark_saved(cur.image_id, cur.doc)
+        self.canvas.overlay.refresh(None)
+        self.image_list.set_status(self.project.image(cur.image_id))
+        self.statusBar().showMessage(f"Accepted {Path(self.project.image(cur.image_id).source).name}.", 5000)
+        if self.loop is not None:
+            self.loop.image_accepted()
+        following = self._next_unaccepted(cur.image_id)
+        if following is not None:
+            self.show_image(following)
+        else:
+            self.statusBar().showMessage("Every image in the project is accepted.", 10000)
+
     # ----- saving
 
-    def _submit(self, cur: OpenImage) -> None:
-        if self.autosaver.saved_version(cur.image_id) != cur.doc.version:
-            path = self.project.label_path(cur.image_id)
-            self.autosaver.submit(cur.image_id, path, cur.doc.label.copy(), cur.doc.version)
-
-    def _on_edited(self) -> None:
-        if self.current is not None:
-            self._submit(self.current)
-            self._show_save_state("Saving…")
-
     def save_now(self) -> None:
-        if self.current is not None:
-            self._submit(self.current)
-            self.autosaver.flush()
-        self._retry_unsaved()
+        self.saver.save_all()
+        self.saver.flush()
 
-    def _on_saved(self, image_id: str, version: int, painted: bool, has_unlabelled: bool) -> None:
-        doc = self._unsaved.get(image_id)
-        if doc is not None and doc.version == version:
-            del self._unsaved[image_id]
-        try:
-            self.project.label_saved(image_id, painted, has_unlabelled)
-        except SegdeskError as exc:
-            self._on_save_failed(image_id, version, str(exc))
-            return
+    def _on_label_stored(self, image_id: str) -> None:
         self.image_list.set_status(self.project.image(image_id))
-        if not self._unsaved and self._is_current_saved():
-            self._save_error = None
-            self._retry.stop()
-        self._show_save_state()
-        self._update_title()
-
-    def _on_save_failed(self, image_id: str, version: int, message: str) -> None:
-        first = self._save_error is None
-        self._save_error = message
-        self._retry.start()
-        self._show_save_state()
-        self._update_title()
-        if first:
-            self._error("Not saved", f"{message}\nYour edits are kept in memory and saving is retried "
-                                     "every few seconds; nothing is lost while segdesk stays open.")
-
-    def _retry_unsaved(self) -> None:
-        if self.project is None:
-            return
-        for image_id, doc in list(self._unsaved.items()):
-            self.autosaver.submit(image_id, self.project.label_path(image_id), doc.label.copy(), doc.version)
-        if self.current is not None:
-            self._submit(self.current)
-
-    def _is_current_saved(self) -> bool:
-        cur = self.current
-        return cur is None or self.autosaver.saved_version(cur.image_id) == cur.doc.version
-
-    def _show_save_state(self, text: str | None = None) -> None:
-        if text is None:
-            text = f"Not saved: {self._save_error}" if self._save_error else "All changes saved"
-        self._save_label.setText(text)
+        if self.loop is not None:
+            self.loop.labels_saved()
 
     def has_unsaved(self) -> bool:
-        return bool(self._unsaved) or not self._is_current_saved()
+        self.saver.flush()
+        return bool(self.saver.unsaved_ids())
 
     # ----- view
 
@@ -445,6 +452,8 @@ class MainWindow(QMainWindow):
     def _show_labels(self, on: bool) -> None:
         if self.canvas.overlay is not None:
             self.canvas.overlay.setVisible(on)
+        if self.canvas.proposal is not None:
+            self.canvas.proposal.setVisible(on)
 
     def _set_window(self, window: tuple[float, float] | None) -> None:
         cur = self.current
@@ -471,23 +480,30 @@ class MainWindow(QMainWindow):
 
     # ----- close
 
+    def _stop_loop(self) -> None:
+        if self.loop is not None:
+            if not self.loop.shutdown(SHUTDOWN_TIMEOUT_MS):
+                log.error("a worker did not stop in time")
+            self.loop.deleteLater()
+            self.loop = None
+
     def closeEvent(self, event: QCloseEvent) -> None:
         self.leave_current()
-        self._retry_unsaved()
-        self.autosaver.flush()
-        still = [i for i, d in self._unsaved.items() if self.autosaver.saved_version(i) != d.version]
+        self.saver.save_all()
+        self.saver.flush()
+        still = self.saver.unsaved_ids()
         if still:
             answer = QMessageBox.question(
                 self, "Unsaved labels",
-                f"{len(still)} label(s) could not be saved ({self._save_error}).\n"
+                f"{len(still)} label(s) could not be saved ({self.saver.error}).\n"
                 "Close anyway and lose those edits?",
                 QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel,
                 QMessageBox.StandardButton.Cancel,
             )
             if answer != QMessageBox.StandardButton.Discard:
                 event.ignore()
-                if self.project and still:
-                    self.show_image(still[0])
+                self.show_image(still[0])
                 return
-        self.autosaver.shutdown()
+        self._stop_loop()
+        self.saver.shutdown()
         event.accept()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from segdesk.core.imageio import Image
 from segdesk.core.label_document import LabelDocument
 
@@ -16,6 +18,8 @@ class OpenImage:
     doc: LabelDocument
     window: tuple[float, float] | None  # display window for images with more than 8 bits
     opened_at: float = field(default_factory=time.monotonic)
+    proposal: np.ndarray | None = None  # label encoding (1 = background); shown under the label
+    proposal_checkpoint: str | None = None
 
     def seconds_open(self) -> float:
         return time.monotonic() - self.opened_at

@@ -42,13 +42,27 @@ def outline_of(region: np.ndarray) -> np.ndarray:
     return edge
 
 
+def proposal_tables(class_rgbs: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(fill, edge) colours for a proposal: a faint tint with a bright edge, background unshown,
+    so a proposal never looks like a label the user has painted."""
+    fill = np.zeros((256, 4), np.uint8)
+    edge = np.zeros((256, 4), np.uint8)
+    for i, rgb in enumerate(class_rgbs):
+        for table, alpha in ((fill, 70), (edge, 255)):
+            r, g, b = (c * alpha // 255 for c in rgb)
+            table[i + 2] = (b, g, r, alpha)
+    return fill, edge
+
+
 class LabelOverlayItem(QGraphicsItem):
     """Draws a label map over the image; ``refresh(box)`` recolours one box only."""
 
-    def __init__(self, label: np.ndarray, lut: np.ndarray):
+    def __init__(self, label: np.ndarray, lut: np.ndarray, edge_lut: np.ndarray | None = None):
+        """``edge_lut``, when given, colours region edges differently (how a proposal shows)."""
         super().__init__()
         self._label = label
         self._lut = lut
+        self._edge_lut = edge_lut
         self._outline = False
         h, w = label.shape
         self._bgra = np.zeros((h, w, 4), np.uint8)
@@ -79,15 +93,19 @@ class LabelOverlayItem(QGraphicsItem):
         """Recolour ``box`` (y0, x0, y1, x1) of the overlay from the label, or all of it."""
         h, w = self._label.shape
         y0, x0, y1, x1 = box if box is not None else (0, 0, h, w)
-        if self._outline:  # an outline depends on the neighbours just outside the box
+        region = self._label[y0:y1, x0:x1]
+        if self._outline or self._edge_lut is not None:
+            # an edge depends on the neighbours just outside the box, and changes them too
             y0, x0, y1, x1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
             gy0, gx0, gy1, gx1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
-            grown = self._label[gy0:gy1, gx0:gx1]
-            edge = outline_of(grown)[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
-            region = np.where(edge, self._label[y0:y1, x0:x1], 0)
-        else:
+            edge = outline_of(self._label[gy0:gy1, gx0:gx1])[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
             region = self._label[y0:y1, x0:x1]
-        self._bgra[y0:y1, x0:x1] = self._lut[region]
+            if self._outline:
+                self._bgra[y0:y1, x0:x1] = self._lut[np.where(edge, region, 0)]
+            else:
+                self._bgra[y0:y1, x0:x1] = np.where(edge[..., None], self._edge_lut[region], self._lut[region])
+        else:
+            self._bgra[y0:y1, x0:x1] = self._lut[region]
         self.update(QRectF(x0, y0, x1 - x0, y1 - y0))
 
     def boundingRect(self) -> QRectF:

@@ -1,0 +1,178 @@
+"""Proposals: run a U-Net over a whole image of any size.
+
+The image is normalised, resized to the project's working scale, cut into overlapping tiles when
+it is larger than one tile, and the tiles' softmax outputs are blended with a smooth window. The
+probabilities (not the classes) are resized back to the image's own size before the argmax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segdesk.core.errors import CheckpointError
+from segdesk.ml.checkpoints import CheckpointStore
+from segdesk.ml.config import TrainConfig
+from segdesk.ml.device import pick_device
+from segdesk.ml.normalise import NORMALISATION, normalise_hwc
+from segdesk.ml.unet import UNet
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE = 512
+OVERLAP = 0.25
+_WINDOW_FLOOR = 0.01  # blending weights never reach zero, so every pixel has a defined average
+
+
+@dataclass
+class Prediction:
+    classes: np.ndarray  # uint8 H x W: 0 = background, 1..K = classes
+    confidence: np.ndarray  # float32 H x W: the winning class's probability
+    checkpoint: str | None  # which checkpoint made it (None: untrained weights)
+
+
+def to_label(prediction: Prediction) -> np.ndarray:
+    """The prediction in the on-disk label encoding (1 = background, 2.. = classes)."""
+    return (prediction.classes + 1).astype(np.uint8)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, nothing elsewhere (CPU bf16 is slow on most laptops, MPS patchy)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _tile_starts(length: int, tile: int) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = max(1, tile - int(tile * OVERLAP))
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def _window(h: int, w: int, device: torch.device) -> torch.Tensor:
+    """2D raised-cosine window, highest in the middle, floored above zero at the borders."""
+
+    def one_d(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32, device=device)
+        return (0.5 - 0.5 * torch.cos(2 * math.pi * (i + 0.5) / n)).clamp(min=_WINDOW_FLOOR)
+
+    return one_d(h)[:, None] * one_d(w)[None, :]
+
+
+def predict_probabilities(
+    model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE, tile_batch: int = 4
+) -> torch.Tensor:
+    """Softmax probabilities (C x H x W, float32, on the model's device) for one 3 x H x W input.
+
+    The caller puts the model in eval mode and inference mode. Images up to ``tile`` on each side
+    go through in one piece; larger ones in overlapping tiles blended by a cosine window.
+    """
+    device = next(model.parameters()).device
+    x = image.to(device=device, dtype=torch.float32)[None]
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    _, _, h, w = x.shape
+    if h <= tile and w <= tile:
+        with autocast(device):
+            logits = model(x)
+        return logits.float().softmax(dim=1)[0]
+
+    th, tw = min(tile, h), min(tile, w)
+    window = _window(th, tw, device)
+    boxes = [(y, x0) for y in _tile_starts(h, th) for x0 in _tile_starts(w, tw)]
+    total = None
+    weight = torch.zeros((h, w), dtype=torch.float32, device=device)
+    for i in range(0, len(boxes), tile_batch):
+        chunk = boxes[i : i + tile_batch]
+        batch = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in chunk])
+        with autocast(device):
+            logits = model(batch)
+        probs = logits.float().softmax(dim=1)
+        if total is None:
+            total = torch.zeros((probs.shape[1], h, w), dtype=torch.float32, device=device)
+        for (y, x0), p in zip(chunk, probs):
+            total[:, y : y + th, x0 : x0 + tw] += p * window
+            weight[y : y + th, x0 : x0 + tw] += window
+    return total / weight
+
+
+class Predictor:
+    """Holds one model in eval mode and turns images into proposals. Use from one thread."""
+
+    def __init__(self, model: UNet, meta: dict, device: torch.device | str | None = None, tile: int = DEFAULT_TILE):
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.meta = dict(meta)
+        self.checkpoint: str | None = meta.get("id")
+        self.working_scale = float(meta.get("working_scale") or 1.0)
+        self.tile = int(tile)
+        if meta.get("normalisation", NORMALISATION) != NORMALISATION:
+            raise CheckpointError(f"Unknown input normalisation {meta.get('normalisation')!r}.")
+        model = model.to(self.device).eval()
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+
+    @classmethod
+    def from_checkpoint(
+        cls, models_dir: str | Path, checkpoint_id: str | None = None, device: torch.device | str | None = None
+    ) -> "Predictor":
+        """A predictor for a checkpoint (default: the current one). CheckpointError if none loads."""
+        store = CheckpointStore(models_dir)
+        if checkpoint_id is None:
+            found = store.load_current()
+            if found is None:
+                raise CheckpointError(f"There is no usable checkpoint in {models_dir} yet.")
+            checkpoint_id, state_dict, meta = found
+        else:
+            state_dict, meta = store.load(checkpoint_id)
+        meta = {**meta, "id": checkpoint_id}
+        try:
+            model = UNet.from_arch(meta["arch"])
+            model.load_state_dict(state_dict)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"Checkpoint {checkpoint_id} does not fit its architecture: {exc}.") from exc
+        return cls(model, meta, device)
+
+    @classmethod
+    def untrained(
+        cls, n_classes: int, config: TrainConfig | None = None, device: torch.device | str | None = None
+    ) -> "Predictor":
+        """Fresh random weights (for timing, or before any checkpoint exists)."""
+        config = config or TrainConfig()
+        model = UNet(3, n_classes + 1, config.depth, config.base_width)
+        meta = {
+            "id": None,
+            "arch": model.arch_dict(),
+            "normalisation": NORMALISATION,
+            "working_scale": config.working_scale or 1.0,
+        }
+        return cls(model, meta, device)
+
+    def predict(self, pixels: np.ndarray, tile: int | None = None) -> Prediction:
+        """Classes and confidence for an image (H x W gray or H x W x 3 colour, any dtype)."""
+        height, width = pixels.shape[:2]
+        image = normalise_hwc(pixels)
+        s = self.working_scale
+        if s != 1.0:
+            size = (max(1, round(width * s)), max(1, round(height * s)))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        with torch.inference_mode():
+            probs = predict_probabilities(self.model, x, tile or self.tile)
+            if probs.shape[-2:] != (height, width):
+                probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+            confidence, classes = probs.max(dim=0)
+            classes = classes.to(torch.uint8).cpu().numpy()
+            confidence = confidence.cpu().numpy()
+        return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint)

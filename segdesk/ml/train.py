@@ -1,0 +1,384 @@
+"""The training loop behind the "learns while you label" promise.
+
+One Trainer owns one model and optimizer and reads labels only from disk. It keeps a checkpoint
+only when validation Dice improves on the held-out accepted images (with no held-out images yet:
+when the smoothed training loss dropped by more than 5% since the last checkpoint). Everything runs
+in the caller's thread; ``run`` checks ``should_stop`` after every step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from segdesk.core.errors import CheckpointError, SegdeskError
+from segdesk.core.project import Project
+from segdesk.ml.checkpoints import CheckpointStore, check_compatible
+from segdesk.ml.config import TrainConfig
+from segdesk.ml.data import LabelledSet, label_signature
+from segdesk.ml.device import device_name, pick_device
+from segdesk.ml.inference import autocast, predict_probabilities
+from segdesk.ml.losses import IGNORE, masked_ce_dice
+from segdesk.ml.normalise import NORMALISATION
+from segdesk.ml.planning import choose_working_scale
+from segdesk.ml.unet import UNet
+
+log = logging.getLogger(__name__)
+
+WAITING = "waiting for labels"
+TRAINING = "training"
+IMPROVED = "improved"
+STOPPED = "stopped"
+ERROR = "error"
+
+LOSS_IMPROVEMENT = 0.05  # without validation images: a checkpoint per 5% drop of smoothed loss
+_LOSS_SMOOTHING = 0.9  # exponential moving average factor
+_PROGRESS_EVERY = 5  # steps between on_progress calls (besides validations)
+_GRAD_CLIP = 12.0  # as nnU-Net
+_WAIT_POLL_S = 2.0  # how often to look for labels while waiting
+_VALIDATION_TILE = 512
+
+
+@dataclass
+class Progress:
+    step: int
+    loss: float
+    val_dice: float | None
+    val_dice_per_class: list[float | None] | None  # one per class; None where absent from the truth
+    images_per_s: float
+    checkpoint: str | None  # the newest checkpoint this trainer wrote or started from
+    state: str  # WAITING, TRAINING, IMPROVED, STOPPED or ERROR
+
+
+def dice_scores(probs_or_classes: np.ndarray, target: np.ndarray, n_classes: int) -> list[float | None]:
+    """Per-class Dice (classes 1..K) of predicted classes against a target (IGNORE skipped).
+    None for a class absent from the target."""
+    labelled = target != IGNORE
+    scores: list[float | None] = []
+    for c in range(1, n_classes + 1):
+        truth = (target == c) & labelled
+        n_truth = int(truth.sum())
+        if n_truth == 0:
+            scores.append(None)
+            continue
+        pred = (probs_or_classes == c) & labelled
+        scores.append(2.0 * float((pred & truth).sum()) / (float(pred.sum()) + n_truth))
+    return scores
+
+
+class Trainer:
+    """Trains the project's U-Net from its saved labels. Use from one thread."""
+
+    def __init__(
+        self,
+        project_root: str | Path,
+        config: TrainConfig | None = None,
+        device: torch.device | str | None = None,
+        init: str | None = "current",
+    ):
+        self.root = Path(project_root)
+        self.config = config or TrainConfig()
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.store = CheckpointStore(self.root / "models")
+        self.rng = np.random.default_rng(self.config.seed)
+        torch.manual_seed(self.config.seed)
+
+        self.project = Project.open(self.root, clean=False)
+        self._signature = label_signature(self.project)
+        self._planned_scale: float | None = None  # planned from labels; kept for the trainer's life
+        self.data = self._make_set()
+
+        self.step_count = 0  # steps taken by this trainer
+        self._base_step = 0  # steps behind the checkpoint it started from
+        self.parent: str | None = None
+        self.last_checkpoint: str | None = None
+        self._build_model(init)
+
+        self.best_dice: float | None = None
+        self._baseline_pending = self.parent is not None  # validate the loaded weights before judging
+        self._loss_at_checkpoint: float | None = None
+        self.smoothed_loss: float | None = None
+        self.images_per_s = 0.0
+        self.bad_validations = 0
+        self.last_val: tuple[float | None, list[float | None] | None] = (None, None)
+
+    # ----- set-up
+
+    def _choose_scale(self) -> float:
+        """Config, else the project's setting, else planned once from the first accepted labels
+        (re-planning on every new label would keep invalidating the image cache)."""
+        if self.config.working_scale is not None:
+            return float(self.config.working_scale)
+        overridden = self.project.settings.get("working_scale") is not None
+        if self._planned_scale is not None and not overridden:
+            return self._planned_scale
+        scale = choose_working_scale(self.project, self.config.crop_size)
+        if self.project.accepted_ids() and not overridden:
+            self._planned_scale = scale
+        return scale
+
+    def _make_set(self, previous: LabelledSet | None = None) -> LabelledSet:
+        data = LabelledSet(self.project, self.config.crop_size, self._choose_scale())
+        if previous is not None:
+            data.adopt_cache(previous)
+        return data
+
+    @property
+    def working_scale(self) -> float:
+        return self.data.working_scale
+
+    @property
+    def n_classes(self) -> int:
+        return self.project.n_classes
+
+    @property
+    def has_data(self) -> bool:
+        return self.data.has_data
+
+    def _build_model(self, init: str | None) -> None:
+        model = None
+        if init == "current":
+            found = self.store.load_current()
+            if found is not None:
+                checkpoint_id, state_dict, meta = found
+                try:
+                    check_compatible(meta, self.n_classes)
+                    model = UNet.from_arch(meta["arch"])
+                    model.load_state_dict(state_dict)
+                except (CheckpointError, KeyError, ValueError, RuntimeError) as exc:
+                    log.warning("starting from fresh weights: checkpoint %s does not fit: %s", checkpoint_id, exc)
+                    model = None
+                else:
+                    self.parent = self.last_checkpoint = checkpoint_id
+                    self._base_step = int(meta.get("step") or 0)
+                    log.info("continuing from checkpoint %s", checkpoint_id)
+        elif init is not None:
+            raise ValueError(f"init must be 'current' or None, not {init!r}.")
+        if model is None:
+            model = UNet(3, self.n_classes + 1, self.config.depth, self.config.base_width)
+        model = model.to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+        )
+
+    # ----- labels
+
+    def refresh_labels(self) -> bool:
+        """Re-read project.json and the label files; True (and patience restarted) when labels
+        changed. A changed class list restarts from fresh weights."""
+        try:
+            project = Project.open(self.root, clean=False)
+        except SegdeskError as exc:
+            log.warning("could not re-read the project: %s", exc)
+            return False
+        signature = label_signature(project)
+        classes_changed = [c.name for c in project.classes] != [c.name for c in self.project.classes]
+        if signature == self._signature and not classes_changed:
+            return False
+        n_before = self.project.n_classes
+        self.project = project
+        self._signature = signature
+        old_validation = self.data.validation_ids
+        self.data = self._make_set(previous=self.data)
+        if project.n_classes != n_before:
+            log.warning("the project now has %d classes (was %d): training a new model", project.n_classes, n_before)
+            self.parent = None
+            self._base_step = 0
+            self._build_model(init=None)
+            self.best_dice = None
+            self._loss_at_checkpoint = None
+            self.smoothed_loss = None
+        if self.data.validation_ids != old_validation:
+            # the old best was measured on other images: the next validation sets a new reference
+            self.best_dice = None
+            self._baseline_pending = False
+        self.bad_validations = 0
+        log.info("labels changed: %d training, %d validation images", self.data.n_train_images, len(self.data.validation_ids))
+        return True
+
+    # ----- one step, one validation
+
+    def step(self) -> float:
+        """One optimisation step on a random batch; returns its loss. Without data: does nothing
+        and returns 0.0 (check ``has_data``)."""
+        if not self.data.has_data:
+            return 0.0
+        start = time.perf_counter()
+        samples = [self.data.sample(self.rng) for _ in range(self.config.batch_size)]
+        images = torch.stack([s[0] for s in samples]).to(self.device, non_blocking=True)
+        targets = torch.stack([s[1] for s in samples]).to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        self.model.train()
+        with autocast(self.device):
+            logits = self.model(images)
+        loss = masked_ce_dice(logits, targets, self.config.dice_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), _GRAD_CLIP)
+        self.optimizer.step()
+        value = float(loss.detach())
+        self.step_count += 1
+        elapsed = time.perf_counter() - start
+        rate = self.config.batch_size / max(elapsed, 1e-9)
+        self.images_per_s = rate if self.images_per_s == 0 else 0.8 * self.images_per_s + 0.2 * rate
+        if math.isfinite(value):
+            s = self.smoothed_loss
+            self.smoothed_loss = value if s is None else _LOSS_SMOOTHING * s + (1 - _LOSS_SMOOTHING) * value
+        return value
+
+    def validate(self) -> tuple[float | None, list[float | None] | None]:
+        """(mean Dice, per-class Dice) on the held-out images at working scale; (None, None)
+        without held-out images or foreground in them. Per image, Dice is averaged over the classes
+        present in its truth; the mean is over images, per class over images showing that class."""
+        per_image: list[float] = []
+        per_class: list[list[float]] = [[] for _ in range(self.n_classes)]
+        self.model.eval()
+        with torch.inference_mode():
+            for _, image, target in self.data.validation_items():
+                probs = predict_probabilities(self.model, torch.from_numpy(image), _VALIDATION_TILE)
+                classes = probs.argmax(dim=0).cpu().numpy()
+                scores = dice_scores(classes, target, self.n_classes)
+                present = [s for s in scores if s is not None]
+                if present:
+                    per_image.append(float(np.mean(present)))
+                for c, s in enumerate(scores):
+                    if s is not None:
+                        per_class[c].append(s)
+        if not per_image:
+            return None, None
+        mean = float(np.mean(per_image))
+        classes_mean = [float(np.mean(v)) if v else None for v in per_class]
+        return mean, classes_mean
+
+    def save_checkpoint(self, val_dice: float | None, per_class: list[float | None] | None) -> str:
+        meta = {
+            "arch": self.model.arch_dict(),
+            "classes": [c.name for c in self.project.classes],
+            "normalisation": NORMALISATION,
+            "working_scale": self.working_scale,
+            "crop_size": self.config.crop_size,
+            "n_train_images": self.data.n_train_images,
+            "n_val_images": len(self.data.validation_ids),
+            "val_dice": val_dice,
+            "val_dice_per_class": per_class,
+            "train_loss": self.smoothed_loss,
+            "step": self._base_step + self.step_count,
+            "device": device_name(self.device),
+            "parent": self.parent,
+            "torch": torch.__version__,
+        }
+        checkpoint_id = self.store.save(self.model.state_dict(), meta)
+        self.last_checkpoint = checkpoint_id
+        self._loss_at_checkpoint = self.smoothed_loss
+        self.project.log_event(
+            "checkpoint", id=checkpoint_id, step=meta["step"], val_dice=val_dice, train_loss=self.smoothed_loss
+        )
+        return checkpoint_id
+
+    def _validate_and_keep(self) -> bool:
+        """Validate; write a checkpoint if the model improved. Returns whether it did."""
+        dice, per_class = self.validate()
+        self.last_val = (dice, per_class)
+        if dice is not None:
+            improved = self.best_dice is None or dice > self.best_dice + 1e-4
+            if improved:
+                self.best_dice = dice
+        else:
+            loss = self.smoothed_loss
+            reference = self._loss_at_checkpoint
+            improved = loss is not None and (reference is None or loss < (1 - LOSS_IMPROVEMENT) * reference)
+        if improved:
+            self.save_checkpoint(dice, per_class)
+            self.bad_validations = 0
+        else:
+            self.bad_validations += 1
+        log.debug("step %d: val Dice %s, loss %s, improved %s", self.step_count, dice, self.smoothed_loss, improved)
+        return improved
+
+    def progress(self, state: str) -> Progress:
+        dice, per_class = self.last_val
+        loss = self.smoothed_loss if self.smoothed_loss is not None else float("nan")
+        return Progress(
+            self._base_step + self.step_count, loss, dice, per_class, self.images_per_s, self.last_checkpoint, state
+        )
+
+    # ----- the loop
+
+    def wait_for_labels(self, should_stop: Callable[[], bool] | None = None, timeout: float | None = None) -> bool:
+        """Poll for changed labels until some arrive (True), should_stop() or the timeout (False)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_poll = time.monotonic() + _WAIT_POLL_S
+        while True:
+            if should_stop is not None and should_stop():
+                return False
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            if now >= next_poll:
+                if self.refresh_labels():
+                    return True
+                next_poll = now + _WAIT_POLL_S
+            time.sleep(0.05)
+
+    def run(
+        self,
+        max_steps: int | None = None,
+        max_seconds: float | None = None,
+        on_progress: Callable[[Progress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Progress:
+        """Train until should_stop(), max_steps, max_seconds or (open-ended runs only) patience runs
+        out. Validates every ``val_every`` steps and at the end; returns the final Progress."""
+        report = on_progress or (lambda p: None)
+        stop = should_stop or (lambda: False)
+        open_ended = max_steps is None and max_seconds is None
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        steps_here = 0
+        try:
+            while not self.has_data:
+                report(self.progress(WAITING))
+                if max_seconds is None and max_steps is not None:
+                    return self.progress(WAITING)
+                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not self.wait_for_labels(stop, remaining):
+                    return self.progress(STOPPED if stop() else WAITING)
+            if self._baseline_pending and self.data.validation_ids:
+                self.best_dice, _ = self.validate()  # the loaded weights are the reference to beat
+            self._baseline_pending = False
+
+            while True:
+                if stop():
+                    return self.progress(STOPPED)
+                self.step()
+                steps_here += 1
+                if stop():
+                    return self.progress(STOPPED)
+                out_of_budget = (max_steps is not None and steps_here >= max_steps) or (
+                    deadline is not None and time.monotonic() >= deadline
+                )
+                if steps_here % self.config.val_every == 0 or out_of_budget:
+                    improved = self._validate_and_keep()
+                    report(self.progress(IMPROVED if improved else TRAINING))
+                    if out_of_budget:
+                        return self.progress(STOPPED)
+                    if steps_here % self.config.val_every == 0 and self.refresh_labels() and not self.has_data:
+                        return self.progress(WAITING)
+                    if open_ended and self.bad_validations >= self.config.patience:
+                        log.info("no improvement in %d validations: training paused", self.bad_validations)
+                        return self.progress(STOPPED)
+                elif steps_here % _PROGRESS_EVERY == 0:
+                    report(self.progress(TRAINING))
+        except Exception:
+            report(self.progress(ERROR))
+            raise

@@ -1,0 +1,116 @@
+"""The inference worker: its own model in eval mode, on its own thread (DESIGN.md "Threads").
+
+The GUI asks with ``request(request_id, image_id, path)`` and gets ``prediction_ready`` or
+``prediction_failed`` back; new weights arrive only as a checkpoint id, and the model is swapped
+only when loading succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal, Slot
+
+from segdesk.core import imageio, storage
+from segdesk.core.errors import SegdeskError
+
+log = logging.getLogger(__name__)
+
+
+class InferenceWorker(QObject):
+    model_loaded = Signal(str, str)  # checkpoint id, device name
+    model_failed = Signal(str, str)  # checkpoint id, message
+    prediction_ready = Signal(int, str, object, str)  # request id, image id, label (uint8, 1 = background), checkpoint id
+    prediction_failed = Signal(int, str, str)  # request id, image id, message
+
+    def __init__(self, models_dir: Path, proposals_dir: Path, n_classes: int, device: str | None = None):
+        super().__init__()
+        self._models_dir = Path(models_dir)
+        self._proposals_dir = Path(proposals_dir)
+        self._n_classes = n_classes
+        self._device = device
+        self._predictor = None
+        self._latest = -1
+        self._latest_lock = threading.Lock()
+
+    def supersede(self, request_id: int) -> None:
+        """Called from the GUI thread: requests older than ``request_id`` are dropped unrun."""
+        with self._latest_lock:
+            self._latest = max(self._latest, request_id)
+
+    @Slot(str)
+    def load_checkpoint(self, checkpoint_id: str) -> None:
+        from segdesk.ml import device as ml_device
+        from segdesk.ml.checkpoints import check_compatible
+        from segdesk.ml.inference import Predictor
+
+        try:
+            ml_device.limit_cpu_threads()
+            predictor = Predictor.from_checkpoint(self._models_dir, checkpoint_id, device=self._device)
+            check_compatible(predictor.meta, self._n_classes)
+        except SegdeskError as exc:
+            self.model_failed.emit(checkpoint_id, str(exc))  # the previous model stays
+            return
+        except Exception as exc:  # noqa: BLE001 - reported, never raised in the thread
+            log.exception("loading checkpoint %s failed", checkpoint_id)
+            self.model_failed.emit(checkpoint_id, f"Could not load model {checkpoint_id}: {exc}")
+            return
+        self._predictor = predictor
+        self.model_loaded.emit(checkpoint_id, ml_device.device_name(predictor.device))
+
+    @Slot(int, str, str, bool)
+    def request(self, request_id: int, image_id: str, path: str, prefetch: bool) -> None:
+        with self._latest_lock:
+            stale = request_id < self._latest and not prefetch
+        if stale:
+            return
+        if self._predictor is None:
+            self.prediction_failed.emit(request_id, image_id, "No trained model yet.")
+            return
+        try:
+            image = imageio.read_image(path)
+            prediction = self._predictor.predict(image.pixels)
+            label = (prediction.classes + 1).astype(np.uint8)  # label encoding: 1 = background
+            checkpoint = prediction.checkpoint or ""
+            self._cache(image_id, label, checkpoint)
+        except SegdeskError as exc:
+            self.prediction_failed.emit(request_id, image_id, str(exc))
+            return
+        except MemoryError:
+            self.prediction_failed.emit(request_id, image_id, "Out of memory while segmenting this image.")
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. CUDA out of memory; reported, never raised
+            log.exception("segmenting %s failed", image_id)
+            self.prediction_failed.emit(request_id, image_id, f"Segmenting failed: {exc}")
+            return
+        self.prediction_ready.emit(request_id, image_id, label, checkpoint)
+
+    def _cache(self, image_id: str, label: np.ndarray, checkpoint: str) -> None:
+        """Store the proposal with the checkpoint that made it (provenance); a failure is not fatal."""
+        import json
+        import time
+
+        path = self._proposals_dir / f"{image_id}.png"
+        try:
+            storage.write_label(path, label)
+            meta = {"image": image_id, "checkpoint": checkpoint, "time": round(time.time(), 3)}
+            storage.atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
+        except SegdeskError as exc:
+            log.warning("proposal for %s not cached: %s", image_id, exc)
+
+    device_probed = Signal(str, str)  # device name, problem ("" when none)
+
+    @Slot()
+    def probe_device(self) -> None:
+        """Name the device proposals will use, and say if an NVIDIA GPU is present but unusable."""
+        from segdesk.ml import device as ml_device
+
+        try:
+            name = ml_device.device_name(ml_device.pick_device(self._device))
+            problem = ml_device.gpu_problem() or ""
+        except SegdeskError as exc:
+            name, problem = "CPU", str(exc)
+        self.device_probed.emit(name, problem)

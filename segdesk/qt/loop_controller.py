@@ -1,0 +1,219 @@
+"""The labelling loop: proposals from the inference worker, fine-tuning in the training worker.
+
+Lives on the GUI thread and talks to both workers only through queued signals with plain data.
+Keeps the newest-request bookkeeping (stale proposals are dropped), a bounded proposal cache,
+the auto-start rule and which checkpoint proposes (newest, or one the user chose).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from segdesk.core.project import Project
+from segdesk.qt.inference_worker import InferenceWorker
+from segdesk.qt.models_panel import ModelsPanel
+from segdesk.qt.training_panel import TrainingPanel
+from segdesk.qt.training_worker import TrainingWorker
+from segdesk.qt.worker_thread import WorkerThread
+
+log = logging.getLogger(__name__)
+
+CACHE_SIZE = 16
+AUTO_START_KEY = "auto_train_after"
+DEFAULT_AUTO_START = 2
+
+
+class LoopController(QObject):
+    proposal_ready = Signal(str, object, str)  # image id, label (1 = background, 2.. classes), checkpoint
+    proposal_failed = Signal(str, str)  # image id, message
+    message = Signal(str)  # for the status bar
+    error = Signal(str, str)  # title, message: shown once in a dialog
+    device_named = Signal(str)
+    checkpoint_changed = Signal(str)  # the checkpoint that now proposes
+
+    _load = Signal(str)
+    _request = Signal(int, str, str, bool)
+    _probe = Signal()
+    _train = Signal()
+
+    def __init__(self, project: Project, training: TrainingPanel, models: ModelsPanel,
+                 train_config=None, device: str | None = None, parent=None):
+        super().__init__(parent)
+        self.project = project
+        self._training_panel = training
+        self._models_panel = models
+        self._next_id = 0
+        self._cache: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
+        self.active_checkpoint: str | None = None
+        self._follow_latest = True
+        self.training_running = False
+        self._gpu_warned = False
+
+        self._inference = InferenceWorker(project.root / "models", project.root / "proposals",
+                                          project.n_classes, device)
+        self._inference_thread = WorkerThread(self._inference, "segdesk-inference")
+        self._load.connect(self._inference.load_checkpoint)
+        self._request.connect(self._inference.request)
+        self._probe.connect(self._inference.probe_device)
+        self._inference.model_loaded.connect(self._on_model_loaded)
+        self._inference.model_failed.connect(self._on_model_failed)
+        self._inference.prediction_ready.connect(self._on_prediction)
+        self._inference.prediction_failed.connect(self._on_prediction_failed)
+        self._inference.device_probed.connect(self._on_device)
+
+        self._trainer = TrainingWorker(project.root, train_config, device)
+        self._trainer_thread = WorkerThread(self._trainer, "segdesk-training")
+        self._train.connect(self._trainer.run)
+        self._trainer.progress.connect(training.show_progress)
+        self._trainer.state_changed.connect(training.set_state)
+        self._trainer.checkpoint_saved.connect(self._on_checkpoint_saved)
+        self._trainer.failed.connect(lambda m: self.error.emit("Training error", m))
+        self._trainer.finished.connect(self._on_training_finished)
+
+        training.start_requested.connect(self.start_training)
+        training.stop_requested.connect(self.stop_training)
+        training.auto_start.setValue(int(project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START)))
+        training.auto_start_changed.connect(self._set_auto_start)
+        models.use_requested.connect(self.use_checkpoint)
+        models.follow_latest_changed.connect(self._set_follow_latest)
+
+        self._probe.emit()
+        self._refresh_models()
+        from segdesk.ml.checkpoints import CheckpointStore  # no torch work: reads JSON only
+
+        self._store = CheckpointStore(project.root / "models")
+        current = self._store.current_id()
+        if current is not None:
+            self._load.emit(current)
+        self._maybe_auto_start()
+
+    # ----- proposals
+
+    def segment(self, image_id: str, prefetch: bool = False) -> bool:
+        """Ask for the proposal of an image. False (with a message) when there is no model yet."""
+        if self.active_checkpoint is None:
+            if not prefetch:
+                n = self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START)
+                self.message.emit(f"No trained model yet: accept {n} images and training starts by itself.")
+            return False
+        cached = self._cache.get(image_id)
+        if cached is not None and cached[0] == self.active_checkpoint:
+            if not prefetch:
+                self.proposal_ready.emit(image_id, cached[1], cached[0])
+            return True
+        self._next_id += 1
+        if not prefetch:
+            self._inference.supersede(self._next_id)
+        path = str(self.project.source_path(self.project.image(image_id)))
+        self._request.emit(self._next_id, image_id, path, prefetch)
+        return True
+
+    def cached(self, image_id: str) -> tuple[str, np.ndarray] | None:
+        hit = self._cache.get(image_id)
+        return hit if hit is not None and hit[0] == self.active_checkpoint else None
+
+    def _on_prediction(self, request_id: int, image_id: str, label: np.ndarray, checkpoint: str) -> None:
+        self._cache[image_id] = (checkpoint, label)
+        self._cache.move_to_end(image_id)
+        while len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        self.proposal_ready.emit(image_id, label, checkpoint)
+
+    def _on_prediction_failed(self, request_id: int, image_id: str, message: str) -> None:
+        self.proposal_failed.emit(image_id, message)
+
+    # ----- models
+
+    def _on_device(self, name: str, problem: str) -> None:
+        self.device_named.emit(name)
+        if problem and not self._gpu_warned:
+            self._gpu_warned = True
+            self.error.emit("GPU not used", problem)
+
+    def _on_checkpoint_saved(self, checkpoint_id: str) -> None:
+        self._refresh_models()
+        if self._follow_latest:
+            self._load.emit(checkpoint_id)
+
+    def use_checkpoint(self, checkpoint_id: str) -> None:
+        """Rollback: the user chooses which checkpoint proposes."""
+        self._load.emit(checkpoint_id)
+
+    def _set_follow_latest(self, on: bool) -> None:
+        self._follow_latest = on
+        if on:
+            newest = self._store.list()
+            if newest and newest[-1]["id"] != self.active_checkpoint:
+                self._load.emit(newest[-1]["id"])
+
+    def _on_model_loaded(self, checkpoint_id: str, device_name: str) -> None:
+        self.active_checkpoint = checkpoint_id
+        self.device_named.emit(device_name)
+        self._refresh_models()
+        self.message.emit(f"Model {checkpoint_id} proposes now.")
+        self.checkpoint_changed.emit(checkpoint_id)
+
+    def _on_model_failed(self, checkpoint_id: str, message: str) -> None:
+        kept = f" Model {self.active_checkpoint} keeps proposing." if self.active_checkpoint else ""
+        self.error.emit("Model not loaded", message + kept)
+
+    def _refresh_models(self) -> None:
+        from segdesk.ml.checkpoints import CheckpointStore
+
+        self._models_panel.set_checkpoints(CheckpointStore(self.project.root / "models").list(),
+                                           self.active_checkpoint)
+
+    # ----- training
+
+    def image_accepted(self) -> None:
+        self._cache_clear_stale()
+        self._trainer.labels_changed()
+        self._maybe_auto_start()
+
+    def labels_saved(self) -> None:
+        self._trainer.labels_changed()
+
+    def _cache_clear_stale(self) -> None:
+        for image_id in [i for i, (c, _) in self._cache.items() if c != self.active_checkpoint]:
+            del self._cache[image_id]
+
+    def _set_auto_start(self, n: int) -> None:
+        self.project.settings[AUTO_START_KEY] = n
+        try:
+            self.project.save()
+        except Exception as exc:  # noqa: BLE001 - a setting not saved is reported, not fatal
+            self.message.emit(f"Setting not saved: {exc}")
+        self._maybe_auto_start()
+
+    def _maybe_auto_start(self) -> None:
+        n = int(self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START))
+        if not self.training_running and len(self.project.accepted_ids()) >= n:
+            self.start_training()
+
+    def start_training(self) -> None:
+        if self.training_running:
+            return
+        self.training_running = True
+        self._training_panel.set_running(True)
+        self._training_panel.set_state("starting")
+        self._train.emit()
+
+    def stop_training(self) -> None:
+        self._trainer.cancel()
+        self._training_panel.set_state("stopping")
+
+    def _on_training_finished(self) -> None:
+        self.training_running = False
+        self._training_panel.set_running(False)
+
+    # ----- shut-down
+
+    def shutdown(self, timeout_ms: int = 5000) -> bool:
+        """Stop training and inference and wait for both threads (before QApplication exits)."""
+        ok_train = self._trainer_thread.stop(timeout_ms)
+        ok_infer = self._inference_thread.stop(timeout_ms)
+        return ok_train and ok_infer

@@ -1,0 +1,52 @@
+"""Model versions: the checkpoints with time, validation Dice and labels used; choose which proposes."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QCheckBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+
+
+class ModelsPanel(QWidget):
+    use_requested = Signal(str)  # checkpoint id chosen by the user (rollback)
+    follow_latest_changed = Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        self.tree = QTreeWidget()
+        self.tree.setHeaderLabels(["Model", "Saved", "Val. Dice", "Labels"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.itemDoubleClicked.connect(lambda item, _col: self._use(item))
+        layout.addWidget(self.tree)
+        self.use_button = QPushButton("Use selected model for proposals")
+        self.use_button.clicked.connect(lambda: self._use(self.tree.currentItem()))
+        layout.addWidget(self.use_button)
+        self.follow = QCheckBox("Always use the newest model")
+        self.follow.setChecked(True)
+        self.follow.toggled.connect(self.follow_latest_changed.emit)
+        layout.addWidget(self.follow)
+        self._active: str | None = None
+
+    def set_checkpoints(self, metas: list[dict], active: str | None) -> None:
+        self._active = active
+        self.tree.clear()
+        for meta in reversed(metas):  # newest first
+            dice = meta.get("val_dice")
+            item = QTreeWidgetItem([
+                meta["id"] + ("  ◀ proposing" if meta["id"] == active else ""),
+                time.strftime("%H:%M:%S", time.localtime(meta.get("created", 0))),
+                "–" if dice is None else f"{dice:.3f}",
+                str(meta.get("n_train_images", "–")),
+            ])
+            item.setData(0, Qt.ItemDataRole.UserRole, meta["id"])
+            self.tree.addTopLevelItem(item)
+        for col in range(4):
+            self.tree.resizeColumnToContents(col)
+
+    def _use(self, item: QTreeWidgetItem | None) -> None:
+        if item is not None:
+            checkpoint_id = item.data(0, Qt.ItemDataRole.UserRole)
+            self.follow.setChecked(False)  # the user chose a version: stop following the newest
+            self.use_requested.emit(checkpoint_id)

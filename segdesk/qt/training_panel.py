@@ -1,0 +1,67 @@
+"""Training panel: start/stop, auto-start threshold, state in words, figures and a plot."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
+
+from segdesk.qt.metric_plot import MetricPlot
+
+
+class TrainingPanel(QWidget):
+    start_requested = Signal()
+    stop_requested = Signal()
+    auto_start_changed = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start training")
+        self.stop_button = QPushButton("Stop")
+        self.start_button.clicked.connect(self.start_requested.emit)
+        self.stop_button.clicked.connect(self.stop_requested.emit)
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.stop_button)
+        layout.addLayout(buttons)
+        form = QFormLayout()
+        self.auto_start = QSpinBox()
+        self.auto_start.setRange(1, 1000)
+        self.auto_start.setValue(2)
+        self.auto_start.setSuffix(" accepted images")
+        self.auto_start.setToolTip("Training starts by itself once this many images are accepted")
+        self.auto_start.valueChanged.connect(self.auto_start_changed.emit)
+        form.addRow("Start after", self.auto_start)
+        self.state = QLabel("not started")
+        self.step = QLabel("–")
+        self.loss = QLabel("–")
+        self.dice = QLabel("–")
+        self.speed = QLabel("–")
+        form.addRow("State", self.state)
+        form.addRow("Step", self.step)
+        form.addRow("Loss", self.loss)
+        form.addRow("Validation Dice", self.dice)
+        form.addRow("Speed", self.speed)
+        layout.addLayout(form)
+        self.plot = MetricPlot()
+        layout.addWidget(self.plot, 1)
+        self.set_running(False)
+
+    def set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.stop_button.setEnabled(running)
+
+    def set_state(self, state: str) -> None:
+        self.state.setText(state)
+
+    def show_progress(self, data: dict) -> None:
+        self.step.setText(str(data.get("step", "–")))
+        if data.get("loss") is not None:
+            self.loss.setText(f"{data['loss']:.4f}")
+        if data.get("val_dice") is not None:
+            per_class = data.get("val_dice_per_class") or []
+            detail = f"  ({', '.join(f'{d:.2f}' for d in per_class)})" if len(per_class) > 1 else ""
+            self.dice.setText(f"{data['val_dice']:.3f}{detail}")
+        if data.get("images_per_s") is not None:
+            self.speed.setText(f"{data['images_per_s']:.1f} crops/s")
+        self.plot.add(int(data.get("step", 0)), data.get("loss"), data.get("val_dice"))

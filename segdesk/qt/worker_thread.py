@@ -1,0 +1,34 @@
+"""Start a worker QObject on its own long-lived QThread, and stop it with a time-out."""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import QObject, QThread
+
+log = logging.getLogger(__name__)
+
+
+class WorkerThread:
+    """Owns one QThread with one worker moved onto it. ``stop`` is safe to call twice."""
+
+    def __init__(self, worker: QObject, name: str):
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName(name)
+        worker.moveToThread(self.thread)
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 5000) -> bool:
+        """Ask the worker to stop (``cancel`` if it has one), quit the loop, wait. True if it ended."""
+        if not self.thread.isRunning():
+            return True
+        cancel = getattr(self.worker, "cancel", None)
+        if cancel is not None:
+            cancel()  # thread-safe: sets an event the worker's loop checks after every step
+        self.thread.requestInterruption()
+        self.thread.quit()
+        ended = self.thread.wait(timeout_ms)
+        if not ended:
+            log.error("%s did not stop within %d ms", self.thread.objectName(), timeout_ms)
+        return ended

@@ -1,0 +1,146 @@
+"""The labelling loop in the real window: accept, background training, one-click proposals,
+rollback, responsiveness and a clean shut-down. Real (tiny) training on CPU."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings, Qt, QTimer
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QMessageBox
+
+from segdesk.core.project import STATUS_ACCEPTED, Project
+from segdesk.ml.config import TrainConfig
+from segdesk.ml.inference import Predictor
+from segdesk.qt.main_window import MainWindow
+from tests.conftest import write_disc_image
+
+TINY = TrainConfig(crop_size=48, batch_size=4, base_width=8, depth=3, val_every=8, patience=1000, lr=3e-3)
+
+
+def dice(label: np.ndarray, truth: np.ndarray) -> float:
+    pred = label == 2
+    true = truth == 1
+    return 2 * np.logical_and(pred, true).sum() / max(1, pred.sum() + true.sum())
+
+
+@pytest.fixture
+def messages(monkeypatch):
+    shown = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda _p, t, m, *a, **k: shown.append((t, m)))
+    return shown
+
+
+class Ticker:
+    """Counts GUI event-loop ticks; the longest gap between ticks is the longest stall."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.max_gap = 0.0
+        self.timer = QTimer(interval=5)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self):
+        now = time.perf_counter()
+        self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+
+
+def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
+    images = tmp_path / "images"
+    images.mkdir()
+    truths = {}
+    for i in range(6):
+        truths[f"disc{i}.png"] = write_disc_image(images / f"disc{i}.png", size=(64, 64), seed=10 + i)
+    project = Project.create(tmp_path / "proj", ["disc"])
+    project.add_images([images])
+
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                   train_config=TINY, device="cpu")
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitExposed(w)
+    w.activateWindow()
+    qtbot.waitUntil(w.isActiveWindow)
+    assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w._device_label.text().startswith("device: CPU"), timeout=10000)
+
+    def truth_of(image_id):
+        return truths[w.project.source_path(w.project.image(image_id)).name]
+
+    saved = []
+    w.loop._trainer.checkpoint_saved.connect(saved.append)
+    ticker = Ticker()
+    for _ in range(3):  # the user labels three images completely and accepts each with Enter
+        cur = w.current
+        cur.doc.set_label(truth_of(cur.image_id) + 1)
+        QTest.keyClick(w, Qt.Key.Key_Return)
+    assert len(w.project.accepted_ids()) == 3
+    assert w.loop.training_running  # started by itself after the second accept
+
+    qtbot.waitUntil(lambda: len(saved) >= 2, timeout=180_000)  # keeps improving while the GUI runs
+    qtbot.waitUntil(lambda: w.loop.active_checkpoint == saved[-1], timeout=30_000)
+    assert ticker.max_gap < 1.0, f"GUI stalled {ticker.max_gap:.2f} s while training"
+    assert w.models_panel.tree.topLevelItemCount() >= 2
+
+    # Segment (S) on the next image shows a proposal closer to the truth than the untrained model's
+    image_id = w.current.image_id
+    assert w.project.image(image_id).status != STATUS_ACCEPTED
+    w.current.proposal = None
+    QTest.keyClick(w, Qt.Key.Key_S)
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=30_000)
+    assert ticker.max_gap < 1.0, f"GUI stalled {ticker.max_gap:.2f} s during a proposal"
+    truth = truth_of(image_id)
+    trained = dice(w.current.proposal, truth)
+    pixels = w.project.read_image(w.project.image(image_id)).pixels
+    untrained = dice(Predictor.untrained(1, TINY, device="cpu").predict(pixels).classes + 1, truth)
+    assert trained > untrained + 0.2 and trained > 0.5, (trained, untrained)
+    assert w.current.proposal_checkpoint == w.loop.active_checkpoint
+    assert w.canvas.proposal is not None and w.canvas.proposal.isVisible()
+
+    # rollback: the user picks the first model in the versions panel; it proposes from now on
+    first = saved[0]
+    tree = w.models_panel.tree
+    row = next(i for i in range(tree.topLevelItemCount())
+               if tree.topLevelItem(i).data(0, Qt.ItemDataRole.UserRole) == first)
+    tree.setCurrentItem(tree.topLevelItem(row))
+    QTest.mouseClick(w.models_panel.use_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: w.loop.active_checkpoint == first, timeout=30_000)
+    w.current.proposal = None
+    QTest.keyClick(w, Qt.Key.Key_S)
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=30_000)
+    assert w.current.proposal_checkpoint == first
+    meta = json.loads((w.project.root / "proposals" / f"{image_id}.json").read_text())
+    assert meta["checkpoint"] == first  # provenance of the stored proposal
+
+    # accepting a proposal plus one correction makes the whole mask the label
+    proposal = w.current.proposal.copy()
+    w.current.doc.begin_stroke(1, 2)
+    w.current.doc.stroke_to(1, 1)
+    w.current.doc.end_stroke()
+    QTest.keyClick(w, Qt.Key.Key_Return)
+    stored = w.project.read_label(image_id)
+    expected = proposal.copy()
+    expected[np.hypot(*np.mgrid[0:64, 0:64] - 1) <= 2] = 1
+    assert np.array_equal(stored, expected)
+    log_lines = [json.loads(x) for x in (w.project.root / "log.jsonl").read_text().splitlines()]
+    accepts = [x for x in log_lines if x["event"] == "accepted"]
+    assert accepts[-1]["proposal_checkpoint"] == first and accepts[-1]["seconds"] >= 0
+
+    # closing while training runs stops both workers, leaves no temporary file, loses no label
+    assert w.loop.training_running
+    threads = (w.loop._trainer_thread.thread, w.loop._inference_thread.thread)
+    accepted_before = {i: w.project.read_label(i) for i in w.project.accepted_ids()}
+    t0 = time.monotonic()
+    w.close()
+    assert time.monotonic() - t0 < 10
+    assert all(t.isFinished() for t in threads)
+    assert not list(project.root.rglob(".segdesk-tmp-*"))
+    reopened = Project.open(project.root)
+    for i, label in accepted_before.items():
+        assert np.array_equal(reopened.read_label(i), label)
+    assert not messages, messages

@@ -1,0 +1,55 @@
+"""Whole-image prediction: tiling, blending, working scale."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from segdesk.ml.config import TrainConfig
+from segdesk.ml.inference import Predictor, to_label
+from segdesk.ml.normalise import NORMALISATION
+
+
+class PixelModel(nn.Module):
+    """A 1x1 convolution: each pixel's logits depend on that pixel only, so every tile computes
+    exactly the same logits for a pixel as the whole image does."""
+
+    def __init__(self, n_outputs: int = 3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, n_outputs, 1)
+
+    def forward(self, x):
+        return self.conv(x) * 5
+
+
+def test_tiles_blend_to_the_untiled_result():
+    meta = {"id": "0007", "normalisation": NORMALISATION, "working_scale": 1.0}
+    predictor = Predictor(PixelModel(), meta, device="cpu")
+    pixels = np.random.default_rng(0).integers(0, 4000, (70, 90)).astype(np.uint16)
+    whole = predictor.predict(pixels, tile=128)
+    tiled = predictor.predict(pixels, tile=32)  # 3 x 4 overlapping tiles
+    # identical per-tile probabilities, so the weighted average differs only by float rounding
+    np.testing.assert_allclose(tiled.confidence, whole.confidence, atol=1e-5)
+    assert np.array_equal(tiled.classes, whole.classes)
+    assert whole.checkpoint == "0007"
+
+
+def test_working_scale_and_output_shape():
+    config = TrainConfig(depth=2, base_width=4, working_scale=0.5)
+    predictor = Predictor.untrained(n_classes=2, config=config, device="cpu")
+    pixels = np.random.default_rng(1).integers(0, 255, (37, 53, 3)).astype(np.uint8)
+    prediction = predictor.predict(pixels)
+    assert prediction.classes.shape == (37, 53) and prediction.classes.dtype == np.uint8
+    assert prediction.confidence.shape == (37, 53) and prediction.confidence.dtype == np.float32
+    assert prediction.classes.max() <= 2 and prediction.checkpoint is None
+    assert np.all((prediction.confidence >= 1 / 3 - 1e-6) & (prediction.confidence <= 1))
+    label = to_label(prediction)
+    assert label.dtype == np.uint8 and label.min() >= 1 and np.array_equal(label - 1, prediction.classes)
+
+
+def test_large_image_is_tiled_and_covered():
+    predictor = Predictor.untrained(n_classes=1, config=TrainConfig(depth=2, base_width=4), device="cpu")
+    pixels = np.random.default_rng(2).random((150, 40)).astype(np.float32)
+    prediction = predictor.predict(pixels, tile=64)
+    assert prediction.classes.shape == (150, 40)
+    assert np.isfinite(prediction.confidence).all() and prediction.confidence.min() >= 0.5 - 1e-6
