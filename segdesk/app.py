@@ -8,6 +8,17 @@ import sys
 log = logging.getLogger(__name__)
 
 
+def preload_engine() -> None:
+    """Import torch and the model code before the window serves the user.
+
+    Importing torch loads large shared libraries while holding Python's GIL; done later, on a worker
+    thread, it would freeze the GUI for hundreds of milliseconds in the middle of someone's work.
+    Nothing is computed with torch here.
+    """
+    import segdesk.ml.inference  # noqa: F401
+    import segdesk.ml.train  # noqa: F401
+
+
 def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     """Start the GUI, opening ``project`` (a folder) or the last project used."""
     from PySide6.QtWidgets import QApplication
@@ -17,6 +28,7 @@ def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
     app.setApplicationName("segdesk")
     app.setOrganizationName("segdesk")
+    preload_engine()
     window = MainWindow()
     window.show()
     target = project or window.settings.value("last_project", "")

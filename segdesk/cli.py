@@ -410,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name, func, help_, **kw):
-        p = sub.add_parser(name, help=help_, description=help_, **kw)
+    def add(name, func, help_, more=""):
+        p = sub.add_parser(name, help=help_, description=help_ + more)
         p.set_defaults(func=func)
         return p
 
@@ -426,9 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
 
     p = add("import-labels", cmd_import_labels,
-            "import PNG masks (0 = background, 1..K = class) as accepted labels; masks that "
-            "fit are imported, and the exit status is 1 if any matching mask did not fit "
-            "(wrong size, values above K, unreadable)")
+            "import PNG masks (0 = background, 1..K = class) as accepted labels",
+            more="; masks that fit are imported, and the exit status is 1 if any matching mask "
+                 "did not fit (wrong size, values above K, unreadable)")
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("mask_dir", metavar="MASK_DIR",
                    help="folder of masks named like the images (source stem or image id) + .png")

@@ -67,7 +67,7 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
     w.activateWindow()
     qtbot.waitUntil(w.isActiveWindow)
     assert w.open_project(project.root)
-    qtbot.waitUntil(lambda: w._device_label.text().startswith("device: CPU"), timeout=10000)
+    qtbot.waitUntil(lambda: w.status.device.text().startswith("device: CPU"), timeout=10000)
 
     def truth_of(image_id):
         return truths[w.project.source_path(w.project.image(image_id)).name]

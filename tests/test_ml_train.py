@@ -1,5 +1,6 @@
 """Real tiny training through a generated project on disk (CPU, seconds)."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -40,18 +41,6 @@ def test_tiny_unet_learns_discs(trained):
         image, truth = make_sample(rng, 64)
         scores.append(dice(predictor.predict(image).classes, truth))
     assert np.mean(scores) > 0.8, scores
-
-
-def test_tiled_prediction_agrees_with_whole_image(trained):
-    """A U-Net sees less context near a tile's edge, so tiled logits differ slightly at seams;
-    classes must still agree almost everywhere."""
-    project, _, _ = trained
-    predictor = Predictor.from_checkpoint(project.root / "models", device="cpu")
-    image, _ = make_sample(np.random.default_rng(7), 64)
-    whole = predictor.predict(image, tile=128)
-    tiled = predictor.predict(image, tile=32)
-    assert (whole.classes == tiled.classes).mean() > 0.97
-    assert np.abs(whole.confidence - tiled.confidence).mean() < 0.05
 
 
 def test_checkpoint_metadata_is_enough_to_predict(trained):
@@ -103,9 +92,14 @@ def test_without_validation_images_loss_decides(tmp_path):
     trainer = Trainer(project.root, TrainConfig(**{**TINY, "val_every": 5}), device="cpu")
     assert trainer.data.validation_ids == []
     seen = []
-    progress = trainer.run(max_steps=10, on_progress=seen.append)
-    assert [p.state for p in seen] == ["improved", "training"] or seen[-1].state == "improved"
-    assert progress.checkpoint == "0001" and progress.val_dice is None
+    progress = trainer.run(max_steps=15, on_progress=seen.append)
+    states = [p.state for p in seen]
+    assert states[0] == "improved"  # the first validation has nothing to beat
+    saved = CheckpointStore(project.root / "models").list()
+    assert len(saved) == states.count("improved") and progress.checkpoint == saved[-1]["id"]
+    assert progress.val_dice is None and saved[0]["val_dice"] is None
+    losses = [m["train_loss"] for m in saved]
+    assert all(b < 0.95 * a for a, b in zip(losses, losses[1:]))  # each one > 5% better
 
 
 def test_patience_ends_open_ended_run(small):
@@ -123,8 +117,6 @@ def test_new_labels_restart_patience(small, tmp_path):
     trainer = Trainer(project.root, TrainConfig(**TINY), device="cpu")
     trainer.bad_validations = 5
     image, mask = make_sample(np.random.default_rng(5), 48)
-    import cv2
-
     cv2.imwrite(str(tmp_path / "extra.png"), image)
     entry, = project.add_images([tmp_path / "extra.png"]).added
     project.accept(entry.id, mask + 1)

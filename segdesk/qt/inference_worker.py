@@ -25,6 +25,8 @@ class InferenceWorker(QObject):
     model_failed = Signal(str, str)  # checkpoint id, message
     prediction_ready = Signal(int, str, object, str)  # request id, image id, label (uint8, 1 = background), checkpoint id
     prediction_failed = Signal(int, str, str)  # request id, image id, message
+    device_probed = Signal(str, str)  # device name, problem ("" when none)
+    models_listed = Signal(object, str)  # list of checkpoint metadata dicts, current id ("" if none)
 
     def __init__(self, models_dir: Path, proposals_dir: Path, n_classes: int, device: str | None = None):
         super().__init__()
@@ -33,13 +35,14 @@ class InferenceWorker(QObject):
         self._n_classes = n_classes
         self._device = device
         self._predictor = None
-        self._latest = -1
+        self._latest = {False: -1, True: -1}  # newest request id asked for, per kind (prefetch or not)
         self._latest_lock = threading.Lock()
 
-    def supersede(self, request_id: int) -> None:
-        """Called from the GUI thread: requests older than ``request_id`` are dropped unrun."""
+    def supersede(self, request_id: int, prefetch: bool) -> None:
+        """Called from the GUI thread when it asks: older requests of the same kind are dropped
+        unrun, so a user clicking through images never waits behind proposals nobody looks at."""
         with self._latest_lock:
-            self._latest = max(self._latest, request_id)
+            self._latest[prefetch] = max(self._latest[prefetch], request_id)
 
     @Slot(str)
     def load_checkpoint(self, checkpoint_id: str) -> None:
@@ -64,8 +67,9 @@ class InferenceWorker(QObject):
     @Slot(int, str, str, bool)
     def request(self, request_id: int, image_id: str, path: str, prefetch: bool) -> None:
         with self._latest_lock:
-            stale = request_id < self._latest and not prefetch
+            stale = request_id < self._latest[prefetch]
         if stale:
+            self.prediction_failed.emit(request_id, image_id, "")  # superseded: dropped unrun
             return
         if self._predictor is None:
             self.prediction_failed.emit(request_id, image_id, "No trained model yet.")
@@ -101,11 +105,10 @@ class InferenceWorker(QObject):
         except SegdeskError as exc:
             log.warning("proposal for %s not cached: %s", image_id, exc)
 
-    device_probed = Signal(str, str)  # device name, problem ("" when none)
-
     @Slot()
-    def probe_device(self) -> None:
-        """Name the device proposals will use, and say if an NVIDIA GPU is present but unusable."""
+    def start(self) -> None:
+        """First call on the thread: import torch here (never on the GUI thread), name the device,
+        say if an NVIDIA GPU is present but unusable, list the checkpoints and load the current one."""
         from segdesk.ml import device as ml_device
 
         try:
@@ -114,3 +117,16 @@ class InferenceWorker(QObject):
         except SegdeskError as exc:
             name, problem = "CPU", str(exc)
         self.device_probed.emit(name, problem)
+        current = self.list_models()
+        if current:
+            self.load_checkpoint(current)
+
+    @Slot()
+    def list_models(self) -> str:
+        """Emit the checkpoint list (metadata only) and the pointer's id; return the id."""
+        from segdesk.ml.checkpoints import CheckpointStore
+
+        store = CheckpointStore(self._models_dir)
+        current = store.current_id() or ""
+        self.models_listed.emit(store.list(), current)
+        return current

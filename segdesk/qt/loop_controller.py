@@ -37,7 +37,8 @@ class LoopController(QObject):
 
     _load = Signal(str)
     _request = Signal(int, str, str, bool)
-    _probe = Signal()
+    _start = Signal()
+    _list = Signal()
     _train = Signal()
 
     def __init__(self, project: Project, training: TrainingPanel, models: ModelsPanel,
@@ -48,6 +49,7 @@ class LoopController(QObject):
         self._models_panel = models
         self._next_id = 0
         self._cache: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
+        self._pending: dict[str, tuple[str | None, int]] = {}  # image id -> (checkpoint, request id)
         self.active_checkpoint: str | None = None
         self._follow_latest = True
         self.training_running = False
@@ -58,7 +60,9 @@ class LoopController(QObject):
         self._inference_thread = WorkerThread(self._inference, "segdesk-inference")
         self._load.connect(self._inference.load_checkpoint)
         self._request.connect(self._inference.request)
-        self._probe.connect(self._inference.probe_device)
+        self._start.connect(self._inference.start)
+        self._list.connect(self._inference.list_models)
+        self._inference.models_listed.connect(self._on_models_listed)
         self._inference.model_loaded.connect(self._on_model_loaded)
         self._inference.model_failed.connect(self._on_model_failed)
         self._inference.prediction_ready.connect(self._on_prediction)
@@ -81,14 +85,8 @@ class LoopController(QObject):
         models.use_requested.connect(self.use_checkpoint)
         models.follow_latest_changed.connect(self._set_follow_latest)
 
-        self._probe.emit()
-        self._refresh_models()
-        from segdesk.ml.checkpoints import CheckpointStore  # no torch work: reads JSON only
-
-        self._store = CheckpointStore(project.root / "models")
-        current = self._store.current_id()
-        if current is not None:
-            self._load.emit(current)
+        self._checkpoints: list[dict] = []
+        self._start.emit()  # torch is imported on the worker thread, not here
         self._maybe_auto_start()
 
     # ----- proposals
@@ -105,9 +103,11 @@ class LoopController(QObject):
             if not prefetch:
                 self.proposal_ready.emit(image_id, cached[1], cached[0])
             return True
+        if prefetch and self._pending.get(image_id, (None,))[0] == self.active_checkpoint:
+            return True  # already on its way
         self._next_id += 1
-        if not prefetch:
-            self._inference.supersede(self._next_id)
+        self._pending[image_id] = (self.active_checkpoint, self._next_id)
+        self._inference.supersede(self._next_id, prefetch)
         path = str(self.project.source_path(self.project.image(image_id)))
         self._request.emit(self._next_id, image_id, path, prefetch)
         return True
@@ -117,6 +117,7 @@ class LoopController(QObject):
         return hit if hit is not None and hit[0] == self.active_checkpoint else None
 
     def _on_prediction(self, request_id: int, image_id: str, label: np.ndarray, checkpoint: str) -> None:
+        self._pending.pop(image_id, None)
         self._cache[image_id] = (checkpoint, label)
         self._cache.move_to_end(image_id)
         while len(self._cache) > CACHE_SIZE:
@@ -124,7 +125,10 @@ class LoopController(QObject):
         self.proposal_ready.emit(image_id, label, checkpoint)
 
     def _on_prediction_failed(self, request_id: int, image_id: str, message: str) -> None:
-        self.proposal_failed.emit(image_id, message)
+        if self._pending.get(image_id, (None, None))[1] == request_id:
+            del self._pending[image_id]
+        if message:  # an empty message: superseded by a newer request, nothing to tell
+            self.proposal_failed.emit(image_id, message)
 
     # ----- models
 
@@ -135,7 +139,7 @@ class LoopController(QObject):
             self.error.emit("GPU not used", problem)
 
     def _on_checkpoint_saved(self, checkpoint_id: str) -> None:
-        self._refresh_models()
+        self._list.emit()
         if self._follow_latest:
             self._load.emit(checkpoint_id)
 
@@ -145,10 +149,8 @@ class LoopController(QObject):
 
     def _set_follow_latest(self, on: bool) -> None:
         self._follow_latest = on
-        if on:
-            newest = self._store.list()
-            if newest and newest[-1]["id"] != self.active_checkpoint:
-                self._load.emit(newest[-1]["id"])
+        if on and self._checkpoints and self._checkpoints[-1]["id"] != self.active_checkpoint:
+            self._load.emit(self._checkpoints[-1]["id"])
 
     def _on_model_loaded(self, checkpoint_id: str, device_name: str) -> None:
         self.active_checkpoint = checkpoint_id
@@ -161,11 +163,12 @@ class LoopController(QObject):
         kept = f" Model {self.active_checkpoint} keeps proposing." if self.active_checkpoint else ""
         self.error.emit("Model not loaded", message + kept)
 
-    def _refresh_models(self) -> None:
-        from segdesk.ml.checkpoints import CheckpointStore
+    def _on_models_listed(self, checkpoints: list[dict], _current: str) -> None:
+        self._checkpoints = checkpoints
+        self._refresh_models()
 
-        self._models_panel.set_checkpoints(CheckpointStore(self.project.root / "models").list(),
-                                           self.active_checkpoint)
+    def _refresh_models(self) -> None:
+        self._models_panel.set_checkpoints(self._checkpoints, self.active_checkpoint)
 
     # ----- training
 

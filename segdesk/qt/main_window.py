@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QActionGroup, QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox
 
 from segdesk.core import imageio
 from segdesk.core.errors import LabelError, SegdeskError
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.project import STATUS_ACCEPTED, Project
+from segdesk.qt import project_dialogs as dialogs
 from segdesk.qt.actions import new_action
 from segdesk.qt.canvas import Canvas
 from segdesk.qt.image_list import ImageList
@@ -26,13 +27,13 @@ from segdesk.qt.models_panel import ModelsPanel
 from segdesk.qt.open_image import OpenImage
 from segdesk.qt.overlay import LabelOverlayItem, colour_table, proposal_tables
 from segdesk.qt.save_keeper import SaveKeeper
+from segdesk.qt.status_bar import StatusFields
 from segdesk.qt.tool_controller import Tool, ToolController
 from segdesk.qt.tools_panel import ToolsPanel
 from segdesk.qt.training_panel import TrainingPanel
 
 log = logging.getLogger(__name__)
 
-IMAGE_FILTER = "Images (" + " ".join(f"*{s}" for s in sorted(imageio.SUPPORTED_SUFFIXES)) + ");;All files (*)"
 SHUTDOWN_TIMEOUT_MS = 5000
 
 
@@ -65,16 +66,16 @@ class MainWindow(QMainWindow):
         self._dock("Training", self.training_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Model versions", self.models_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
         self._make_menus()
-        self._make_status_bar()
+        self.status = StatusFields(self.statusBar())
         self.controller.edited.connect(self.saver.edited)
-        self.saver.status_text.connect(self._save_label.setText)
+        self.saver.status_text.connect(self.status.save.setText)
         self.saver.first_failure.connect(lambda m: self._error(
             "Not saved", f"{m}\nYour edits are kept in memory and saving is retried every few seconds; "
                          "nothing is lost while segdesk stays open."))
         self.saver.unsaved_changed.connect(lambda _: self._update_title())
         self.saver.label_stored.connect(self._on_label_stored)
         self.canvas.hovered.connect(self._show_position)
-        self.canvas.zoom_changed.connect(lambda z: self._zoom_label.setText(f"{z * 100:.0f}%"))
+        self.canvas.zoom_changed.connect(self.status.show_zoom)
         QShortcut(QKeySequence("Escape"), self, activated=self.controller.cancel_polygon)
         self.resize(1500, 950)
         self._update_title()
@@ -137,17 +138,6 @@ class MainWindow(QMainWindow):
                      "previous_image", "next_image"):
             bar.addSeparator() if name is None else bar.addAction(a[name])
 
-    def _make_status_bar(self) -> None:
-        self._position_label = QLabel()
-        self._zoom_label = QLabel()
-        self._save_label = QLabel()
-        self._device_label = QLabel("device: …")
-        self._proposal_label = QLabel()
-        bar = self.statusBar()
-        for label in (self._position_label, self._proposal_label, self._zoom_label, self._device_label,
-                      self._save_label):
-            bar.addPermanentWidget(label)
-
     # ----- messages
 
     def _error(self, title: str, message: str) -> None:
@@ -163,12 +153,9 @@ class MainWindow(QMainWindow):
     # ----- project
 
     def ask_new_project(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Choose an empty folder for the new project")
-        if not folder:
-            return
-        names, ok = QInputDialog.getText(self, "Classes", "Classes to label, separated by commas:", text="lesion")
-        if ok:
-            self.new_project(folder, [n for n in names.split(",") if n.strip()])
+        answer = dialogs.ask_new_project(self)
+        if answer is not None:
+            self.new_project(*answer)
 
     def new_project(self, folder: str | Path, classes: list[str]) -> bool:
         try:
@@ -179,8 +166,7 @@ class MainWindow(QMainWindow):
         return self.set_project(project)
 
     def ask_open_project(self) -> None:
-        start = self.settings.value("last_project", "")
-        folder = QFileDialog.getExistingDirectory(self, "Open a segdesk project folder", str(start))
+        folder = dialogs.ask_project_folder(self, str(self.settings.value("last_project", "")))
         if folder:
             self.open_project(folder)
 
@@ -212,7 +198,7 @@ class MainWindow(QMainWindow):
         self.loop.proposal_failed.connect(self._on_proposal_failed)
         self.loop.message.connect(lambda m: self.statusBar().showMessage(m, 10000))
         self.loop.error.connect(self._error)
-        self.loop.device_named.connect(lambda n: self._device_label.setText(f"device: {n}"))
+        self.loop.device_named.connect(self.status.show_device)
         self.loop.checkpoint_changed.connect(lambda _c: self._prefetch_next())
         self._update_title()
         first = next((e for e in project.images if e.status != STATUS_ACCEPTED), None)
@@ -224,14 +210,12 @@ class MainWindow(QMainWindow):
         return True
 
     def ask_add_images(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Add images", "", IMAGE_FILTER)
-        if files:
+        if files := dialogs.ask_image_files(self):
             self.add_images(files)
 
     def ask_add_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Add every image in a folder")
-        if folder:
-            self.add_images([folder])
+        if folder := dialogs.ask_image_folder(self):
+            self.add_images(folder)
 
     def add_images(self, paths: list[str]) -> None:
         if self.project is None:
@@ -296,7 +280,7 @@ class MainWindow(QMainWindow):
         self.tools.show_window(window)
         self.image_list.select(image_id)
         self.canvas.fit()
-        self._proposal_label.setText("")
+        self.status.proposal.setText("")
         if entry.status != STATUS_ACCEPTED and self.loop is not None:
             if self.actions_by_name["auto_propose"].isChecked():
                 self.loop.segment(image_id, prefetch=self.loop.cached(image_id) is None)
@@ -365,7 +349,7 @@ class MainWindow(QMainWindow):
         """The one button: show the model's proposal for the current image."""
         if self.current is not None and self.loop is not None:
             if self.loop.segment(self.current.image_id):
-                self._proposal_label.setText("segmenting…")
+                self.status.proposal.setText("segmenting…")
 
     def _prefetch_next(self) -> None:
         if self.current is not None and self.loop is not None:
@@ -384,11 +368,11 @@ class MainWindow(QMainWindow):
         item = LabelOverlayItem(label, fill, edge_lut=edge)
         item.setVisible(self.actions_by_name["toggle_labels"].isChecked())
         self.canvas.set_proposal(item)
-        self._proposal_label.setText(f"proposal from model {checkpoint}: correct it, then Accept (Enter)")
+        self.status.proposal.setText(f"proposal from model {checkpoint}: correct it, then Accept (Enter)")
 
     def _on_proposal_failed(self, image_id: str, message: str) -> None:
         if self.current is not None and self.current.image_id == image_id:
-            self._proposal_label.setText("")
+            self.status.proposal.setText("")
             self.statusBar().showMessage(f"No proposal: {message}", 10000)
 
     def accept_current(self) -> None:
@@ -464,19 +448,9 @@ class MainWindow(QMainWindow):
         self.tools.show_window(cur.window)
 
     def _show_position(self, x: float, y: float) -> None:
-        cur = self.current
-        if cur is None:
-            return
-        ix, iy = int(np.floor(x)), int(np.floor(y))
-        h, w = cur.doc.shape
-        if not (0 <= ix < w and 0 <= iy < h):
-            self._position_label.setText("")
-            return
-        value = cur.image.pixels[iy, ix]
-        value_text = ", ".join(str(v) for v in np.atleast_1d(value))
-        label = int(cur.doc.label[iy, ix])
-        names = ["not labelled", "background"] + [c.name for c in self.project.classes]
-        self._position_label.setText(f"x {ix}  y {iy}   value {value_text}   label: {names[label]}")
+        if self.current is not None:
+            names = ["not labelled", "background"] + [c.name for c in self.project.classes]
+            self.status.show_pixel(x, y, self.current.image.pixels, self.current.doc.label, names)
 
     # ----- close
 
