@@ -21,6 +21,15 @@ def preload_engine() -> None:
 
 def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     """Start the GUI, opening ``project`` (a folder) or the last project used."""
+    import os
+
+    from segdesk.core.errors import SegdeskError
+
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
+    ):
+        raise SegdeskError("no display found: run segdesk on a desktop session, or set DISPLAY "
+                           "(for example under xvfb-run)")
     from PySide6.QtWidgets import QApplication
 
     from segdesk.qt.main_window import MainWindow

@@ -5,11 +5,22 @@ import numpy as np
 import pytest
 import torch
 
+from segdesk.core.project import LabelClass
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.inference import Predictor
 from segdesk.ml.synthetic import make_project, make_sample
 from segdesk.ml.train import Trainer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors run fastest on one thread, and a busy shared CPU makes OpenMP's spinning
+    threads crawl (measured: 4 s on 1 thread vs up to 290 s on 2 for the training fixture)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 TINY = dict(crop_size=48, batch_size=4, depth=3, base_width=8, lr=2e-3, val_every=25)
 
@@ -138,3 +149,16 @@ def test_cuda_bf16_training_and_prediction(small):
     image = make_sample(np.random.default_rng(0), 48)[0]
     prediction = predictor.predict(image, tile=32)
     assert prediction.classes.shape == (48, 48) and np.isfinite(prediction.confidence).all()
+
+
+def test_new_class_means_new_model(small):
+    project, _ = small
+    trainer = Trainer(project.root, TrainConfig(**TINY), device="cpu")
+    trainer.run(max_steps=2)
+    assert trainer.last_checkpoint is not None and trainer.model.n_outputs == 2
+    project.classes.append(LabelClass("cyst", "#56b4e9"))
+    project.save()
+    assert trainer.refresh_labels()
+    assert trainer.model.n_outputs == 3 and trainer.parent is None
+    # a checkpoint for one class does not fit two: a new trainer starts fresh too
+    assert Trainer(project.root, TrainConfig(**TINY), device="cpu").parent is None

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdesk.core.errors import CheckpointError
+from segdesk.ml import postprocess
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.device import pick_device
@@ -116,6 +117,7 @@ class Predictor:
         self.checkpoint: str | None = meta.get("id")
         self.working_scale = float(meta.get("working_scale") or 1.0)
         self.tile = int(tile)
+        self.postprocess: dict | None = meta.get("postprocess")  # chosen on validation (postprocess.py)
         if meta.get("normalisation", NORMALISATION) != NORMALISATION:
             raise CheckpointError(f"Unknown input normalisation {meta.get('normalisation')!r}.")
         model = model.to(self.device).eval()
@@ -175,4 +177,5 @@ class Predictor:
             confidence, classes = probs.max(dim=0)
             classes = classes.to(torch.uint8).cpu().numpy()
             confidence = confidence.cpu().numpy()
+        classes = postprocess.apply(classes, self.postprocess)
         return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint)

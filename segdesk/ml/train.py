@@ -174,8 +174,9 @@ class Trainer:
     # ----- labels
 
     def refresh_labels(self) -> bool:
-        """Re-read project.json and the label files; True (and patience restarted) when labels
-        changed. A changed class list restarts from fresh weights."""
+        """Re-read project.json and the label files; True (and patience restarted) when labels, the
+        classes or the working-scale setting changed. A changed class count restarts from fresh
+        weights."""
         try:
             project = Project.open(self.root, clean=False)
         except SegdeskError as exc:
@@ -183,7 +184,8 @@ class Trainer:
             return False
         signature = label_signature(project)
         classes_changed = [c.name for c in project.classes] != [c.name for c in self.project.classes]
-        if signature == self._signature and not classes_changed:
+        scale_changed = project.settings.get("working_scale") != self.project.settings.get("working_scale")
+        if signature == self._signature and not classes_changed and not scale_changed:
             return False
         n_before = self.project.n_classes
         self.project = project
@@ -214,7 +216,11 @@ class Trainer:
         if not self.data.has_data:
             return 0.0
         start = time.perf_counter()
-        samples = [self.data.sample(self.rng) for _ in range(self.config.batch_size)]
+        try:
+            samples = [self.data.sample(self.rng) for _ in range(self.config.batch_size)]
+        except SegdeskError as exc:  # the last readable labelled image went away
+            log.warning("%s", exc)
+            return 0.0
         images = torch.stack([s[0] for s in samples]).to(self.device, non_blocking=True)
         targets = torch.stack([s[1] for s in samples]).to(self.device, non_blocking=True)
         if self.device.type == "cuda":
@@ -346,21 +352,25 @@ class Trainer:
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         steps_here = 0
         try:
-            while not self.has_data:
-                report(self.progress(WAITING))
-                if max_seconds is None and max_steps is not None:
-                    return self.progress(WAITING)
-                remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                if not self.wait_for_labels(stop, remaining):
-                    return self.progress(STOPPED if stop() else WAITING)
-            if self._baseline_pending and self.data.validation_ids:
-                self.best_dice, _ = self.validate()  # the loaded weights are the reference to beat
-            self._baseline_pending = False
-
             while True:
-                if stop():
+                if stop() or (max_steps is not None and steps_here >= max_steps):
                     return self.progress(STOPPED)
+                if not self.has_data:
+                    report(self.progress(WAITING))
+                    if max_seconds is None and max_steps is not None:
+                        return self.progress(WAITING)  # a step budget cannot be spent waiting
+                    remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    if not self.wait_for_labels(stop, remaining):
+                        return self.progress(STOPPED if stop() else WAITING)
+                    continue
+                if self._baseline_pending:
+                    self._baseline_pending = False
+                    if self.data.validation_ids:
+                        self.best_dice, _ = self.validate()  # the loaded weights are the bar to beat
+
                 self.step()
+                if not self.has_data:  # every labelled image turned out unreadable
+                    continue
                 steps_here += 1
                 if stop():
                     return self.progress(STOPPED)
@@ -372,8 +382,8 @@ class Trainer:
                     report(self.progress(IMPROVED if improved else TRAINING))
                     if out_of_budget:
                         return self.progress(STOPPED)
-                    if steps_here % self.config.val_every == 0 and self.refresh_labels() and not self.has_data:
-                        return self.progress(WAITING)
+                    if steps_here % self.config.val_every == 0:
+                        self.refresh_labels()
                     if open_ended and self.bad_validations >= self.config.patience:
                         log.info("no improvement in %d validations: training paused", self.bad_validations)
                         return self.progress(STOPPED)

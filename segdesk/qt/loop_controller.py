@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 CACHE_SIZE = 16
 AUTO_START_KEY = "auto_train_after"
 DEFAULT_AUTO_START = 2
+_gpu_warned = False
 
 
 class LoopController(QObject):
@@ -53,7 +54,6 @@ class LoopController(QObject):
         self.active_checkpoint: str | None = None
         self._follow_latest = True
         self.training_running = False
-        self._gpu_warned = False
 
         self._inference = InferenceWorker(project.root / "models", project.root / "proposals",
                                           project.n_classes, device)
@@ -133,9 +133,10 @@ class LoopController(QObject):
     # ----- models
 
     def _on_device(self, name: str, problem: str) -> None:
+        global _gpu_warned
         self.device_named.emit(name)
-        if problem and not self._gpu_warned:
-            self._gpu_warned = True
+        if problem and not _gpu_warned:  # once per session, not once per project opened
+            _gpu_warned = True
             self.error.emit("GPU not used", problem)
 
     def _on_checkpoint_saved(self, checkpoint_id: str) -> None:

@@ -65,8 +65,11 @@ class MetricPlot(QWidget):
         p.setPen(self.palette().text().color())
         p.drawText(QRectF(area.left(), area.bottom() + 3, area.width(), 14), Qt.AlignmentFlag.AlignLeft, f"step {s0}")
         p.drawText(QRectF(area.left(), area.bottom() + 3, area.width(), 14), Qt.AlignmentFlag.AlignRight, f"{s1}")
-        p.drawText(QRectF(area.left(), area.bottom() + 3, area.width(), 14), Qt.AlignmentFlag.AlignCenter,
-                   "— loss   — validation Dice")
+        p.setPen(self.LOSS)
+        p.drawText(QRectF(area.left() + 6, area.top() + 2, area.width(), 14), Qt.AlignmentFlag.AlignLeft, "loss")
+        p.setPen(self.DICE)
+        p.drawText(QRectF(area.left(), area.top() + 2, area.width() - 6, 14), Qt.AlignmentFlag.AlignRight,
+                   "validation Dice")
 
     @staticmethod
     def _line(p: QPainter, area: QRectF, series, s0, s1, v0, v1, colour: QColor) -> None:

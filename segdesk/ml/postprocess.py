@@ -1,0 +1,184 @@
+"""Post-processing of proposals, chosen from the labels the way nnU-Net chooses its own.
+
+Early models leave small false specks and small holes; a clinician has to erase or fill each one.
+Two steps per class can remove them:
+
+- ``min_area``: connected components of the class smaller than this become background;
+- ``max_hole``: background holes inside the class (not touching the image border) smaller than
+  this are filled.
+
+Which steps to use, and their thresholds, is decided on the held-out accepted images (nnU-Net's
+rule: a step is kept only if it improves Dice there). Thresholds come from the labels themselves:
+speck limits from the sizes of true objects, hole limits from the sizes of true holes, so a step
+never targets a size the labels show to be real. Areas are stored in pixels at the image's own
+resolution. numpy and OpenCV only; the result is plain JSON for checkpoint metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+MIN_GAIN = 0.001  # mean validation Dice a step must add to be kept
+MIN_IMAGES = 1  # validation images needed to decide anything
+_IGNORE = -100  # unlabelled target pixels (segdesk.ml.losses.IGNORE)
+
+
+# ----- applying
+
+
+def _components(binary: np.ndarray, connectivity: int) -> tuple[int, np.ndarray, np.ndarray]:
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary.astype(np.uint8), connectivity=connectivity)
+    return n, labels, stats
+
+
+def remove_specks(classes: np.ndarray, value: int, min_area: float) -> np.ndarray:
+    """Components (8-connected) of ``value`` with fewer than ``min_area`` pixels become 0."""
+    mask = classes == value
+    if not mask.any():
+        return classes
+    n, labels, stats = _components(mask, 8)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_area)
+    small = small[small > 0]
+    if small.size == 0:
+        return classes
+    out = classes.copy()
+    out[np.isin(labels, small) & mask] = 0
+    return out
+
+
+def fill_holes(classes: np.ndarray, value: int, max_area: float) -> np.ndarray:
+    """Background holes (4-connected, not touching the border, all 0) inside ``value`` with at
+    most ``max_area`` pixels become ``value``."""
+    mask = classes == value
+    if not mask.any():
+        return classes
+    n, labels, stats = _components(~mask, 4)
+    h, w = classes.shape
+    out = None
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        if area > max_area or x == 0 or y == 0 or x + bw == w or y + bh == h:
+            continue
+        box = (slice(y, y + bh), slice(x, x + bw))
+        hole = labels[box] == i
+        if (classes[box][hole] != 0).any():  # another class inside: not a hole of this one
+            continue
+        if out is None:
+            out = classes.copy()
+        out[box][hole] = value
+    return classes if out is None else out
+
+
+def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0) -> np.ndarray:
+    """``classes`` (H x W, 0 = background, 1..K) after the steps in ``spec`` (None: unchanged).
+    ``area_factor`` converts the spec's areas to this array's pixels (scale**2 for a resized one)."""
+    if not spec:
+        return classes
+    for key, steps in (spec.get("classes") or {}).items():
+        value = int(key)
+        if steps.get("min_area"):
+            classes = remove_specks(classes, value, float(steps["min_area"]) * area_factor)
+        if steps.get("max_hole"):
+            classes = fill_holes(classes, value, float(steps["max_hole"]) * area_factor)
+    return classes
+
+
+# ----- choosing
+
+
+def _dice(pred: np.ndarray, truth: np.ndarray, labelled: np.ndarray) -> float | None:
+    p, g = pred & labelled, truth & labelled
+    total = int(p.sum()) + int(g.sum())
+    if total == 0:
+        return None
+    return 2.0 * float((p & g).sum()) / total
+
+
+def _mean_dice(pairs: list[tuple[np.ndarray, np.ndarray]], value: int, transform=None) -> float | None:
+    scores = []
+    for pred, target in pairs:
+        if transform is not None:
+            pred = transform(pred)
+        d = _dice(pred == value, target == value, target != _IGNORE)
+        if d is not None:
+            scores.append(d)
+    return float(np.mean(scores)) if scores else None
+
+
+def _true_sizes(targets: Iterable[np.ndarray], value: int) -> tuple[np.ndarray, np.ndarray]:
+    """Areas of the true objects of ``value`` and of the true holes inside them."""
+    objects, holes = [], []
+    for target in targets:
+        mask = target == value
+        if not mask.any():
+            continue
+        _, _, stats = _components(mask, 8)
+        objects.extend(stats[1:, cv2.CC_STAT_AREA].tolist())
+        n, _, stats = _components(~mask, 4)
+        h, w = mask.shape
+        for x, y, bw, bh, area in stats[1:n]:
+            if x > 0 and y > 0 and x + bw < w and y + bh < h:
+                holes.append(area)
+    return np.asarray(objects, float), np.asarray(holes, float)
+
+
+def _speck_candidates(objects: np.ndarray) -> list[float]:
+    if objects.size == 0:
+        return []
+    return sorted({max(2.0, 0.5 * float(np.percentile(objects, 5))), max(2.0, 0.25 * float(np.median(objects)))})
+
+
+def _hole_candidates(holes: np.ndarray, image_area: float) -> list[float]:
+    if holes.size == 0:  # the labels never show a hole: any hole is an error
+        return [image_area]
+    return [0.5 * float(np.percentile(holes, 5))]
+
+
+def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scale: float = 1.0) -> dict:
+    """The post-processing spec that best raises mean Dice on validation ``pairs`` of
+    (predicted classes 0..K, target 0..K with -100 = unlabelled), both at one resolution.
+    ``area_scale`` converts areas at that resolution to full-resolution pixels (1 / scale**2).
+
+    For each class: pick the better speck threshold if it beats no step by MIN_GAIN, then, on top,
+    the hole threshold under the same rule. An empty ``classes`` dict means "leave proposals as
+    they are"."""
+    spec: dict = {"version": VERSION, "classes": {}, "n_images": len(pairs)}
+    if len(pairs) < MIN_IMAGES:
+        return spec
+    gains = {}
+    for value in range(1, n_classes + 1):
+        objects, holes = _true_sizes((t for _, t in pairs), value)
+        base = _mean_dice(pairs, value)
+        if base is None:
+            continue
+        steps: dict = {}
+        best = base
+        for area in _speck_candidates(objects):
+            score = _mean_dice(pairs, value, lambda p, a=area: remove_specks(p, value, a))
+            if score is not None and score > best + MIN_GAIN:
+                best, steps["min_area"] = score, area
+        with_specks = best
+        image_area = float(max(p.size for p, _ in pairs))
+        for area in _hole_candidates(holes, image_area):
+
+            def both(p, a=area):
+                if "min_area" in steps:
+                    p = remove_specks(p, value, steps["min_area"])
+                return fill_holes(p, value, a)
+
+            score = _mean_dice(pairs, value, both)
+            if score is not None and score > best + MIN_GAIN:
+                best, steps["max_hole"] = score, area
+        if steps:
+            spec["classes"][str(value)] = {k: round(v * area_scale, 1) for k, v in steps.items()}
+            gains[value] = (round(base, 4), round(with_specks, 4), round(best, 4))
+    spec["dice_gain"] = {str(k): v for k, v in gains.items()}
+    log.debug("post-processing chosen on %d images: %s", len(pairs), spec)
+    return spec
