@@ -1,4 +1,5 @@
-"""Headless commands on core + ml: segdesk new | add | import-labels | train | predict | export | info.
+"""Headless commands on core + ml: segdesk new | add | import-labels | train | predict | export | info |
+bench | demo.
 
 Results go to stdout, progress and skipped-file reasons to stderr, diagnostics through ``logging``
 (``-v`` for debug). A user error (bad input, missing project, unknown device, ...) ends the command
@@ -399,6 +400,16 @@ def cmd_open(args) -> int:
     return run_app(args.project)
 
 
+def cmd_demo(args) -> int:
+    from segdesk import demo
+
+    root = demo.create(args.into)
+    print(root)
+    if args.no_gui:
+        return EXIT_OK
+    return cmd_open(argparse.Namespace(project=str(root)))
+
+
 # ----- parser
 
 
@@ -477,6 +488,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("open", cmd_open, "open the desktop app (optionally on a project)")
     p.add_argument("project", nargs="?", metavar="PROJECT")
+
+    from segdesk.bench.commands import add_bench_parser
+
+    add_bench_parser(add("bench", None, "benchmarks: loop (correction effort while the model learns), "
+                         "latency, ui, brush; each writes RESULT.json and RESULT.png"))
+
+    p = add("demo", cmd_demo, "copy the bundled demo project (nuclei, CC0) into your data folder and open it",
+            more="; an existing demo you worked on is kept (a new copy is made beside it)")
+    p.add_argument("--no-gui", "--path-only", dest="no_gui", action="store_true",
+                   help="only create the demo project and print its path")
+    p.add_argument("--into", metavar="DIR", help="create the demo here instead of the data folder")
     return parser
 
 

@@ -144,3 +144,28 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
     for i, label in accepted_before.items():
         assert np.array_equal(reopened.read_label(i), label)
     assert not messages, messages
+
+
+def test_unusable_gpu_is_reported_once_with_a_fix(qtbot, tmp_path, messages, monkeypatch):
+    from segdesk.ml import device as ml_device
+    from segdesk.qt import loop_controller
+
+    problem = "An NVIDIA GPU is present but the installed torch is a CPU-only build; install a CUDA build."
+    monkeypatch.setattr(ml_device, "gpu_problem", lambda: problem)
+    monkeypatch.setattr(loop_controller, "_gpu_warned", False)
+    roots = []
+    for name in ("a", "b"):
+        write_disc_image(tmp_path / f"{name}.png")
+        p = Project.create(tmp_path / f"proj_{name}", ["disc"])
+        p.add_images([tmp_path / f"{name}.png"])
+        roots.append(p.root)
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu")
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_project(roots[0])
+    qtbot.waitUntil(lambda: any(problem in m for _t, m in messages), timeout=10000)
+    w.status.device.setText("")
+    assert w.open_project(roots[1])  # the second project's worker probes the device again
+    qtbot.waitUntil(lambda: w.status.device.text().startswith("device: CPU"), timeout=10000)
+    assert sum(problem in m for _t, m in messages) == 1
+    w.close()

@@ -49,3 +49,13 @@ def test_arch_round_trip():
     copy = UNet.from_arch(arch)
     copy.load_state_dict(model.state_dict())  # same parameter names and shapes
     assert copy.widths == [6, 12, 24, 48]
+
+
+def test_speed_figures():
+    from segdesk.ml.speed import time_forward, time_training_step
+
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    forward = time_forward(model, 32, 48, warmup=0, repeats=1)
+    step = time_training_step(model, crop=32, batch=1, warmup=0, repeats=1)
+    assert forward.seconds > 0 and forward.flops > 0 and forward.flops_per_s > 0
+    assert step.flops > 2 * forward.flops * 32 * 32 / (32 * 48)  # backward costs about twice forward

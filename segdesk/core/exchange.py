@@ -26,6 +26,9 @@ from segdesk.core import storage
 from segdesk.core.errors import LabelError, StorageError
 
 MASK_SUFFIX = ".png"
+# Ids of DICOM images start with this and hash the SOP Instance UID (segdesk.core.dicom.image_id):
+# DICOM file names often hold patient names, so exports name those images by id, never by file.
+DICOM_ID_PREFIX = "dcm-"
 
 
 class _Entry(Protocol):  # the parts of project.ImageEntry used here
@@ -63,7 +66,8 @@ def source_stem(entry: _Entry) -> str:
 
 
 def export_names(entries: Iterable[_Entry]) -> dict[str, str]:
-    """File name per image id: '<source stem>.png', or '<image id>.png' when the stem is shared.
+    """File name per image id: '<source stem>.png', or '<image id>.png' when the stem is shared
+    or the image is DICOM.
 
     Stems are compared without case, since macOS and Windows folders do not tell 'A.png' from 'a.png'.
     Pass every image of the project so a name does not depend on which images happen to be exported.
@@ -73,7 +77,8 @@ def export_names(entries: Iterable[_Entry]) -> dict[str, str]:
     names = {}
     for e in entries:
         stem = source_stem(e)
-        names[e.id] = (stem if counts[stem.lower()] == 1 and stem else e.id) + MASK_SUFFIX
+        by_stem = counts[stem.lower()] == 1 and stem and not e.id.startswith(DICOM_ID_PREFIX)
+        names[e.id] = (stem if by_stem else e.id) + MASK_SUFFIX
     return names
 
 

@@ -24,19 +24,21 @@ from segdesk.core.errors import ImageReadError
 
 log = logging.getLogger(__name__)
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"})
 MAX_PIXELS: int = 30_000 * 30_000 // 4
 MAX_FILE_BYTES: int = 2 * 1024**3
 
 # (offset, magic bytes, format). Formats we do not read are named for a clearer message.
-_MAGICS = (
+_MAGICS = (  # DICOM first: a DICOM file's 128-byte preamble may hold a TIFF header
+    (128, b"DICM", "DICOM"),
     (0, b"\x89PNG\r\n\x1a\n", "png"), (0, b"\xff\xd8\xff", "jpeg"), (0, b"BM", "bmp"),
     (0, b"II*\x00", "tiff"), (0, b"MM\x00*", "tiff"), (0, b"II+\x00", "tiff"), (0, b"MM\x00+", "tiff"),
-    (128, b"DICM", "DICOM"), (0, b"GIF8", "GIF"), (8, b"WEBP", "WebP"),
+    (0, b"GIF8", "GIF"), (8, b"WEBP", "WebP"),
     (4, b"jP  ", "JPEG 2000"), (0, b"\xff\x4f\xff\x51", "JPEG 2000"),
 )
 _SUFFIX_FORMAT = {
     ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff",
+    ".dcm": "DICOM",
 }
 # JPEG start-of-frame markers (C0..CF except DHT C4, JPG C8, DAC CC): they carry the image size.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -103,12 +105,14 @@ def _detect(path) -> tuple[int, str]:
         if head[offset:offset + len(magic)] == magic:
             break
     else:
-        raise _fail(path, "it is not a PNG, JPEG, BMP or TIFF image (its content is not a known image "
-                          "format). Convert it to PNG or TIFF and try again.")
+        kind = "DICOM" if p.suffix.lower() == ".dcm" else ""  # DICOM without the 128-byte preamble
+    if not kind:
+        raise _fail(path, "it is not a PNG, JPEG, BMP, TIFF or DICOM image (its content is not a known "
+                          "image format). Convert it to PNG or TIFF and try again.")
     if kind not in _SUFFIX_FORMAT.values():
         raise _fail(path, f"it is a {kind} file, which segdesk cannot open yet. "
                           "Convert it to PNG or TIFF and try again.")
-    if _SUFFIX_FORMAT.get(p.suffix.lower()) != kind:
+    if _SUFFIX_FORMAT.get(p.suffix.lower()) != kind and kind != "DICOM":  # DICOM often has no suffix
         log.info("%s holds %s data whatever its suffix says; reading it as %s", path, kind, kind)
     return size, kind
 
@@ -281,10 +285,15 @@ def _normalise(path, arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def read_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS) -> Image:
-    """Read a 2D image. Raises ImageReadError, with a message fit to show the user, on any failure."""
+def read_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS, frame: int | None = None) -> Image:
+    """Read a 2D image (``frame``: 0-based frame of a multi-frame DICOM file). Raises ImageReadError,
+    with a message fit to show the user, on any failure."""
     try:
         size, kind = _detect(path)
+        if kind == "DICOM":
+            from segdesk.core import dicom  # pydicom is imported only when a DICOM file is read
+
+            return dicom.read_dicom(path, frame, max_pixels)
         if kind == "tiff":
             arr = _read_tiff(path, size, max_pixels)
         else:
@@ -306,7 +315,11 @@ def read_image_size(path: os.PathLike | str) -> tuple[int, int]:
     try:
         _, kind = _detect(path)
         with open(path, "rb") as f:
-            if kind == "tiff":
+            if kind == "DICOM":
+                from segdesk.core import dicom
+
+                h, w = dicom.read_size(path)
+            elif kind == "tiff":
                 with tifffile.TiffFile(f) as tif:
                     h, w = int(tif.pages.first.imagelength), int(tif.pages.first.imagewidth)
             else:

@@ -11,6 +11,7 @@ Layout (DESIGN.md "Project on disk")::
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -23,7 +24,7 @@ from typing import Iterable
 
 import numpy as np
 
-from segdesk.core import imageio, storage
+from segdesk.core import imageio, project_schema, storage
 from segdesk.core.errors import ImageReadError, LabelError, ProjectError, SegdeskError
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class ImageEntry:
     status: str = STATUS_NEW
     accepted_at: float | None = None
     seconds_spent: float = 0.0
+    frame: int | None = None  # 0-based frame of a multi-frame DICOM file; None for other images
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -158,8 +160,11 @@ class Project:
         if not path.is_file():
             raise ProjectError(f"{root} is not a segdesk project (no {PROJECT_FILE}).")
         try:
+            if path.stat().st_size > project_schema.MAX_PROJECT_BYTES:
+                raise ProjectError(f"{path} is {path.stat().st_size / 2**20:.0f} MB, too large for a segdesk "
+                                   "project file; it is damaged or not a project file.")
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             raise ProjectError(f"{path} is unreadable or not valid JSON: {exc}.") from exc
         if not isinstance(data, dict) or not isinstance(data.get("schema"), int):
             raise ProjectError(f"{path} has no schema version; it is not a segdesk project file.")
@@ -167,6 +172,7 @@ class Project:
             raise ProjectError(
                 f"{path} was written by a newer segdesk (schema {data['schema']}); please update segdesk."
             )
+        data = project_schema.check(data, imageio.MAX_PIXELS)  # ProjectError naming the bad field
         try:
             project = cls(root, data)
             _check_classes(project.classes)
@@ -176,10 +182,18 @@ class Project:
         except (KeyError, TypeError, ValueError) as exc:
             raise ProjectError(f"{path} is damaged: {exc}.") from exc
         if clean:
-            for sub in ("labels", "proposals", "models"):
-                (root / sub).mkdir(exist_ok=True)
-            storage.clean_temporaries(root)
+            project.clean_up()
         return project
+
+    def clean_up(self) -> None:
+        """Create missing subfolders and remove crash temporaries. Only the project's owner may
+        (the window or CLI command holding its lock): a temporary may be another's write in flight."""
+        try:
+            for sub in ("labels", "proposals", "models"):
+                (self.root / sub).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ProjectError(f"Could not create folders in {self.root}: {exc.strerror or exc}.") from exc
+        storage.clean_temporaries(self.root)
 
     def to_json(self) -> dict:
         return {
@@ -218,35 +232,45 @@ class Project:
         return p if p.is_absolute() else self.root / p
 
     def read_image(self, entry: ImageEntry) -> imageio.Image:
-        return imageio.read_image(self.source_path(entry))
+        return imageio.read_image(self.source_path(entry), frame=entry.frame)
 
     def add_images(self, paths: Iterable[str | os.PathLike]) -> AddReport:
         """Add files and whole folders (recursively). Unreadable files are skipped with a reason."""
         report = AddReport()
-        known = {e.sha256 for e in self.images}
-        for path in _expand(paths, report):
+        from segdesk.core import dicom, dicom_series  # pydicom only when adding images
+
+        known = {(e.sha256, e.frame) for e in self.images}
+        hashed = functools.lru_cache(maxsize=4)(file_sha256)  # frames of one file: hashed once
+        failed: set[Path] = set()
+        for path, frame in dicom_series.order_sources(_expand(paths, report)):
+            if path in failed:  # a multi-frame file that cannot be read: reported once
+                continue
             try:
-                img = imageio.read_image(path)
-                sha = file_sha256(path)
+                img = imageio.read_image(path, frame=frame)
+                sha = hashed(path)
             except ImageReadError as exc:
                 report.skipped.append((str(path), str(exc)))
+                failed.add(path)
                 continue
             except OSError as exc:
                 report.skipped.append((str(path), f"could not read: {exc.strerror or exc}"))
                 continue
-            if sha in known:
+            if (sha, frame) in known:
                 report.skipped.append((str(path), "already in the project"))
                 continue
-            image_id = _image_id(path, sha)
+            if isinstance(img, dicom.DicomImage):  # never from the file name: it may hold a patient name
+                image_id = dicom.image_id(img, sha, self._by_id)
+            else:
+                image_id = _image_id(path, sha)
             source = path.resolve()
             try:
                 source_str = str(source.relative_to(self.root))
             except ValueError:
                 source_str = str(source)
-            entry = ImageEntry(image_id, source_str, sha, img.width, img.height)
+            entry = ImageEntry(image_id, source_str, sha, img.width, img.height, frame=frame)
             self.images.append(entry)
             self._by_id[image_id] = entry
-            known.add(sha)
+            known.add((sha, frame))
             report.added.append(entry)
         if report.added:
             self.save()
@@ -345,12 +369,15 @@ class Project:
 
 
 def _expand(paths: Iterable[str | os.PathLike], report: AddReport) -> list[Path]:
+    from segdesk.core import dicom_series
+
     files: list[Path] = []
     for p in paths:
         p = Path(p).expanduser()
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in imageio.SUPPORTED_SUFFIXES:
+                if f.is_file() and (f.suffix.lower() in imageio.SUPPORTED_SUFFIXES
+                                    or dicom_series.looks_like_dicom(f)):
                     files.append(f)
         elif p.is_file():
             files.append(p)

@@ -54,7 +54,12 @@ def _prepare(model: UNet, x: torch.Tensor, device: torch.device) -> tuple[UNet, 
 
 
 def time_training_step(
-    model: UNet, crop: int = 256, batch: int = 4, device: torch.device | str = "cpu", warmup: int = 2, repeats: int = 5
+    model: UNet,
+    crop: int = 256,
+    batch: int = 4,
+    device: torch.device | str = "cpu",
+    warmup: int = 2,
+    repeats: int = 5,
 ) -> Timing:
     """Forward, loss, backward and AdamW update on random data (trains ``model`` a little)."""
     device = torch.device(device)
@@ -78,7 +83,12 @@ def time_training_step(
 
 
 def time_forward(
-    model: UNet, height: int = 512, width: int = 512, device: torch.device | str = "cpu", warmup: int = 1, repeats: int = 5
+    model: UNet,
+    height: int = 512,
+    width: int = 512,
+    device: torch.device | str = "cpu",
+    warmup: int = 1,
+    repeats: int = 5,
 ) -> Timing:
     """One eval-mode forward pass of a 1 x C x H x W input."""
     device = torch.device(device)

@@ -205,7 +205,10 @@ class Trainer:
             self.best_dice = None
             self._baseline_pending = False
         self.bad_validations = 0
-        log.info("labels changed: %d training, %d validation images", self.data.n_train_images, len(self.data.validation_ids))
+        log.info(
+            "labels changed: %d training, %d validation images",
+            self.data.n_train_images, len(self.data.validation_ids),
+        )
         return True
 
     # ----- one step, one validation

@@ -2,12 +2,13 @@
 
 ::
 
-    input ─ stem ─────────────────────────────────────── up[0] ─ head ─ logits
-              └ down[0] ───────────────────────── up[1] ┘
-                  └ down[1] ─────────────── up[2] ┘
-                      └ down[2] ───── up[3] ┘
-                          └ down[3] ┘              (depth 4)
+    input ─ stem ─────────────────────────────── up[3] ─ head ─ logits
+              └ down[0] ─────────────────── up[2] ┘
+                  └ down[1] ─────────── up[1] ┘
+                      └ down[2] ─── up[0] ┘
+                          └ down[3] ┘          (bottleneck; depth 4)
 
+Each decoder block takes the row below (upsampled) and the skip connection on its left.
 Widths double at each level: ``base_width * 2**level``. GroupNorm instead of BatchNorm so the model
 trains at batch size 1 and behaves the same in train and eval mode.
 """

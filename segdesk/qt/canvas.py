@@ -35,6 +35,7 @@ class Canvas(QGraphicsView):
     double_clicked = Signal(float, float)
     hovered = Signal(float, float)  # any mouse move over the view
     zoom_changed = Signal(float)
+    window_drag = Signal(float, float, bool)  # Shift + right drag: dx, dy (view px) since press, done
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -58,6 +59,7 @@ class Canvas(QGraphicsView):
         self._path.setZValue(11)
         self.scene().addItem(self._path)
         self._pan_from: QPointF | None = None
+        self._window_from: QPointF | None = None
         self._brush_radius = 5.0
         self._cursor_visible = True
 
@@ -157,6 +159,10 @@ class Canvas(QGraphicsView):
             self._pan_from = event.position()
             self.viewport().setCursor(Qt.CursorShape.ClosedHandCursor)
             return
+        if event.button() == Qt.MouseButton.RightButton and event.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+            self._window_from = event.position()
+            self.window_drag.emit(0.0, 0.0, False)
+            return
         p = self._image_pos(event)
         self.pressed.emit(p.x(), p.y(), event.button())
 
@@ -166,6 +172,10 @@ class Canvas(QGraphicsView):
             self._pan_from = event.position()
             self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() - int(delta.x()))
             self.verticalScrollBar().setValue(self.verticalScrollBar().value() - int(delta.y()))
+            return
+        if self._window_from is not None:
+            delta = event.position() - self._window_from
+            self.window_drag.emit(delta.x(), delta.y(), False)
             return
         p = self._image_pos(event)
         self._cursor.setPos(p)
@@ -178,6 +188,10 @@ class Canvas(QGraphicsView):
         if self._pan_from is not None:
             self._pan_from = None
             self.viewport().unsetCursor()
+            return
+        if self._window_from is not None:
+            delta, self._window_from = event.position() - self._window_from, None
+            self.window_drag.emit(delta.x(), delta.y(), True)
             return
         p = self._image_pos(event)
         self.released.emit(p.x(), p.y(), event.button())

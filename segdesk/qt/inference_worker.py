@@ -28,8 +28,11 @@ class InferenceWorker(QObject):
     device_probed = Signal(str, str)  # device name, problem ("" when none)
     models_listed = Signal(object, str)  # list of checkpoint metadata dicts, current id ("" if none)
 
-    def __init__(self, models_dir: Path, proposals_dir: Path, n_classes: int, device: str | None = None):
+    def __init__(self, models_dir: Path, proposals_dir: Path, n_classes: int, device: str | None = None,
+                 proposing: threading.Event | None = None):
+        """``proposing`` is set while a proposal is computed (the training worker pauses for it)."""
         super().__init__()
+        self._proposing = proposing or threading.Event()
         self._models_dir = Path(models_dir)
         self._proposals_dir = Path(proposals_dir)
         self._n_classes = n_classes
@@ -76,7 +79,11 @@ class InferenceWorker(QObject):
             return
         try:
             image = imageio.read_image(path)
-            prediction = self._predictor.predict(image.pixels)
+            self._proposing.set()
+            try:
+                prediction = self._predictor.predict(image.pixels)
+            finally:
+                self._proposing.clear()
             label = (prediction.classes + 1).astype(np.uint8)  # label encoding: 1 = background
             checkpoint = prediction.checkpoint or ""
             self._cache(image_id, label, checkpoint)

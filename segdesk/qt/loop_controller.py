@@ -8,6 +8,7 @@ the auto-start rule and which checkpoint proposes (newest, or one the user chose
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -55,8 +56,9 @@ class LoopController(QObject):
         self._follow_latest = True
         self.training_running = False
 
+        proposing = threading.Event()  # training yields the device to a proposal after one step
         self._inference = InferenceWorker(project.root / "models", project.root / "proposals",
-                                          project.n_classes, device)
+                                          project.n_classes, device, proposing)
         self._inference_thread = WorkerThread(self._inference, "segdesk-inference")
         self._load.connect(self._inference.load_checkpoint)
         self._request.connect(self._inference.request)
@@ -69,7 +71,7 @@ class LoopController(QObject):
         self._inference.prediction_failed.connect(self._on_prediction_failed)
         self._inference.device_probed.connect(self._on_device)
 
-        self._trainer = TrainingWorker(project.root, train_config, device)
+        self._trainer = TrainingWorker(project.root, train_config, device, proposing)
         self._trainer_thread = WorkerThread(self._trainer, "segdesk-training")
         self._train.connect(self._trainer.run)
         self._trainer.progress.connect(training.show_progress)

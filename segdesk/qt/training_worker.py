@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal, Slot
@@ -23,6 +24,7 @@ IMPROVED = "improved"
 STOPPED = "stopped"
 ERROR = "error"
 IDLE_POLL_S = 0.5
+MAX_YIELD_S = 10.0  # a stuck proposal never stops training for longer
 
 
 class TrainingWorker(QObject):
@@ -32,8 +34,12 @@ class TrainingWorker(QObject):
     failed = Signal(str)
     finished = Signal()
 
-    def __init__(self, project_root: Path, config=None, device: str | None = None):
+    def __init__(self, project_root: Path, config=None, device: str | None = None,
+                 proposing: threading.Event | None = None):
+        """``proposing`` is set while the inference worker segments: training then pauses after its
+        current step, so a proposal never waits behind more than one training step."""
         super().__init__()
+        self._proposing = proposing or threading.Event()
         self._root = Path(project_root)
         self._config = config
         self._device = device
@@ -93,6 +99,10 @@ class TrainingWorker(QObject):
                 pass
 
     def _should_stop(self) -> bool:
+        """Called by the trainer after every step: stop, or yield the device to a proposal."""
+        deadline = time.monotonic() + MAX_YIELD_S
+        while self._proposing.is_set() and not self._stop.is_set() and time.monotonic() < deadline:
+            time.sleep(0.005)
         return self._stop.is_set()
 
     def _report(self, progress) -> None:

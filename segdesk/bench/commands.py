@@ -1,0 +1,209 @@
+"""The ``segdesk bench`` sub-commands: loop, latency, ui, brush.
+
+Each writes RESULT.json (machine-readable) and RESULT.png (for people) and prints a one-line
+summary on stdout; per-image progress goes to stderr. Heavy imports (torch, Qt) happen only inside
+the command that needs them, so ``segdesk --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from segdesk.core.errors import SegdeskError
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give sizes in pixels separated by commas, e.g. 512,1024") from None
+    if not sizes or min(sizes) < 16:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes must be at least 16 pixels")
+    return sizes
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``key=value`` pairs for TrainConfig fields, converted to each field's type."""
+    from segdesk.ml.config import TrainConfig
+
+    fields = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise SegdeskError(f"--set {item!r}: use KEY=VALUE with KEY one of {', '.join(sorted(fields))}")
+        kind = fields[key]
+        text = text.strip()
+        try:
+            if text.lower() in ("none", "auto") and "None" in kind:
+                value = None
+            elif "bool" in kind:
+                value = text.lower() in ("1", "true", "yes", "on")
+            elif "float" in kind:
+                value = float(text)
+            elif "int" in kind:
+                value = int(text)
+            else:
+                value = text
+        except ValueError:
+            raise SegdeskError(f"--set {item!r}: {text!r} is not a valid value for {key} ({kind})") from None
+        out[key] = value
+    return out
+
+
+def _done(result_path: Path, summary: str) -> int:
+    print(f"{summary}; wrote {result_path} and {result_path.with_suffix('.png')}")
+    return 0
+
+
+# ----- commands
+
+
+def cmd_loop(args) -> int:
+    from segdesk.bench import loop
+
+    def progress(r: dict) -> None:
+        _err(f"[{r['index']:3d}] {r['image'][:24]:24s} Dice {r['dice']:.3f}  E/S "
+             f"{r['effort']:7.0f}/{r['scratch_effort']:<7.0f} model {r['checkpoint'] or '-':>5}  "
+             f"trained {r['train_steps']} steps in {r['train_s']:.1f} s")
+
+    seconds = args.train_seconds if args.train_steps is None else None
+    result = loop.run(args.data, args.out, images=args.images, train_seconds=seconds,
+                      train_steps=args.train_steps, device=args.device, init=args.init, seed=args.seed,
+                      overrides=parse_overrides(args.set or []), postprocess=not args.no_postprocess,
+                      keep=args.keep, threads=args.threads, on_image=progress)
+    return _done(Path(args.out), f"effort ratio {result['effort_ratio']}, Dice of the last ten "
+                                 f"{result['dice_last10']}, {result['images']} images in {result['total_s']:.0f} s")
+
+
+def cmd_latency(args) -> int:
+    from segdesk.bench import latency
+
+    result = latency.run(args.out, sizes=args.sizes, device=args.device, repeats=args.repeats,
+                         base_width=args.base_width, threads=args.threads,
+                         on_size=lambda r: _err(f"{r['size']:5d} px: {r['seconds']:.3f} s, "
+                                                f"{r['gflop']:.0f} GFLOP, {r['gflop_per_s']:.1f} GFLOP/s"))
+    rows = ", ".join(f"{r['size']}: {r['seconds']:.2f} s" for r in result["sizes"])
+    return _done(Path(args.out), f"segment time {rows} on {result['device']}")
+
+
+def cmd_ui(args) -> int:
+    from segdesk.bench import ui
+
+    if not (Path(args.data) / "images").is_dir():
+        raise SegdeskError(f"{args.data} needs images/ and masks/ folders")
+    result = ui.run(Path(args.data), Path(args.out), seconds=args.seconds, device=args.device)
+    return _done(Path(args.out), f"GUI event loop: longest stall {result['event_loop_max_ms']} ms, "
+                                 f"99th percentile {result['event_loop_p99_ms']} ms")
+
+
+def cmd_brush(args) -> int:
+    from segdesk.bench import brush
+
+    result = brush.run(size=args.size)
+    out = Path(args.out)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    brush_plot(result, out.with_suffix(".png"))
+    return _done(out, f"brush segment on {args.size}x{args.size}: median {result['median_ms']} ms, "
+                      f"99th percentile {result['p99_ms']} ms")
+
+
+def brush_plot(result: dict, path: Path) -> None:
+    from segdesk.bench import plot as charts
+
+    keys = ("median_ms", "p99_ms", "max_ms")
+    charts.save([charts.Panel(
+        f"one brush segment on a {result['image_size'][0]} px image (ms; a frame is 16 ms)",
+        [charts.Series("ms", [result[k] for k in keys], bars=True)],
+        y_range=(0.0, max(20.0, result["max_ms"] * 1.1)),
+        x_ticks=[(i + 1, k.removesuffix("_ms")) for i, k in enumerate(keys)],
+        hlines=[(16.0, "16 ms")])], path)
+
+
+def cmd_bench(args) -> int:
+    args.bench_parser.print_help()
+    return 0
+
+
+def add_bench_parser(bench: argparse.ArgumentParser) -> None:
+    """Fill the ``bench`` parser with its sub-commands (``segdesk.cli`` creates it)."""
+    bench.set_defaults(func=cmd_bench, bench_parser=bench)
+    sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+
+    def add(name, func, help_, description=""):
+        p = sub.add_parser(name, help=help_, description=description or help_)
+        p.set_defaults(func=func)
+        p.add_argument("--out", required=True, type=Path, metavar="RESULT.json",
+                       help="where to write the JSON result (the PNG plot goes beside it)")
+        return p
+
+    p = add("loop", cmd_loop, "simulated clinician: correction effort while the model learns",
+            "A simulated clinician labels N images of a folder with images/ and masks/ (same stems; "
+            "masks 0 = background, 1..K = class) in the app's loop: propose, measure the correction "
+            "effort against the true mask, accept it, train for a fixed budget, next image. Reports "
+            "effort ratio sum(E)/sum(S) (1.0 = no better than drawing from scratch) and the mean Dice "
+            "of the last ten proposals.")
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="folder with images/ and masks/")
+    p.add_argument("--images", type=_positive_int, default=30, metavar="N", help="images to label (default 30)")
+    p.add_argument("--train-seconds", type=_positive_float, default=30.0, metavar="T",
+                   help="training time after each image (default 30)")
+    p.add_argument("--train-steps", type=_positive_int, metavar="S",
+                   help="train S steps after each image instead of T seconds (machine-independent)")
+    p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--init", default="scratch", metavar="scratch|starter|DIR",
+                   help="start from fresh weights (default), the bundled starter model, or the "
+                        "current checkpoint of a models folder")
+    p.add_argument("--seed", type=int, default=0, metavar="K", help="image order and training seed (default 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="training setting to change, e.g. --set lr=3e-3 --set base_width=8 (repeatable)")
+    p.add_argument("--no-postprocess", action="store_true", help="use proposals without post-processing")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads for torch (default: all cores but one, as the app)")
+    p.add_argument("--keep", type=Path, metavar="DIR", help="keep the generated project in DIR (must not exist)")
+
+    p = add("latency", cmd_latency, "time from Segment to mask per image size, with FLOPs and FLOP/s")
+    p.add_argument("--sizes", type=_sizes, default=[512, 1024, 2048, 4096], metavar="LIST",
+                   help="square image sizes in pixels (default 512,1024,2048,4096)")
+    p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--repeats", type=_positive_int, default=3, metavar="N",
+                   help="timed runs per size after one warm-up (median reported; default 3)")
+    p.add_argument("--base-width", type=_positive_int, metavar="C", help="U-Net width (default: the training default)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads for torch (default: all cores but one, as the app)")
+
+    p = add("ui", cmd_ui, "GUI event-loop stalls while training and proposals run, and one brush segment")
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="folder with images/ and masks/")
+    p.add_argument("--seconds", type=_positive_float, default=60.0, metavar="S", help="how long to run (default 60)")
+    p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
+
+    p = add("brush", cmd_brush, "time of one brush segment on a large image (label edit, overlay, repaint)")
+    p.add_argument("--size", type=_positive_int, default=4096, metavar="PX", help="image side in pixels (default 4096)")

@@ -1,0 +1,335 @@
+"""``segdesk bench loop``: a simulated clinician labels N images while the model learns.
+
+The run goes through the app's own code: a real project on disk (``Project``), labels saved with
+``Project.accept``, one long-lived ``Trainer`` that re-reads the labels and trains for a fixed
+budget after each image, and proposals from the newest checkpoint through ``Predictor``, exactly
+as the inference worker loads them. Only the clinician is simulated: for each image, in an order
+fixed by the seed,
+
+1. the current model proposes P (nothing before the first checkpoint exists);
+2. P is compared with the true mask G: Dice, correction effort E(P, G) and scratch effort S(G)
+   (segdesk.bench.effort, DESIGN.md "Measuring"), at the image's own resolution;
+3. G is accepted, and the trainer runs for ``train_seconds`` or ``train_steps``.
+
+Summary: effort ratio sum(E) / sum(S) (1.0 = no better than drawing from scratch), mean Dice of
+the last ten proposals, and the time spent. Training runs on the same number of CPU threads as in
+the app (all cores but one), so seconds-budget figures depend on the machine and its load; a
+steps budget makes runs comparable across machines.
+
+Post-processing (segdesk.ml.postprocess) is chosen for each new checkpoint on the trainer's
+held-out accepted images, as nnU-Net chooses it; a checkpoint that already carries a choice in its
+metadata keeps it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from segdesk.bench import effort as fx
+from segdesk.core import imageio
+from segdesk.core.errors import SegdeskError
+
+log = logging.getLogger(__name__)
+
+LAST = 10  # proposals averaged for the "last ten" Dice
+
+
+def find_pairs(data: Path) -> list[tuple[str, Path, Path]]:
+    """(stem, image path, mask path) for every image in data/images with a PNG in data/masks."""
+    data = Path(data)
+    images_dir, masks_dir = data / "images", data / "masks"
+    if not images_dir.is_dir() or not masks_dir.is_dir():
+        raise SegdeskError(f"{data} needs images/ and masks/ folders (same file stems; masks 0 = background, 1..K = class).")
+    masks = {p.stem: p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"}
+    pairs = [(p.stem, p, masks[p.stem]) for p in sorted(images_dir.iterdir())
+             if p.suffix.lower() in imageio.SUPPORTED_SUFFIXES and p.stem in masks]
+    if not pairs:
+        raise SegdeskError(f"{data}: no image in images/ has a mask of the same stem in masks/.")
+    return pairs
+
+
+def read_mask(path: Path) -> np.ndarray:
+    mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if mask is None:
+        raise SegdeskError(f"Could not read the mask {path}.")
+    if mask.ndim == 3:
+        mask = mask[:, :, 0]
+    if mask.dtype != np.uint8:
+        if int(mask.max()) > 254:
+            raise SegdeskError(f"{path} has values above 254; masks hold 0 = background, 1..K = class.")
+        mask = mask.astype(np.uint8)
+    return mask
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def _seed_from(source, store) -> str:
+    """Copy the current checkpoint of ``source`` (a models folder) into ``store``; its id."""
+    from segdesk.ml.checkpoints import CheckpointStore
+
+    found = CheckpointStore(source).load_current()
+    if found is None:
+        raise SegdeskError(f"No loadable checkpoint in {source}.")
+    checkpoint_id, state_dict, meta = found
+    keep = {k: v for k, v in meta.items() if k not in ("id", "created", "created_iso", "weights_sha256",
+                                                      "weights_bytes", "postprocess")}
+    keep["parent"] = f"{Path(source).name}/{checkpoint_id}"
+    return store.save(state_dict, keep)
+
+
+def resolve_init(init: str) -> Path | None:
+    """None for "scratch"; the bundled starter's models folder for "starter"; else a folder."""
+    if init in (None, "", "scratch"):
+        return None
+    if init == "starter":
+        from segdesk.demo import starter_models_dir
+
+        path = starter_models_dir()
+        if path is None:
+            raise SegdeskError("This segdesk has no bundled starter model.")
+        return path
+    path = Path(init).expanduser()
+    if path.is_file():
+        path = path.parent
+    if not path.is_dir():
+        raise SegdeskError(f"--init must be scratch, starter or a models folder; {init!r} is none of these.")
+    return path
+
+
+def _choose_postprocess(predictor, trainer, n_classes: int) -> dict:
+    """Post-processing for the predictor's checkpoint, chosen on the trainer's held-out images at
+    the working scale (what the training worker would store in the checkpoint metadata)."""
+    import torch
+
+    from segdesk.ml import postprocess
+    from segdesk.ml.inference import predict_probabilities
+
+    pairs = []
+    with torch.inference_mode():
+        for _, image, target in trainer.data.validation_items():
+            probs = predict_probabilities(predictor.model, torch.from_numpy(image), predictor.tile)
+            pairs.append((probs.argmax(dim=0).to(torch.uint8).cpu().numpy(), target))
+    scale = trainer.working_scale
+    return postprocess.choose(pairs, n_classes, area_scale=1.0 / (scale * scale))
+
+
+def run(
+    data: str | Path,
+    out: str | Path | None = None,
+    images: int = 30,
+    train_seconds: float | None = 30.0,
+    train_steps: int | None = None,
+    device: str | None = None,
+    init: str = "scratch",
+    seed: int = 0,
+    overrides: dict | None = None,
+    postprocess: bool = True,
+    keep: str | Path | None = None,
+    threads: int | None = None,
+    on_image: Callable[[dict], None] | None = None,
+) -> dict:
+    """Run the simulated clinician; write ``out`` (JSON) and its PNG when given; return the result."""
+    import torch
+
+    from segdesk.core.project import Project
+    from segdesk.ml import device as ml_device
+    from segdesk.ml import postprocess as pp
+    from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.ml.config import TrainConfig
+    from segdesk.ml.inference import Predictor
+    from segdesk.ml.train import Trainer
+
+    if (train_seconds is None) == (train_steps is None):
+        raise SegdeskError("Give exactly one training budget per image: seconds or steps.")
+    data = Path(data)
+    pairs = find_pairs(data)
+    order = np.random.default_rng(seed).permutation(len(pairs))[: max(1, images)]
+    chosen = [pairs[i] for i in order]
+    truths = {stem: read_mask(m) for stem, _, m in chosen}
+    n_classes = max(1, max(int(t.max()) for t in truths.values()))
+    config = TrainConfig(**{"seed": seed, **(overrides or {})})
+    torch_device = ml_device.pick_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    else:
+        ml_device.limit_cpu_threads()  # as the app's workers: all cores but one
+    n_threads = torch.get_num_threads()
+    init_dir = resolve_init(init)
+
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="segdesk-bench-loop-"))
+    start = time.perf_counter()
+    try:
+        project = Project.create(work / "project", [f"class {k}" for k in range(1, n_classes + 1)])
+        report = project.add_images([p for _, p, _ in chosen])
+        by_source = {Path(e.source).stem: e for e in report.added}
+        entries = [(stem, by_source[stem]) for stem, _, _ in chosen if stem in by_source]
+        for path, reason in report.skipped:
+            log.warning("skipped %s: %s", path, reason)
+        store = CheckpointStore(project.root / "models")
+        if init_dir is not None:
+            _seed_from(init_dir, store)
+        trainer = Trainer(project.root, config, device=torch_device, init="current")
+
+        predictor, loaded_id = None, None
+        chosen_post: dict[str, dict] = {}
+        records = []
+        for i, (stem, entry) in enumerate(entries):
+            truth = truths[stem]
+            pixels = project.read_image(entry).pixels
+            if truth.shape != pixels.shape[:2]:
+                log.warning("skipped %s: mask %s does not match image %s", stem, truth.shape, pixels.shape[:2])
+                continue
+            current = store.current_id()
+            if current is not None and current != loaded_id:
+                predictor = Predictor.from_checkpoint(project.root / "models", device=torch_device)
+                loaded_id = predictor.checkpoint
+                if not postprocess:
+                    predictor.postprocess = None
+                elif predictor.postprocess is None and trainer.data.validation_ids:
+                    chosen_post[loaded_id] = predictor.postprocess = _choose_postprocess(predictor, trainer, n_classes)
+            t0 = time.perf_counter()
+            if predictor is None:
+                raw = proposal = np.zeros_like(truth)
+            else:
+                # the Predictor applies its post-processing itself; here it is applied after the
+                # call (same function) so the raw proposal can be scored too
+                spec, predictor.postprocess = predictor.postprocess, None
+                raw = predictor.predict(pixels).classes
+                predictor.postprocess = spec
+                proposal = pp.apply(raw, spec)
+                project.save_proposal(entry.id, (proposal + 1).astype(np.uint8), loaded_id)
+            proposal_s = time.perf_counter() - t0
+            e, s = fx.effort(proposal, truth), fx.scratch_effort(truth)
+            record = {
+                "index": i + 1,
+                "image": stem,
+                "size": [int(truth.shape[1]), int(truth.shape[0])],
+                "checkpoint": loaded_id if predictor is not None else None,
+                "postprocess": (predictor.postprocess or {}).get("classes") if predictor is not None else None,
+                "dice": round(fx.dice(proposal, truth), 4),
+                "effort": round(e, 1),
+                "scratch_effort": round(s, 1),
+                "slack_radius": fx.slack_radius(truth.shape),
+                "proposal_s": round(proposal_s, 3),
+                "dice_raw": round(fx.dice(raw, truth), 4),
+                "effort_raw": round(fx.effort(raw, truth), 1),
+            }
+            project.accept(entry.id, (truth + 1).astype(np.uint8), proposal_checkpoint=record["checkpoint"])
+            t0 = time.perf_counter()
+            steps_before = trainer.step_count
+            if i < len(entries) - 1:  # nothing learns from the last image before the run ends
+                trainer.refresh_labels()
+                trainer.run(max_steps=train_steps, max_seconds=train_seconds)
+            record["train_s"] = round(time.perf_counter() - t0, 2)
+            record["train_steps"] = trainer.step_count - steps_before
+            record["val_dice"] = None if trainer.last_val[0] is None else round(trainer.last_val[0], 4)
+            records.append(record)
+            if on_image is not None:
+                on_image(record)
+
+        total = time.perf_counter() - start
+        result = summarise(records)
+        result.update({
+            "benchmark": "loop",
+            "data": str(data),
+            "images": len(records),
+            "n_classes": n_classes,
+            "seed": seed,
+            "budget": {"seconds": train_seconds} if train_seconds is not None else {"steps": train_steps},
+            "init": init,
+            "postprocess": postprocess,
+            "postprocess_chosen": chosen_post,
+            "config": dataclasses.asdict(config),
+            "working_scale": trainer.working_scale,
+            "checkpoints": len(store.list()),
+            "total_s": round(total, 1),
+            "device": ml_device.device_name(torch_device),
+            "threads": n_threads,
+            "machine": machine(),
+            "torch": torch.__version__,
+            "command": " ".join(sys.argv),
+            "per_image": records,
+        })
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        plot(result, out.with_suffix(".png"))
+    return result
+
+
+def summarise(records: list[dict]) -> dict:
+    """Effort ratio, last-ten Dice and friends from per-image records."""
+    e = float(sum(r["effort"] for r in records))
+    s = float(sum(r["scratch_effort"] for r in records))
+    last = records[-LAST:]
+    proposed = [r for r in records if r["checkpoint"] is not None]
+    e_raw = float(sum(r.get("effort_raw", r["effort"]) for r in records))
+    return {
+        "effort_ratio": round(e / s, 4) if s > 0 else None,
+        "effort_ratio_raw": round(e_raw / s, 4) if s > 0 else None,
+        "dice_last10_raw": round(float(np.mean([r.get("dice_raw", r["dice"]) for r in last])), 4) if last else None,
+        "effort_ratio_last10": (round(sum(r["effort"] for r in last) / sum(r["scratch_effort"] for r in last), 4)
+                                if sum(r["scratch_effort"] for r in last) > 0 else None),
+        "dice_last10": round(float(np.mean([r["dice"] for r in last])), 4) if last else None,
+        "dice_mean": round(float(np.mean([r["dice"] for r in records])), 4) if records else None,
+        "effort_total": round(e, 1),
+        "scratch_effort_total": round(s, 1),
+        "first_proposal_at": proposed[0]["index"] if proposed else None,
+        "train_s_total": round(sum(r["train_s"] for r in records), 1),
+        "train_steps_total": int(sum(r["train_steps"] for r in records)),
+        "proposal_s_median": round(float(np.median([r["proposal_s"] for r in proposed])), 3) if proposed else None,
+    }
+
+
+def plot(result: dict, path: Path) -> Path:
+    from segdesk.bench import plot as charts
+
+    rows = result["per_image"]
+    n = len(rows)
+    ratio = [r["effort"] / r["scratch_effort"] if r["scratch_effort"] > 0 else None for r in rows]
+    cumulative, e_sum, s_sum = [], 0.0, 0.0
+    for r in rows:
+        e_sum += r["effort"]
+        s_sum += r["scratch_effort"]
+        cumulative.append(e_sum / s_sum if s_sum > 0 else None)
+    name = Path(result["data"]).name
+    budget = result["budget"]
+    budget_text = f"{budget['seconds']:g} s" if "seconds" in budget else f"{budget['steps']} steps"
+    top = max([1.5] + [v for v in ratio if v is not None])
+    panels = [
+        charts.Panel(f"{name}: Dice of each proposal (last ten mean {result['dice_last10']})",
+                     [charts.Series("Dice", [r["dice"] for r in rows])], y_range=(0.0, 1.0)),
+        charts.Panel(f"correction effort / scratch effort (run ratio {result['effort_ratio']}), "
+                     f"{budget_text} training per image, init {result['init']}",
+                     [charts.Series("E/S per image", ratio), charts.Series("cumulative", cumulative)],
+                     y_range=(0.0, min(top, 4.0)), x_label=f"image (1..{n}, in labelling order)",
+                     hlines=[(1.0, "= drawing from scratch")]),
+    ]
+    return charts.save(panels, path)

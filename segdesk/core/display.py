@@ -1,0 +1,102 @@
+"""What the screen shows of an image: its default display window, window presets, the 8-bit
+rendering, and one line describing a DICOM image. Display only: stored values never change.
+
+A window is (low, high) in stored values (Hounsfield units for CT): low maps to black, high to
+white. Radiology speaks of level (centre) and width: low = level - width / 2, high = level + width / 2.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from segdesk.core.dicom_image import DicomImage, window_from_center_width
+from segdesk.core.imageio import Image, auto_window, to_display
+
+# (name, level, width) in Hounsfield units, the usual radiology presets.
+CT_PRESETS = (
+    ("CT lung", -600.0, 1500.0),
+    ("CT soft tissue", 40.0, 400.0),
+    ("CT bone", 400.0, 1800.0),
+    ("CT brain", 40.0, 80.0),
+)
+AUTO = "Auto (0.5-99.5 percentile)"
+VOI_LUT = "File: VOI LUT"
+
+
+def voi_window(image: Image) -> tuple[float, float] | None:
+    """The input range of the file's VOI LUT; while this is the window, the LUT curve is used."""
+    if not isinstance(image, DicomImage) or image.voi_lut is None:
+        return None
+    first, table = image.voi_lut
+    return float(first), float(first + max(len(table) - 1, 1))
+
+
+def default_window(image: Image) -> tuple[float, float] | None:
+    """The window an image opens with: the DICOM file's first window, else its VOI LUT, else the
+    0.5-99.5 percentiles for images with more than 8 bits; None (no windowing) for 8-bit images."""
+    if isinstance(image, DicomImage) and not image.is_color:
+        if image.windows:
+            return image.windows[0][1], image.windows[0][2]
+        if image.voi_lut is not None:
+            return voi_window(image)
+    if image.bit_depth > 8:
+        return auto_window(image.pixels)
+    return None
+
+
+def presets(image: Image) -> list[tuple[str, tuple[float, float] | None]]:
+    """(name, window) choices for the image; window None stands for the automatic window."""
+    if default_window(image) is None:
+        return []
+    out: list[tuple[str, tuple[float, float] | None]] = []
+    dicom = isinstance(image, DicomImage)
+    if dicom:
+        for name, low, high in image.windows:
+            out.append((f"File: {name} ({(low + high) / 2:g}/{high - low:g})", (low, high)))
+        if image.voi_lut is not None:
+            out.append((VOI_LUT, voi_window(image)))
+    out.append((AUTO, None))
+    hounsfield = image.modality == "CT" if dicom else image.pixels.dtype.kind in "if"
+    if hounsfield and not image.is_color:
+        out += [(f"{name} ({level:g}/{width:g})", window_from_center_width(level, width))
+                for name, level, width in CT_PRESETS]
+    return out
+
+
+def _voi_display(pixels: np.ndarray, first: int, table: np.ndarray) -> np.ndarray:
+    table8 = np.rint(table * 255.0).astype(np.uint8)
+    if pixels.dtype.itemsize == 2 and pixels.dtype.kind in "iu":
+        codes = np.arange(65536, dtype=np.uint16).view(pixels.dtype).astype(np.int64)
+        lut = table8[np.clip(codes - first, 0, len(table8) - 1)]
+        return lut[np.ascontiguousarray(pixels).view(np.uint16)]
+    index = np.clip(np.rint(pixels.astype(np.float64)) - first, 0, len(table8) - 1).astype(np.intp)
+    return table8[index]
+
+
+def render(image: Image, window: tuple[float, float] | None) -> np.ndarray:
+    """uint8 H x W x 3 RGB for the screen. The file's VOI LUT is applied while ``window`` is its
+    input range; MONOCHROME1 is turned over after windowing (white = low values)."""
+    voi = voi_window(image)
+    if voi is not None and window is not None and tuple(window) == voi:
+        first, table = image.voi_lut
+        rgb = cv2.cvtColor(_voi_display(image.pixels, first, table), cv2.COLOR_GRAY2RGB)
+    else:
+        rgb = to_display(image.pixels, window)
+    if isinstance(image, DicomImage) and image.invert:
+        cv2.bitwise_not(rgb, dst=rgb)
+    return rgb
+
+
+def describe(image: Image) -> str:
+    """'CT · Chest 1.0 · instance 12 · frame 3 of 40' for a DICOM image; '' for other images."""
+    if not isinstance(image, DicomImage):
+        return ""
+    parts = [image.modality or "DICOM"]
+    if image.series_description:
+        parts.append(image.series_description)
+    if image.instance_number is not None:
+        parts.append(f"instance {image.instance_number}")
+    if image.frame is not None:
+        parts.append(f"frame {image.frame + 1} of {image.n_frames}")
+    return " · ".join(parts)
