@@ -403,11 +403,13 @@ def cmd_open(args) -> int:
 def cmd_demo(args) -> int:
     from segdesk import demo
 
-    root = demo.create(args.into)
-    print(root)
     if args.no_gui:
+        print(demo.create(args.into))
         return EXIT_OK
-    return cmd_open(argparse.Namespace(project=str(root)))
+    try:
+        return demo.run_gui(args.into)
+    except ImportError as exc:  # a build without the desktop app (or without Qt)
+        raise _fail(f"the desktop app is not available: {exc}; use segdesk demo --no-gui") from exc
 
 
 # ----- parser

@@ -11,6 +11,18 @@ import pytest  # noqa: E402
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny tensors run fastest on one thread, and a busy shared CPU makes OpenMP's spinning
+    threads crawl (measured: 4 s on 1 thread vs up to 290 s on 2 for the training fixture)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -12,14 +12,7 @@ from segdesk.ml.planning import choose_working_scale
 from segdesk.ml.synthetic import make_project
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread, and a busy shared CPU makes OpenMP's spinning
-    threads crawl (measured: 4 s on 1 thread vs up to 290 s on 2 for the training fixture)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_held_out_split_rules():

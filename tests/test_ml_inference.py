@@ -10,14 +10,7 @@ from segdesk.ml.inference import Predictor, to_label
 from segdesk.ml.normalise import NORMALISATION
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread, and a busy shared CPU makes OpenMP's spinning
-    threads crawl (measured: 4 s on 1 thread vs up to 290 s on 2 for the training fixture)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 class PixelModel(nn.Module):

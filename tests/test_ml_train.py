@@ -13,14 +13,7 @@ from segdesk.ml.synthetic import make_project, make_sample
 from segdesk.ml.train import Trainer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread, and a busy shared CPU makes OpenMP's spinning
-    threads crawl (measured: 4 s on 1 thread vs up to 290 s on 2 for the training fixture)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 TINY = dict(crop_size=48, batch_size=4, depth=3, base_width=8, lr=2e-3, val_every=25)
 

@@ -28,15 +28,11 @@ from segdesk.ml.inference import autocast, predict_probabilities
 from segdesk.ml.losses import IGNORE, masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
 from segdesk.ml.planning import choose_working_scale
+from segdesk.ml.states import ERROR, IMPROVED, STOPPED, TRAINING, WAITING  # noqa: F401 (re-exported)
 from segdesk.ml.unet import UNet
 
 log = logging.getLogger(__name__)
 
-WAITING = "waiting for labels"
-TRAINING = "training"
-IMPROVED = "improved"
-STOPPED = "stopped"
-ERROR = "error"
 
 LOSS_IMPROVEMENT = 0.05  # without validation images: a checkpoint per 5% drop of smoothed loss
 _LOSS_SMOOTHING = 0.9  # exponential moving average factor

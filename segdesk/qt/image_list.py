@@ -49,7 +49,7 @@ class ImageList(QListWidget):
 
     def set_status(self, entry: ImageEntry, error: str | None = None) -> None:
         item = self.item(self._rows[entry.id])
-        name = Path(entry.source).name
+        name = Path(entry.source).name + (f" · frame {entry.frame + 1}" if entry.frame is not None else "")
         if error:
             item.setText(f"cannot open · {name}")
             item.setIcon(self._error_icon)

@@ -67,8 +67,9 @@ class InferenceWorker(QObject):
         self._predictor = predictor
         self.model_loaded.emit(checkpoint_id, ml_device.device_name(predictor.device))
 
-    @Slot(int, str, str, bool)
-    def request(self, request_id: int, image_id: str, path: str, prefetch: bool) -> None:
+    @Slot(int, str, str, int, bool)
+    def request(self, request_id: int, image_id: str, path: str, frame: int, prefetch: bool) -> None:
+        """``frame``: the 0-based frame of a multi-frame DICOM file, -1 for other images."""
         with self._latest_lock:
             stale = request_id < self._latest[prefetch]
         if stale:
@@ -78,7 +79,7 @@ class InferenceWorker(QObject):
             self.prediction_failed.emit(request_id, image_id, "No trained model yet.")
             return
         try:
-            image = imageio.read_image(path)
+            image = imageio.read_image(path, frame=None if frame < 0 else frame)
             self._proposing.set()
             try:
                 prediction = self._predictor.predict(image.pixels)

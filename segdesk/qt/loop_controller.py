@@ -38,7 +38,7 @@ class LoopController(QObject):
     checkpoint_changed = Signal(str)  # the checkpoint that now proposes
 
     _load = Signal(str)
-    _request = Signal(int, str, str, bool)
+    _request = Signal(int, str, str, int, bool)  # request id, image id, path, frame (-1: none), prefetch
     _start = Signal()
     _list = Signal()
     _train = Signal()
@@ -110,8 +110,10 @@ class LoopController(QObject):
         self._next_id += 1
         self._pending[image_id] = (self.active_checkpoint, self._next_id)
         self._inference.supersede(self._next_id, prefetch)
-        path = str(self.project.source_path(self.project.image(image_id)))
-        self._request.emit(self._next_id, image_id, path, prefetch)
+        entry = self.project.image(image_id)
+        path = str(self.project.source_path(entry))
+        frame = -1 if entry.frame is None else entry.frame
+        self._request.emit(self._next_id, image_id, path, frame, prefetch)
         return True
 
     def cached(self, image_id: str) -> tuple[str, np.ndarray] | None:

@@ -14,7 +14,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QActionGroup, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox
 
-from segdesk.core import imageio
+from segdesk.core import display
 from segdesk.core.errors import LabelError, SegdeskError
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.project import STATUS_ACCEPTED, Project
@@ -30,6 +30,7 @@ from segdesk.qt.save_keeper import SaveKeeper
 from segdesk.qt.status_bar import StatusFields
 from segdesk.qt.tool_controller import Tool, ToolController
 from segdesk.qt.tools_panel import ToolsPanel
+from segdesk.qt.windowing import WindowingController
 from segdesk.qt.training_panel import TrainingPanel
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,9 @@ class MainWindow(QMainWindow):
         self.tools.opacity_changed.connect(self._set_opacity)
         self.tools.window_changed.connect(lambda lo, hi: self._set_window((lo, hi)))
         self.tools.window_auto.connect(lambda: self._set_window(None))
+        self.windowing = WindowingController(self.canvas, self.tools, self)
+        self.windowing.window_chosen.connect(self._set_window)
+        self.windowing.described.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.training_panel = TrainingPanel()
         self.models_panel = ModelsPanel()
         self._dock("Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -268,16 +272,16 @@ class MainWindow(QMainWindow):
         if doc is None:
             doc = self._load_document(image_id)
         self.saver.opened(image_id, doc, on_disk)
-        window = imageio.auto_window(image.pixels) if image.bit_depth > 8 else None
+        window = display.default_window(image)
         self.current = OpenImage(image_id, image, doc, window)
-        self.canvas.set_image(imageio.to_display(image.pixels, window))
+        self.canvas.set_image(display.render(image, window))
         overlay = LabelOverlayItem(doc.label, self._lut)
         overlay.setOpacity(self.tools.opacity_slider.value() / 100.0)
         overlay.set_outline(self.actions_by_name["outline"].isChecked())
         overlay.setVisible(self.actions_by_name["toggle_labels"].isChecked())
         self.canvas.set_overlay(overlay)
         self.controller.set_document(doc)
-        self.tools.show_window(window)
+        self.windowing.set_image(image, window)
         self.image_list.select(image_id)
         self.canvas.fit()
         self.status.proposal.setText("")
@@ -443,9 +447,9 @@ class MainWindow(QMainWindow):
         cur = self.current
         if cur is None or cur.window is None:
             return
-        cur.window = window or imageio.auto_window(cur.image.pixels)
-        self.canvas.update_image(imageio.to_display(cur.image.pixels, cur.window))
-        self.tools.show_window(cur.window)
+        cur.window = window or display.default_window(cur.image)
+        self.canvas.update_image(display.render(cur.image, cur.window))
+        self.windowing.show_window(cur.window)
 
     def _show_position(self, x: float, y: float) -> None:
         if self.current is not None:

@@ -15,14 +15,10 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal, Slot
 
 from segdesk.core.errors import SegdeskError
+from segdesk.ml.states import ERROR, STOPPED, TRAINING, WAITING
 
 log = logging.getLogger(__name__)
 
-WAITING = "waiting for labels"
-TRAINING = "training"
-IMPROVED = "improved"
-STOPPED = "stopped"
-ERROR = "error"
 IDLE_POLL_S = 0.5
 MAX_YIELD_S = 10.0  # a stuck proposal never stops training for longer
 

@@ -25,7 +25,7 @@ CUSTOM = "Custom"
 
 class WindowingController(QObject):
     window_chosen = Signal(object)  # (low, high), or None for the image's default window
-    described = Signal(str)  # one line about the image (DICOM: modality, series, instance, frame)
+    described = Signal(str)  # one line about a DICOM image: modality, series, instance, frame
 
     def __init__(self, canvas, tools, parent=None):
         super().__init__(parent)
@@ -65,7 +65,9 @@ class WindowingController(QObject):
             self.preset_box.addItem(name)
         self.preset_box.blockSignals(False)
         self.show_window(window)
-        self.described.emit(display.describe(image) if image is not None else "")
+        text = display.describe(image) if image is not None else ""
+        if text:
+            self.described.emit(text)
 
     def show_window(self, window: tuple[float, float] | None) -> None:
         """Show an applied window in the tools panel (hidden when None) and the matching preset."""
