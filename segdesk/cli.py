@@ -76,13 +76,15 @@ def _check_device(requested: str | None) -> str | None:
 
 
 def _load_predictor(project: Project, device: str | None, checkpoint: str | None):
-    from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.ml.checkpoints import CheckpointStore, check_compatible
     from segdesk.ml.inference import Predictor
 
     models = project.root / "models"
     if checkpoint is None and not CheckpointStore(models).list():
         raise _fail(NO_MODEL)
-    return Predictor.from_checkpoint(models, checkpoint_id=checkpoint, device=device)
+    predictor = Predictor.from_checkpoint(models, checkpoint_id=checkpoint, device=device)
+    check_compatible(predictor.meta, project.n_classes)  # e.g. trained before classes were added
+    return predictor
 
 
 # ----- commands
@@ -349,10 +351,12 @@ def _predict_files(predictor, paths: Sequence[str], out: Path) -> int:
 
 
 def cmd_export(args) -> int:
-    project = Project.open(args.project)
+    project = Project.open(args.project, clean=False)  # a reader: no lock, no clean-up
     out = exchange.prepare_out_dir(args.out)
     names = exchange.export_names(project.images)
     wanted = {STATUS_ACCEPTED} | ({STATUS_IN_PROGRESS} if args.include_in_progress else set())
+    if args.format != "png":
+        return _export_volumes(project, out, wanted, args)
     count = 0
     for entry in project.images:
         if entry.status not in wanted:
@@ -369,8 +373,28 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
+def _export_volumes(project: Project, out: Path, wanted: set[str], args) -> int:
+    """DICOM SEG or NIfTI: one file per DICOM series (see segdesk.core.export_dicom_seg/_nifti)."""
+    if args.format == "dicom-seg":
+        from segdesk.core.export_dicom_seg import export_dicom_seg
+
+        report = export_dicom_seg(project, out, wanted, keep_patient_data=args.keep_patient_data)
+    else:
+        from segdesk.core.export_nifti import export_nifti
+
+        report = export_nifti(project, out, wanted)
+    for what, reason in report.skipped:
+        _err(f"skipped {what}: {reason}")
+    for note in report.notes:
+        _err(f"note: {note}")
+    n = len(report.written)
+    print(f"exported {n} {args.format} file{'s' if n != 1 else ''} to {out} (0 = background, "
+          + ", ".join(f"{i} = {c.name}" for i, c in enumerate(project.classes, 1)) + ")")
+    return EXIT_OK
+
+
 def cmd_info(args) -> int:
-    project = Project.open(args.project)
+    project = Project.open(args.project, clean=False)  # a reader: no lock, no clean-up
     from segdesk.ml.checkpoints import CheckpointStore
 
     store = CheckpointStore(project.root / "models")
@@ -479,9 +503,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", metavar="ID", help="use this checkpoint instead of the current one")
 
     p = add("export", cmd_export,
-            "write PNG masks (0 = background, 1..K = class) of accepted images")
+            "write masks (0 = background, 1..K = class) of accepted images: PNG per image, or a "
+            "DICOM SEG / NIfTI label map per DICOM series")
     p.add_argument("project", metavar="PROJECT")
-    p.add_argument("--out", required=True, metavar="DIR", help="folder for <source stem>.png masks")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="folder for <source stem>.png masks (<image id>.png for DICOM images), "
+                        "<series>.seg.dcm or <series>.nii.gz")
+    p.add_argument("--format", choices=("png", "dicom-seg", "nifti"), default="png",
+                   help="png (default), dicom-seg (DICOM Segmentation per series, references its "
+                        "source images) or nifti (label map per series, affine from the DICOM geometry)")
+    p.add_argument("--keep-patient-data", action="store_true",
+                   help="dicom-seg: copy patient name, ID, birth date and study details from the "
+                        "sources (by default they are removed, PS3.15 basic profile)")
     p.add_argument("--include-in-progress", action="store_true",
                    help="also export corrected images (unlabelled pixels as 0)")
 
@@ -535,6 +568,23 @@ def _setup_logging(verbose: bool) -> tuple[logging.Handler, int]:
     return handler, old_level
 
 
+# Commands that write into the project hold its lock (segdesk.core.project_lock) while they run, so
+# they refuse, in one line, while the project is open in the desktop app. ``train`` too: it writes
+# checkpoints, and two trainers would number theirs alike; the window trains by itself anyway.
+WRITING_COMMANDS = frozenset({"add", "import-labels", "train", "predict"})
+
+
+def _write_lock(args):
+    from contextlib import nullcontext
+
+    from segdesk.core.project import PROJECT_FILE
+    from segdesk.core.project_lock import ProjectLock
+
+    if args.command not in WRITING_COMMANDS or not (Path(args.project) / PROJECT_FILE).is_file():
+        return nullcontext()  # not a writer, or not a project: the command says so itself
+    return ProjectLock.acquire(args.project, owner=f"segdesk {args.command}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (0 success, 1 error, 2 bad command line)."""
     parser = build_parser()
@@ -550,7 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             args.project = None
             return cmd_open(args)
-        return args.func(args)
+        with _write_lock(args):
+            return args.func(args)
     except (SegdeskError, OSError) as exc:
         log.debug("command failed", exc_info=True)
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -1,7 +1,7 @@
 """The bundled demo project and model: ``segdesk demo``.
 
-``resources/demo/project`` is a small segdesk project (a dozen nuclei images from the 2018 Data
-Science Bowl, CC0; a few already accepted). ``resources/models/nuclei`` is a models folder whose
+``segdesk/resources/demo/project`` is a small segdesk project (a dozen nuclei images from the 2018
+Data Science Bowl, CC0; a few already accepted). ``segdesk/resources/models/nuclei`` is a models folder whose
 checkpoint was trained with ``segdesk train`` on other images of the same dataset (see
 docs/benchmarks.md). ``create`` copies the project into the user's data folder and puts the model in
 it as checkpoint 0001, so the first Segment press already proposes something sensible; the app then
@@ -29,16 +29,15 @@ from segdesk.core.errors import SegdeskError
 log = logging.getLogger(__name__)
 
 MARKER = ".segdesk-demo.json"  # written at creation: what the pristine copy looked like
-_PACKAGE_RESOURCES = Path(__file__).resolve().parent / "resources"
-_SOURCE_RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+# Package data (pyproject.toml), so an installed wheel carries it as well as a source checkout.
+RESOURCES = Path(__file__).resolve().parent / "resources"
 
 
 def resources_dir() -> Path:
-    """The bundled resources: inside the installed package, else the source checkout's."""
-    for candidate in (_PACKAGE_RESOURCES, _SOURCE_RESOURCES):
-        if (candidate / "demo").is_dir():
-            return candidate
-    raise SegdeskError("This segdesk was installed without its bundled resources (demo project and model).")
+    """The bundled resources folder (segdesk/resources)."""
+    if not (RESOURCES / "demo").is_dir():
+        raise SegdeskError("This segdesk was installed without its bundled resources (demo project and model).")
+    return RESOURCES
 
 
 def demo_model_dir() -> Path:
@@ -218,7 +217,7 @@ N_GRAY, N_COLOUR, N_ACCEPTED = 9, 3, 3
 
 
 def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> Path:
-    """Rebuild ``resources/demo/project`` from a dsb2018_nuclei folder (images/, masks/,
+    """Rebuild ``segdesk/resources/demo/project`` from a dsb2018_nuclei folder (images/, masks/,
     instances/): 9 fluorescence images of 256 x 256 (stored as 8-bit gray) and 3 brightfield /
     histology images of 320 x 256 (RGB; the constant alpha channel dropped), each with 10 to 80
     nuclei; the first three accepted from their true masks. Returns the project folder."""
@@ -228,7 +227,7 @@ def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> 
     from segdesk.core.project import Project
 
     dsb = Path(dsb_dir)
-    out = Path(out) if out else _SOURCE_RESOURCES / "demo" / "project"
+    out = Path(out) if out else RESOURCES / "demo" / "project"
     gray, colour = [], []
     for path in sorted((dsb / "images").glob("*.png")):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -288,7 +288,7 @@ def test_to_display_uint8_and_color_and_auto():
 
 
 def test_supported_suffixes():
-    assert SUPPORTED_SUFFIXES == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+    assert SUPPORTED_SUFFIXES == {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
 
 
 @pytest.mark.data

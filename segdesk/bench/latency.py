@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from segdesk.bench.loop import machine
+from segdesk.bench.loop import code_version, machine
 
 
 def _sync(device) -> None:
@@ -95,6 +95,7 @@ def run(
         "threads": torch.get_num_threads(),
         "machine": machine(),
         "torch": torch.__version__,
+        "segdesk": code_version(),
         "command": " ".join(sys.argv),
     }
     if out is not None:

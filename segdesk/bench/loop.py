@@ -86,6 +86,23 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
 
 
+def code_version() -> str:
+    """segdesk's version, plus the git commit (and "+changes") when run from a checkout."""
+    import subprocess
+
+    from segdesk import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "segdesk"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__} ({commit}{'+changes' if dirty else ''})"
+
+
 def _seed_from(source, store) -> str:
     """Copy the current checkpoint of ``source`` (a models folder) into ``store``; its id."""
     from segdesk.ml.checkpoints import CheckpointStore
@@ -270,6 +287,7 @@ def run(
             "threads": n_threads,
             "machine": machine(),
             "torch": torch.__version__,
+            "segdesk": code_version(),
             "command": " ".join(sys.argv),
             "per_image": records,
         })

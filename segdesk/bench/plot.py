@@ -80,7 +80,7 @@ def _draw_panel(panel: Panel) -> np.ndarray:
     def ty(v: float) -> float:
         return math.log10(max(v, 1e-12)) if panel.y_log else v
 
-    lo, hi = panel.y_range or (min(min(ys), 0.0) if not panel.y_log else min(ys), max(ys))
+    lo, hi = panel.y_range or (min(min(ys), 0.0) if not panel.y_log else min(ys), max(ys) * 1.1)
     lo, hi = ty(lo), ty(hi)
     if hi <= lo:
         hi = lo + 1.0

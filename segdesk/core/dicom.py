@@ -33,6 +33,7 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 
 from segdesk.core.dicom_image import DicomImage, image_id, uid_hash  # noqa: F401 - image_id re-exported
 from segdesk.core.dicom_image import window_from_center_width
+from segdesk.core.decode_limits import BoundedReader
 from segdesk.core.errors import ImageReadError
 from segdesk.core.imageio import MAX_PIXELS, _check_pixels, _fail, _normalise
 
@@ -61,10 +62,12 @@ def syntax_name(uid: str) -> str:
 
 def read_header(path: os.PathLike | str) -> Dataset:
     """Every element up to the pixel data. ``force`` so files without the 128-byte preamble read."""
-    return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    with BoundedReader(path) as f:  # a damaged length cannot make Python allocate gigabytes
+        return pydicom.dcmread(f, stop_before_pixels=True, force=True)
 
 
 def to_number(value, default: float) -> float:
+    """A DS/IS/US header value as float; ``default`` when absent, empty or not a number."""
     try:
         return float(value) if value not in (None, "") else default
     except (TypeError, ValueError):
@@ -75,11 +78,7 @@ def to_numbers(value) -> list[float]:
     if value in (None, ""):
         return []
     items = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
-    out = []
-    for v in items:
-        x = to_number(v, float("nan"))
-        out.append(x)
-    return out
+    return [to_number(v, float("nan")) for v in items]
 
 
 def frame_item(ds: Dataset, frame: int | None, sequence: str) -> Dataset:
@@ -87,7 +86,8 @@ def frame_item(ds: Dataset, frame: int | None, sequence: str) -> Dataset:
 
     Enhanced multi-frame objects keep rescale, window and position per frame; classic ones at the top.
     """
-    for groups, index in (("PerFrameFunctionalGroupsSequence", frame or 0), ("SharedFunctionalGroupsSequence", 0)):
+    for groups, index in (("PerFrameFunctionalGroupsSequence", frame or 0),
+                          ("SharedFunctionalGroupsSequence", 0)):
         items = ds.get(groups)
         if items and index < len(items):
             inner = items[index].get(sequence)
@@ -147,9 +147,10 @@ def _not_image(path, ds: Dataset) -> ImageReadError:
 def _decode(path, ds: Dataset, ts: UID, frame: int) -> np.ndarray:
     """Decoded stored values of one frame; YBR colour comes back as RGB."""
     if getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID"):
-        with open(path, "rb") as f:  # from the file: only this frame's bytes are read
+        with BoundedReader(path) as f:  # from the file: only this frame's bytes are read
             return pixel_array(f, index=frame)
-    full = pydicom.dcmread(path, force=True)  # a bare dataset without file meta
+    with BoundedReader(path) as f:
+        full = pydicom.dcmread(f, force=True)  # a bare dataset without file meta
     full.file_meta = pydicom.dataset.FileMetaDataset()
     full.file_meta.TransferSyntaxUID = ts
     return pixel_array(full, index=frame)
@@ -224,9 +225,11 @@ def read_dicom(path: os.PathLike | str, frame: int | None = None, max_pixels: in
     _check_decodable(path, ts)
     try:
         arr = _decode(path, ds, ts, index)
-    except (ValueError, EOFError) as exc:
-        if "PixelData" in str(exc) or "pixel data" in str(exc).lower() and "no" in str(exc).lower():
+    except AttributeError as exc:
+        if "no pixel data" in str(exc).lower():  # pydicom: "... has no 'Pixel Data' ... element"
             raise _not_image(path, ds) from exc
+        raise
+    except (ValueError, EOFError, RuntimeError) as exc:  # too few bytes for the frame, a broken codestream
         raise _fail(path, f"its pixel data ({syntax_name(ts)}) is incomplete or damaged; copy or "
                           "export the file again.") from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()

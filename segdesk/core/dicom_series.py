@@ -18,6 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from segdesk.core import dicom
+from segdesk.core.decode_limits import BoundedReader
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,8 @@ def order_sources(paths: Iterable[Path]) -> list[tuple[Path, int | None]]:
             out.append((path, None))
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=_ORDER_TAGS)
+            with BoundedReader(path) as f:  # a damaged length cannot make Python allocate gigabytes
+                ds = pydicom.dcmread(f, stop_before_pixels=True, force=True, specific_tags=_ORDER_TAGS)
         except Exception:  # noqa: BLE001 - read_image gives the typed error with its reason
             log.debug("no DICOM header in %s", path.name)
             out.append((path, None))
@@ -185,8 +187,8 @@ def group_series(items: Iterable[tuple[object, os.PathLike | str, int | None]]) 
         headers[str(path)] = ds
         uid = str(ds.get("SeriesInstanceUID") or f"file:{path}")
         number = ds.get("SeriesNumber")
-        series = groups.setdefault(uid, Series(uid, int(dicom.to_number(number, 0)) if number not in (None, "")
-                                               else None))
+        number = int(dicom.to_number(number, 0)) if number not in (None, "") else None
+        series = groups.setdefault(uid, Series(uid, number))
         match = [s for s in slices_of(path, ds) if s.frame == frame]
         if not match:
             problems.append((key, "its frame is not in the file any more"))

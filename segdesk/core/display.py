@@ -32,22 +32,26 @@ def voi_window(image: Image) -> tuple[float, float] | None:
     return float(first), float(first + max(len(table) - 1, 1))
 
 
-def default_window(image: Image) -> tuple[float, float] | None:
-    """The window an image opens with: the DICOM file's first window, else its VOI LUT, else the
-    0.5-99.5 percentiles for images with more than 8 bits; None (no windowing) for 8-bit images."""
+def _file_window(image: Image) -> tuple[float, float] | None:
     if isinstance(image, DicomImage) and not image.is_color:
         if image.windows:
             return image.windows[0][1], image.windows[0][2]
-        if image.voi_lut is not None:
-            return voi_window(image)
-    if image.bit_depth > 8:
-        return auto_window(image.pixels)
+        return voi_window(image)
     return None
+
+
+def default_window(image: Image) -> tuple[float, float] | None:
+    """The window an image opens with: the DICOM file's first window, else its VOI LUT, else the
+    0.5-99.5 percentiles for images with more than 8 bits; None (no windowing) for 8-bit images."""
+    window = _file_window(image)
+    if window is None and image.bit_depth > 8:
+        window = auto_window(image.pixels)
+    return window
 
 
 def presets(image: Image) -> list[tuple[str, tuple[float, float] | None]]:
     """(name, window) choices for the image; window None stands for the automatic window."""
-    if default_window(image) is None:
+    if image.bit_depth <= 8 and _file_window(image) is None:
         return []
     out: list[tuple[str, tuple[float, float] | None]] = []
     dicom = isinstance(image, DicomImage)

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import tifffile
 
+from segdesk.core import decode_limits
 from segdesk.core.errors import ImageReadError
 
 log = logging.getLogger(__name__)
@@ -213,6 +214,11 @@ def _read_raster(path, kind: str, file_size: int, max_pixels: int) -> np.ndarray
         raise _fail(path, _TRUNCATED.format("JPEG"))
     if kind == "bmp" and extra > file_size:
         raise _fail(path, _TRUNCATED.format("BMP"))
+    problem = (decode_limits.png_problem(data, h, w) if kind == "png"
+               else decode_limits.jpeg_problem(data, h, w, extra) if kind == "jpeg"
+               else decode_limits.bmp_problem(file_size, h, w) if extra == 0 else None)
+    if problem:  # checked before the decoder allocates the pixels the header promises
+        raise _fail(path, f"{problem}.")
     return _decode_cv2(path, data, kind, h, w, gray_png=kind == "png" and extra in (0, 4))
 
 
@@ -244,6 +250,9 @@ def _read_tiff(path, file_size: int, max_pixels: int) -> np.ndarray:
         page = tif.pages.first
         h, w = int(page.imagelength), int(page.imagewidth)
         _check_pixels(path, h, w, max_pixels)
+        problem = decode_limits.tiff_problem(page, h, w)
+        if problem:  # checked before tifffile allocates what the header promises
+            raise _fail(path, f"{problem}.")
         if len(tif.pages) > 1 or page.imagedepth > 1:
             log.warning("%s holds %d pages (depth %d); reading only the first plane",
                         path, len(tif.pages), page.imagedepth)

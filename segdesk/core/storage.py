@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from segdesk.core import decode_limits
 from segdesk.core.errors import LabelError, StorageError
 
 log = logging.getLogger(__name__)
@@ -121,6 +123,14 @@ def write_label(path: str | os.PathLike, label: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(label))
 
 
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_hw(head: bytes) -> tuple[int, int]:
+    w, h = struct.unpack(">II", head[16:24])
+    return h, w
+
+
 def read_label(path: str | os.PathLike, shape: tuple[int, int], n_classes: int) -> np.ndarray:
     """Read a label PNG and check it against its image's ``shape`` and the class count."""
     path = Path(path)
@@ -128,7 +138,17 @@ def read_label(path: str | os.PathLike, shape: tuple[int, int], n_classes: int) 
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise LabelError(f"Could not read label {path.name}: {exc.strerror or exc}.") from exc
-    label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    head = data[:24].tobytes()
+    if head[:8] != _PNG_MAGIC or len(head) < 24 or decode_limits.png_problem(data.tobytes(), *_png_hw(head)):
+        label = None  # checked before OpenCV allocates what a damaged header promises
+    elif _png_hw(head) != tuple(shape):
+        h, w = _png_hw(head)
+        raise LabelError(
+            f"Label {path.name} is {w}x{h} but its image is {shape[1]}x{shape[0]}; it was kept on disk "
+            "and not loaded."
+        )
+    else:
+        label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if label is None:
         raise LabelError(f"Label {path.name} is not a readable PNG (corrupt or truncated).")
     if label.ndim != 2 or label.dtype != np.uint8:

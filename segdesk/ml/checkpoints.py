@@ -115,7 +115,7 @@ class CheckpointStore:
             meta = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise CheckpointError(f"Checkpoint {checkpoint_id} does not exist (no {path.name}).") from None
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise CheckpointError(f"Checkpoint {checkpoint_id} has unreadable metadata {path.name}: {exc}.") from exc
         if not isinstance(meta, dict):
             raise CheckpointError(f"Checkpoint {checkpoint_id} has malformed metadata {path.name}.")

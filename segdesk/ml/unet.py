@@ -20,6 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 ARCH_NAME = "unet"
+# Bounds for sizes read from checkpoint metadata (the defaults are depth 4, base width 16).
+MAX_DEPTH = 8
+MAX_BASE_WIDTH = 256
+MAX_BOTTLENECK_WIDTH = 2048
+MAX_OUTPUTS = 64
 
 
 def _groups(channels: int) -> int:
@@ -127,12 +132,17 @@ class UNet(nn.Module):
     def from_arch(cls, arch: dict) -> "UNet":
         if arch.get("name") != ARCH_NAME:
             raise ValueError(f"Not a U-Net architecture: {arch!r}.")
-        return cls(
-            in_channels=int(arch["in_channels"]),
-            n_outputs=int(arch["n_outputs"]),
-            depth=int(arch["depth"]),
-            base_width=int(arch["base_width"]),
-        )
+        try:
+            sizes = {k: int(arch[k]) for k in ("in_channels", "n_outputs", "depth", "base_width")}
+        except (TypeError, OverflowError) as exc:  # e.g. null or Infinity in the metadata
+            raise ValueError(f"Unreadable U-Net size in {arch!r}: {exc}.") from exc
+        # Checked before building: a damaged or hostile checkpoint's metadata must not make us
+        # allocate a model of gigabytes (found by tests/test_reliability_model_files.py).
+        if not (1 <= sizes["in_channels"] <= 4 and 1 <= sizes["n_outputs"] <= MAX_OUTPUTS
+                and 1 <= sizes["depth"] <= MAX_DEPTH and 1 <= sizes["base_width"] <= MAX_BASE_WIDTH
+                and sizes["base_width"] << sizes["depth"] <= MAX_BOTTLENECK_WIDTH):
+            raise ValueError(f"Implausible U-Net size {sizes}: the checkpoint is damaged or not from segdesk.")
+        return cls(**sizes)
 
     def _check_input(self, x: torch.Tensor) -> None:
         if not isinstance(x, torch.Tensor):

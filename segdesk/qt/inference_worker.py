@@ -128,6 +128,30 @@ class InferenceWorker(QObject):
         current = self.list_models()
         if current:
             self.load_checkpoint(current)
+        if self._predictor is None:
+            self._load_fallback(current)
+
+    def _load_fallback(self, failed: str) -> None:
+        """At start-up, when the current checkpoint did not load (damaged file, damaged pointer): the
+        newest one that fits the project and loads (DESIGN.md "Project on disk"); others are logged."""
+        from segdesk.ml import device as ml_device
+        from segdesk.ml.checkpoints import CheckpointStore, check_compatible
+        from segdesk.ml.inference import Predictor
+
+        for meta in reversed(CheckpointStore(self._models_dir).list()):
+            try:
+                if meta["id"] == failed:
+                    continue
+                check_compatible(meta, self._n_classes)
+                predictor = Predictor.from_checkpoint(self._models_dir, meta["id"], device=self._device)
+                check_compatible(predictor.meta, self._n_classes)
+            except Exception as exc:  # noqa: BLE001 - skipped and logged; the next older one is tried
+                log.warning("checkpoint %s not used at start-up: %s", meta["id"], exc)
+                continue
+            log.warning("model %s proposes: the current checkpoint %r did not load", meta["id"], failed)
+            self._predictor = predictor
+            self.model_loaded.emit(meta["id"], ml_device.device_name(predictor.device))
+            return
 
     @Slot()
     def list_models(self) -> str:

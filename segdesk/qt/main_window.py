@@ -26,6 +26,7 @@ from segdesk.qt.loop_controller import LoopController
 from segdesk.qt.models_panel import ModelsPanel
 from segdesk.qt.open_image import OpenImage
 from segdesk.qt.overlay import LabelOverlayItem, colour_table, proposal_tables
+from segdesk.qt.project_guard import ProjectGuard
 from segdesk.qt.save_keeper import SaveKeeper
 from segdesk.qt.status_bar import StatusFields
 from segdesk.qt.tool_controller import Tool, ToolController
@@ -78,6 +79,8 @@ class MainWindow(QMainWindow):
                          "nothing is lost while segdesk stays open."))
         self.saver.unsaved_changed.connect(lambda _: self._update_title())
         self.saver.label_stored.connect(self._on_label_stored)
+        self.guard = ProjectGuard(self)  # the project lock: one window (or CLI writer) per project
+        self.guard.notice.connect(lambda m: self.statusBar().showMessage(m, 15000))
         self.canvas.hovered.connect(self._show_position)
         self.canvas.zoom_changed.connect(self.status.show_zoom)
         QShortcut(QKeySequence("Escape"), self, activated=self.controller.cancel_polygon)
@@ -176,15 +179,20 @@ class MainWindow(QMainWindow):
 
     def open_project(self, folder: str | Path) -> bool:
         try:
-            project = Project.open(folder)
+            project = Project.open(folder, clean=False)  # cleaned once its lock is held
         except SegdeskError as exc:
             self._error("Cannot open project", str(exc))
             return False
         return self.set_project(project)
 
     def set_project(self, project: Project) -> bool:
+        problem = self.guard.claim(project)
+        if problem is not None:  # open in another window or program: the current project stays
+            self._error("Cannot open project", problem)
+            return False
         self.leave_current()
         self._stop_loop()
+        self.guard.release_previous()  # the previous project is saved and its workers stopped
         self.project = project
         self.saver.set_project(project)
         self._spent.clear()
@@ -484,4 +492,5 @@ class MainWindow(QMainWindow):
                 return
         self._stop_loop()
         self.saver.shutdown()
+        self.guard.release()
         event.accept()

@@ -19,7 +19,11 @@ from segdesk.core.dicom_image import center_width, window_from_center_width
 from segdesk.core.imageio import Image, auto_window
 
 REDRAW_MS = 30
-DRAG_STEPS = 500  # pixels of mouse travel that move the level or width by the image's value range
+# Drag sensitivity relative to the window at the press, so a narrow brain window and a wide lung
+# window feel the same: 200 px right doubles the width (left halves it), 100 px moves the level
+# by a quarter of the width.
+WIDTH_DOUBLING_PX = 200.0
+LEVEL_WIDTHS_PER_PX = 1.0 / 400.0
 CUSTOM = "Custom"
 
 
@@ -33,7 +37,6 @@ class WindowingController(QObject):
         self._image: Image | None = None
         self._window: tuple[float, float] | None = None
         self._presets: list[tuple[str, tuple[float, float] | None]] = []
-        self._step: float | None = None  # stored-value units per pixel of drag, per image
         self._drag_start: tuple[float, float] | None = None  # (level, width) at the press
         self._pending: tuple[float, float] | None = None
         self._timer = QTimer(self)
@@ -55,7 +58,7 @@ class WindowingController(QObject):
 
     def set_image(self, image: Image | None, window: tuple[float, float] | None) -> None:
         """A new image is shown with ``window``: refill the presets and describe the image."""
-        self._image, self._step, self._drag_start, self._pending = image, None, None, None
+        self._image, self._drag_start, self._pending = image, None, None
         self._timer.stop()
         self._presets = display.presets(image) if image is not None else []
         self.preset_box.blockSignals(True)
@@ -76,7 +79,7 @@ class WindowingController(QObject):
         row = 0
         if window is not None:
             level, width = center_width(window)
-            self.level_width.setText(f"Level {level:.6g} · Width {width:.6g}")
+            self.level_width.setText(f"Level {_short(level)} · Width {_short(width)}")
             for i, (_, preset) in enumerate(self._presets, start=1):
                 if preset is not None and all(abs(a - b) < 1e-6 for a, b in zip(preset, window)):
                     row = i
@@ -97,21 +100,15 @@ class WindowingController(QObject):
         window = self._presets[row - 1][1]
         self.window_chosen.emit(window if window is not None else auto_window(self._image.pixels))
 
-    def _drag_step(self) -> float:
-        if self._step is None:
-            low, high = auto_window(self._image.pixels)
-            self._step = max(high - low, 1e-6) / DRAG_STEPS
-        return self._step
-
     def _on_drag(self, dx: float, dy: float, finished: bool) -> None:
         if self._image is None or self._window is None:
             return
         if self._drag_start is None:
             self._drag_start = center_width(self._window)
         level, width = self._drag_start
-        step = self._drag_step()
-        least = 1.0 if self._image.pixels.dtype.kind in "iu" else step
-        self._pending = window_from_center_width(level + dy * step, max(width + dx * step, least))
+        least = 1.0 if self._image.pixels.dtype.kind in "iu" else 1e-6 * max(abs(level), 1.0)
+        self._pending = window_from_center_width(level + dy * width * LEVEL_WIDTHS_PER_PX,
+                                                 max(width * 2.0 ** (dx / WIDTH_DOUBLING_PX), least))
         if finished:
             self._drag_start = None
             self._flush()
@@ -123,3 +120,9 @@ class WindowingController(QObject):
         if self._pending is not None:
             window, self._pending = self._pending, None
             self.window_chosen.emit(window)
+
+
+def _short(value: float) -> str:
+    """One decimal at most: '40', '237.8', '-0.5'."""
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text

@@ -1,0 +1,98 @@
+"""``segdesk bench loop`` end to end on a few generated images with a steps budget (seconds, CPU),
+and the other bench commands' plumbing."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from segdesk.bench import loop
+from segdesk.cli import main
+from tests.conftest import write_disc_image
+
+TINY = ["--set", "crop_size=32", "--set", "base_width=4", "--set", "depth=2", "--set", "batch_size=2",
+        "--set", "val_every=4", "--set", "lr=3e-3"]
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def discs(tmp_path):
+    data = tmp_path / "discs"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for i in range(5):
+        mask = write_disc_image(data / "images" / f"d{i}.png", (40, 48), seed=i)
+        cv2.imwrite(str(data / "masks" / f"d{i}.png"), mask)
+    cv2.imwrite(str(data / "images" / "no_mask.png"), np.zeros((8, 8), np.uint8))  # ignored
+    return data
+
+
+def test_bench_loop_runs_the_app_loop_and_writes_json_and_png(discs, tmp_path, capsys):
+    out = tmp_path / "result.json"
+    code = main(["bench", "loop", "--data", str(discs), "--images", "4", "--train-steps", "6",
+                 "--device", "cpu", "--threads", "1", "--seed", "3", *TINY, "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    assert "effort ratio" in stdout and out.with_suffix(".png").is_file()
+    result = json.loads(out.read_text())
+    rows = result["per_image"]
+    assert result["images"] == len(rows) == 4 and result["n_classes"] == 1
+    assert result["budget"] == {"steps": 6} and result["config"]["base_width"] == 4
+    # the first image has no model: an empty proposal costs exactly the scratch effort
+    assert rows[0]["checkpoint"] is None and rows[0]["dice"] == 0.0
+    assert rows[0]["effort"] == rows[0]["scratch_effort"] > 0
+    assert all(r["train_steps"] == 6 for r in rows[:-1]) and rows[-1]["train_steps"] == 0
+    assert any(r["checkpoint"] for r in rows[1:])  # later images get proposals from checkpoints
+    e, s = sum(r["effort"] for r in rows), sum(r["scratch_effort"] for r in rows)
+    assert result["effort_ratio"] == pytest.approx(e / s, abs=1e-4)
+    assert result["dice_last10"] == pytest.approx(np.mean([r["dice"] for r in rows]), abs=1e-4)
+    assert len(stderr.strip().splitlines()) == 4  # one progress line per image
+    # the seed fixes the order; the order is a permutation of the folder's pairs
+    assert [r["image"] for r in rows] == [s for s, _, _ in
+                                          [loop.find_pairs(discs)[i] for i in np.random.default_rng(3).permutation(5)[:4]]]
+
+
+def test_summary_arithmetic():
+    rows = [{"index": i, "effort": e, "scratch_effort": 10.0, "dice": d, "checkpoint": c, "train_s": 1.0,
+             "train_steps": 2, "proposal_s": 0.1}
+            for i, (e, d, c) in enumerate([(10.0, 0.0, None)] + [(2.0, 0.8, "0001")] * 11, 1)]
+    s = loop.summarise(rows)
+    assert s["effort_ratio"] == pytest.approx(32 / 120, abs=1e-4)
+    assert s["dice_last10"] == pytest.approx(0.8) and s["effort_ratio_last10"] == pytest.approx(0.2)
+    assert s["first_proposal_at"] == 2 and s["train_steps_total"] == 24
+
+
+def test_bench_loop_errors_are_one_line(tmp_path, capsys):
+    code = main(["bench", "loop", "--data", str(tmp_path), "--out", str(tmp_path / "r.json")])
+    _, err = capsys.readouterr()
+    assert code == 1 and "images/ and masks/" in err and "Traceback" not in err
+    code = main(["bench", "loop", "--data", str(tmp_path), "--set", "nonsense=1", "--out", str(tmp_path / "r.json")])
+    _, err = capsys.readouterr()
+    assert code == 1 and "nonsense" in err
+
+
+def test_bench_latency_counts_flops(tmp_path, capsys):
+    out = tmp_path / "lat.json"
+    code = main(["bench", "latency", "--sizes", "64,96", "--repeats", "1", "--base-width", "4",
+                 "--device", "cpu", "--threads", "1", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    small, large = result["sizes"]
+    assert (small["size"], large["size"]) == (64, 96) and small["tiles"] == 1
+    assert large["gflop"] > small["gflop"] > 0 and small["gflop_per_s"] > 0
+    assert out.with_suffix(".png").is_file()
+
+
+@pytest.mark.parametrize("command", ["loop", "latency", "ui", "brush"])
+def test_bench_commands_have_help(capsys, command):
+    code = main(["bench", command, "--help"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and f"usage: segdesk bench {command}" in out and "--out" in out

@@ -1,0 +1,70 @@
+"""Post-processing of proposals (segdesk.ml.postprocess): the steps, and nnU-Net's rule that a
+step is kept only when it raises Dice on the held-out labels."""
+
+import numpy as np
+
+from segdesk.ml import postprocess as pp
+
+
+def blobs(shape=(64, 64)):
+    """Truth: two solid 12 x 12 objects."""
+    t = np.zeros(shape, np.int64)
+    t[5:17, 5:17] = 1
+    t[30:42, 30:42] = 1
+    return t
+
+
+def test_remove_specks_and_fill_holes():
+    pred = blobs().astype(np.uint8)
+    pred[50, 50] = 1  # a speck
+    pred[8:10, 8:10] = 0  # a hole
+    cleaned = pp.remove_specks(pred, 1, min_area=5)
+    assert cleaned[50, 50] == 0 and cleaned[5:17, 5:17].sum() == 140
+    filled = pp.fill_holes(cleaned, 1, max_area=10)
+    assert (filled == blobs()).all()
+    # a hole touching the border is not a hole
+    edge = np.ones((10, 10), np.uint8)
+    edge[0:2, 4:6] = 0
+    assert (pp.fill_holes(edge, 1, 100) == edge).all()
+
+
+def test_apply_follows_the_spec_and_scales_areas():
+    pred = blobs().astype(np.uint8)
+    pred[50:52, 50:52] = 1  # 4-pixel speck
+    spec = {"classes": {"1": {"min_area": 2.0}}}
+    assert pp.apply(pred, spec)[50, 50] == 1  # 4 >= 2
+    assert pp.apply(pred, spec, area_factor=4.0)[50, 50] == 0  # 4 < 8
+    assert pp.apply(pred, None) is pred
+
+
+def test_choose_keeps_a_step_only_when_it_helps():
+    truth = blobs()
+    noisy = truth.astype(np.uint8).copy()
+    noisy[[50, 55, 60], [50, 20, 5]] = 1  # specks the labels never show
+    noisy[10:12, 10:12] = 0  # a hole the labels never show
+    spec = pp.choose([(noisy, truth)] * 2, n_classes=1)
+    steps = spec["classes"]["1"]
+    assert steps["min_area"] > 1 and steps["max_hole"] > 4
+    assert (pp.apply(noisy, spec) == truth).all()
+
+    clean = truth.astype(np.uint8)
+    assert pp.choose([(clean, truth)], n_classes=1)["classes"] == {}  # nothing to gain: no step
+
+
+def test_choose_never_removes_objects_the_labels_show_to_be_real():
+    """Truth with many small objects: removing small components would hurt, so it is refused."""
+    truth = np.zeros((64, 64), np.int64)
+    for y in range(4, 60, 8):
+        for x in range(4, 60, 8):
+            truth[y:y + 2, x:x + 2] = 1
+    truth[20:40, 20:40] = 1
+    spec = pp.choose([(truth.astype(np.uint8), truth)], n_classes=1)
+    assert spec["classes"] == {}
+
+
+def test_unlabelled_pixels_do_not_count():
+    truth = blobs()
+    truth[45:64, 45:64] = -100  # unlabelled
+    pred = blobs().astype(np.uint8)
+    pred[50, 50] = 1  # a speck where nothing is known
+    assert pp.choose([(pred, truth)], n_classes=1)["classes"] == {}
