@@ -68,3 +68,15 @@ def test_unlabelled_pixels_do_not_count():
     pred = blobs().astype(np.uint8)
     pred[50, 50] = 1  # a speck where nothing is known
     assert pp.choose([(pred, truth)], n_classes=1)["classes"] == {}
+
+
+def test_keep_largest_is_chosen_for_one_object_per_image():
+    truth = np.zeros((64, 64), np.int64)
+    truth[10:40, 10:40] = 1
+    pred = truth.astype(np.uint8).copy()
+    pred[50:56, 50:56] = 1  # a 36-px false blob, as big as any speck threshold allows
+    pred[2:8, 50:62] = 1
+    assert (pp.keep_largest(pred, 1) == truth).all()
+    spec = pp.choose([(pred, truth)], n_classes=1)
+    assert spec["classes"]["1"].get("largest_only") is True
+    assert (pp.apply(pred, spec) == truth).all()

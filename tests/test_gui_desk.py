@@ -244,3 +244,29 @@ def test_sixteen_bit_image_gets_a_display_window(qtbot, tmp_path, messages):
     assert w.current.window[0] == 1000
     assert w.current.image.pixels.dtype == np.uint16  # display only; stored values untouched
     w.close()
+
+
+def test_adding_a_folder_shows_progress_and_can_stop(qtbot, tmp_path, project, messages, monkeypatch):
+    from segdesk.core.project import Project as P
+
+    folder = tmp_path / "more"
+    folder.mkdir()
+    for i in range(5):
+        write_disc_image(folder / f"more{i}.png", seed=100 + i)
+    w = make_window(qtbot, tmp_path, project.root)
+    calls = []
+    real = P.add_images
+
+    def stop_after_two(self, paths, progress=None):
+        def spy(done, total):
+            calls.append((done, total))
+            return progress(done, total) and done < 2
+        return real(self, paths, progress=spy)
+
+    monkeypatch.setattr(P, "add_images", stop_after_two)
+    w.add_images([str(folder)])
+    assert calls[0] == (0, 5) and len(calls) == 3
+    assert len(w.project.images) == 3 + 2  # the two added before stopping are kept
+    assert "then stopped" in w.statusBar().currentMessage()
+    assert len(Project.open(project.root).images) == 5
+    w.close()

@@ -245,6 +245,7 @@ def run(
                 "image": stem,
                 "size": [int(truth.shape[1]), int(truth.shape[0])],
                 "checkpoint": loaded_id if predictor is not None else None,
+                "checkpoint_val_dice": predictor.meta.get("val_dice") if predictor is not None else None,
                 "postprocess": (predictor.postprocess or {}).get("classes") if predictor is not None else None,
                 "dice": round(fx.dice(proposal, truth), 4),
                 "effort": round(e, 1),

@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -79,6 +79,7 @@ class ImageEntry:
 class AddReport:
     added: list[ImageEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    cancelled: bool = False
 
 
 def file_sha256(path: Path) -> str:
@@ -234,15 +235,24 @@ class Project:
     def read_image(self, entry: ImageEntry) -> imageio.Image:
         return imageio.read_image(self.source_path(entry), frame=entry.frame)
 
-    def add_images(self, paths: Iterable[str | os.PathLike]) -> AddReport:
-        """Add files and whole folders (recursively). Unreadable files are skipped with a reason."""
+    def add_images(self, paths: Iterable[str | os.PathLike],
+                   progress: Callable[[int, int], bool] | None = None) -> AddReport:
+        """Add files and whole folders (recursively). Unreadable files are skipped with a reason.
+
+        ``progress(done, total)`` is called before each file; when it returns False the adding
+        stops, and what was added so far is kept.
+        """
         report = AddReport()
         from segdesk.core import dicom, dicom_series  # pydicom only when adding images
 
         known = {(e.sha256, e.frame) for e in self.images}
         hashed = functools.lru_cache(maxsize=4)(file_sha256)  # frames of one file: hashed once
         failed: set[Path] = set()
-        for path, frame in dicom_series.order_sources(_expand(paths, report)):
+        sources = list(dicom_series.order_sources(_expand(paths, report)))
+        for done, (path, frame) in enumerate(sources):
+            if progress is not None and not progress(done, len(sources)):
+                report.cancelled = True
+                break
             if path in failed:  # a multi-frame file that cannot be read: reported once
                 continue
             try:

@@ -1,8 +1,10 @@
 """Post-processing of proposals, chosen from the labels the way nnU-Net chooses its own.
 
 Early models leave small false specks and small holes; a clinician has to erase or fill each one.
-Two steps per class can remove them:
+Three steps per class can remove them:
 
+- ``largest_only``: only the largest connected component of the class stays (nnU-Net's step; right
+  for one object per image, such as a polyp or an organ);
 - ``min_area``: connected components of the class smaller than this become background;
 - ``max_hole``: background holes inside the class (not touching the image border) smaller than
   this are filled.
@@ -53,6 +55,20 @@ def remove_specks(classes: np.ndarray, value: int, min_area: float) -> np.ndarra
     return out
 
 
+def keep_largest(classes: np.ndarray, value: int) -> np.ndarray:
+    """Only the largest component (8-connected) of ``value`` stays; the others become 0."""
+    mask = classes == value
+    if not mask.any():
+        return classes
+    n, labels, stats = _components(mask, 8)
+    if n <= 2:
+        return classes
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    out = classes.copy()
+    out[mask & (labels != largest)] = 0
+    return out
+
+
 def fill_holes(classes: np.ndarray, value: int, max_area: float) -> np.ndarray:
     """Background holes (4-connected, not touching the border, all 0) inside ``value`` with at
     most ``max_area`` pixels become ``value``."""
@@ -83,6 +99,8 @@ def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0) -> n
         return classes
     for key, steps in (spec.get("classes") or {}).items():
         value = int(key)
+        if steps.get("largest_only"):
+            classes = keep_largest(classes, value)
         if steps.get("min_area"):
             classes = remove_specks(classes, value, float(steps["min_area"]) * area_factor)
         if steps.get("max_hole"):
@@ -146,8 +164,8 @@ def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scal
     (predicted classes 0..K, target 0..K with -100 = unlabelled), both at one resolution.
     ``area_scale`` converts areas at that resolution to full-resolution pixels (1 / scale**2).
 
-    For each class: pick the better speck threshold if it beats no step by MIN_GAIN, then, on top,
-    the hole threshold under the same rule. An empty ``classes`` dict means "leave proposals as
+    For each class: pick the best of "largest component only" and the speck thresholds if it beats
+    no step by MIN_GAIN, then, on top, the hole threshold under the same rule. An empty ``classes`` dict means "leave proposals as
     they are"."""
     spec: dict = {"version": VERSION, "classes": {}, "n_images": len(pairs)}
     if len(pairs) < MIN_IMAGES:
@@ -160,15 +178,19 @@ def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scal
             continue
         steps: dict = {}
         best = base
-        for area in _speck_candidates(objects):
-            score = _mean_dice(pairs, value, lambda p, a=area: remove_specks(p, value, a))
+        candidates = [({"largest_only": True}, lambda p: keep_largest(p, value))]  # nnU-Net's own step
+        candidates += [({"min_area": a}, lambda p, a=a: remove_specks(p, value, a)) for a in _speck_candidates(objects)]
+        for step, transform in candidates:
+            score = _mean_dice(pairs, value, transform)
             if score is not None and score > best + MIN_GAIN:
-                best, steps["min_area"] = score, area
+                best, steps = score, dict(step)
         with_specks = best
         image_area = float(max(p.size for p, _ in pairs))
         for area in _hole_candidates(holes, image_area):
 
             def both(p, a=area):
+                if steps.get("largest_only"):
+                    p = keep_largest(p, value)
                 if "min_area" in steps:
                     p = remove_specks(p, value, steps["min_area"])
                 return fill_holes(p, value, a)
@@ -177,7 +199,8 @@ def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scal
             if score is not None and score > best + MIN_GAIN:
                 best, steps["max_hole"] = score, area
         if steps:
-            spec["classes"][str(value)] = {k: round(v * area_scale, 1) for k, v in steps.items()}
+            spec["classes"][str(value)] = {k: v if isinstance(v, bool) else round(v * area_scale, 1)
+                                           for k, v in steps.items()}
             gains[value] = (round(base, 4), round(with_specks, 4), round(best, 4))
     spec["dice_gain"] = {str(k): v for k, v in gains.items()}
     log.debug("post-processing chosen on %d images: %s", len(pairs), spec)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QActionGroup, QCloseEvent, QKeySequence, QShortcut
-from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox
+from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QProgressDialog
 
 from segdesk.core import display
 from segdesk.core.errors import LabelError, SegdeskError
@@ -233,18 +233,26 @@ class MainWindow(QMainWindow):
         if self.project is None:
             self._error("No project", "Create or open a project first (File > New project).")
             return
-        self.setCursor(Qt.CursorShape.WaitCursor)
+        dialog = QProgressDialog("Adding images…", "Stop", 0, 1, self)
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        dialog.setMinimumDuration(300)  # a few files add without a dialog flashing up
+
+        def progress(done: int, total: int) -> bool:
+            dialog.setMaximum(max(1, total))
+            dialog.setValue(done)  # a modal progress dialog keeps the window painting
+            return not dialog.wasCanceled()
+
         try:
-            report = self.project.add_images(paths)
+            report = self.project.add_images(paths, progress=progress)
         except SegdeskError as exc:
             self._error("Cannot add images", str(exc))
             return
         finally:
-            self.unsetCursor()
+            dialog.close()
         self.image_list.set_images(self.project.images)
         if self.current is not None:
             self.image_list.select(self.current.image_id)
-        message = f"Added {len(report.added)} image(s)."
+        message = f"Added {len(report.added)} image(s)" + (", then stopped." if report.cancelled else ".")
         if report.skipped:
             reasons = "\n".join(f"{Path(p).name}: {r}" for p, r in report.skipped[:20])
             more = f"\n… and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
