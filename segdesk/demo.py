@@ -213,14 +213,14 @@ def run_gui(into: str | Path | None = None) -> int:
 
 # ----- building the bundled project (maintainers)
 
-N_GRAY, N_COLOUR, N_ACCEPTED = 9, 3, 3
+N_GRAY, N_COLOUR, N_ACCEPTED = 9, 3, 2
 
 
 def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> Path:
     """Rebuild ``segdesk/resources/demo/project`` from a dsb2018_nuclei folder (images/, masks/,
     instances/): 9 fluorescence images of 256 x 256 (stored as 8-bit gray) and 3 brightfield /
     histology images of 320 x 256 (RGB; the constant alpha channel dropped), each with 10 to 80
-    nuclei; the first three accepted from their true masks. Returns the project folder."""
+    nuclei; the first two accepted from their true masks. Returns the project folder."""
     import cv2
     import numpy as np
 
@@ -270,9 +270,34 @@ def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> 
     return out
 
 
+def bundle_model(models_dir: str | Path, out: str | Path | None = None, note: str = "") -> Path:
+    """Store the current checkpoint of ``models_dir`` as the bundled nuclei model, with float16
+    weights (half the size; they load into the float32 model unchanged in practice)."""
+    import torch
+
+    from segdesk.ml.checkpoints import CheckpointStore
+
+    found = CheckpointStore(models_dir).load_current()
+    if found is None:
+        raise SegdeskError(f"No loadable checkpoint in {models_dir}.")
+    checkpoint_id, state_dict, meta = found
+    out = Path(out) if out else RESOURCES / "models" / "nuclei"
+    shutil.rmtree(out, ignore_errors=True)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
+    drop = ("id", "created", "created_iso", "weights_sha256", "weights_bytes", "parent")
+    meta = {k: v for k, v in meta.items() if k not in drop}
+    meta.update({"stored_dtype": str(torch.float16).removeprefix("torch."), "trained_as": f"{Path(models_dir).parent.name}/{checkpoint_id}",
+                 "note": note})
+    CheckpointStore(out).save(half, meta)
+    return out
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "build":
         print(build(sys.argv[2]))
+    elif len(sys.argv) >= 3 and sys.argv[1] == "bundle-model":
+        print(bundle_model(sys.argv[2], note=" ".join(sys.argv[3:])))
     else:
-        print("usage: python -m segdesk.demo build DSB2018_NUCLEI_DIR", file=sys.stderr)
+        print("usage: python -m segdesk.demo build DSB2018_NUCLEI_DIR | bundle-model MODELS_DIR [NOTE]",
+              file=sys.stderr)
         sys.exit(2)

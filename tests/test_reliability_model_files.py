@@ -115,6 +115,7 @@ def test_store_and_predictor_refuse_every_bad_file_and_run_nothing(models, tmp_p
     assert not marker.exists()
     CheckpointStore(models).set_current(bad["truncated"][0])
     assert CheckpointStore(models).load_current()[0] != bad["truncated"][0]  # falls back to one that loads
+    assert Predictor.from_checkpoint(models, good, device="cpu").checkpoint == good  # still fine
     assert not marker.exists()
 
 

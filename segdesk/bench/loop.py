@@ -18,7 +18,9 @@ steps budget makes runs comparable across machines.
 
 Post-processing (segdesk.ml.postprocess) is chosen for each new checkpoint on the trainer's
 held-out accepted images, as nnU-Net chooses it; a checkpoint that already carries a choice in its
-metadata keeps it.
+metadata keeps it. Each new checkpoint's effort ratio on those held-out images is recorded too, and
+``effort_ratio_gated`` says what the run would have cost had proposals been withheld until that
+ratio was below 1 (the model demonstrably saving work).
 """
 
 from __future__ import annotations
@@ -153,6 +155,21 @@ def _choose_postprocess(predictor, trainer, n_classes: int) -> dict:
     return postprocess.choose(pairs, n_classes, area_scale=1.0 / (scale * scale))
 
 
+def validation_effort(predictor, project, validation_ids: list[str]) -> float | None:
+    """sum(E) / sum(S) of the predictor's proposals on held-out accepted images, at full
+    resolution: the evidence, available to the app too, of whether its proposals save work."""
+    e = s = 0.0
+    for image_id in validation_ids:
+        label = project.read_label(image_id)
+        if label is None:
+            continue
+        truth = (label.astype(np.int16) - 1).clip(0).astype(np.uint8)
+        proposal = predictor.predict(project.read_image(project.image(image_id)).pixels).classes
+        e += fx.effort(proposal, truth)
+        s += fx.scratch_effort(truth)
+    return round(e / s, 4) if s > 0 else None
+
+
 def run(
     data: str | Path,
     out: str | Path | None = None,
@@ -210,7 +227,7 @@ def run(
             _seed_from(init_dir, store)
         trainer = Trainer(project.root, config, device=torch_device, init="current")
 
-        predictor, loaded_id = None, None
+        predictor, loaded_id, val_effort = None, None, None
         chosen_post: dict[str, dict] = {}
         records = []
         for i, (stem, entry) in enumerate(entries):
@@ -227,6 +244,7 @@ def run(
                     predictor.postprocess = None
                 elif predictor.postprocess is None and trainer.data.validation_ids:
                     chosen_post[loaded_id] = predictor.postprocess = _choose_postprocess(predictor, trainer, n_classes)
+                val_effort = validation_effort(predictor, project, trainer.data.validation_ids)
             t0 = time.perf_counter()
             if predictor is None:
                 raw = proposal = np.zeros_like(truth)
@@ -246,6 +264,7 @@ def run(
                 "size": [int(truth.shape[1]), int(truth.shape[0])],
                 "checkpoint": loaded_id if predictor is not None else None,
                 "checkpoint_val_dice": predictor.meta.get("val_dice") if predictor is not None else None,
+                "checkpoint_val_effort_ratio": val_effort if predictor is not None else None,
                 "postprocess": (predictor.postprocess or {}).get("classes") if predictor is not None else None,
                 "dice": round(fx.dice(proposal, truth), 4),
                 "effort": round(e, 1),
@@ -310,9 +329,13 @@ def summarise(records: list[dict]) -> dict:
     last = records[-LAST:]
     proposed = [r for r in records if r["checkpoint"] is not None]
     e_raw = float(sum(r.get("effort_raw", r["effort"]) for r in records))
+    # counterfactual: proposals withheld unless the model saved effort on the held-out images
+    gated = [r["effort"] if (r.get("checkpoint_val_effort_ratio") or 9.9) < 1.0 else r["scratch_effort"]
+             for r in records]
     return {
         "effort_ratio": round(e / s, 4) if s > 0 else None,
         "effort_ratio_raw": round(e_raw / s, 4) if s > 0 else None,
+        "effort_ratio_gated": round(sum(gated) / s, 4) if s > 0 else None,
         "dice_last10_raw": round(float(np.mean([r.get("dice_raw", r["dice"]) for r in last])), 4) if last else None,
         "effort_ratio_last10": (round(sum(r["effort"] for r in last) / sum(r["scratch_effort"] for r in last), 4)
                                 if sum(r["scratch_effort"] for r in last) > 0 else None),

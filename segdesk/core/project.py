@@ -334,10 +334,15 @@ class Project:
         accepted = label.copy()
         accepted[accepted == storage.UNLABELLED] = storage.BACKGROUND
         storage.write_label(self.label_path(image_id), accepted)
+        before = (entry.status, entry.accepted_at, entry.seconds_spent)
         entry.status = STATUS_ACCEPTED
         entry.accepted_at = round(time.time(), 3)
         entry.seconds_spent = round(entry.seconds_spent + seconds_spent, 2)
-        self.save()
+        try:
+            self.save()
+        except SegdeskError:  # project.json not written: in memory too, the image is not accepted
+            entry.status, entry.accepted_at, entry.seconds_spent = before
+            raise
         self.log_event("accepted", image=image_id, seconds=round(seconds_spent, 2),
                        proposal_checkpoint=proposal_checkpoint)
         return accepted

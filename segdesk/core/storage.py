@@ -84,11 +84,14 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:
-    """Append one line to an append-only log, fsynced. A torn last line is tolerated by readers."""
+    """Append one line to an append-only log, fsynced. A torn last line is tolerated by readers:
+    it is ended before the next line, so one torn line never spoils the line after it."""
     path = Path(path)
     try:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(line.rstrip("\n") + "\n")
+        with open(path, "a+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            torn = end > 0 and f.seek(end - 1) >= 0 and f.read(1) != b"\n"
+            f.write((("\n" if torn else "") + line.rstrip("\n") + "\n").encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:

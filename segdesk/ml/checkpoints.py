@@ -12,6 +12,7 @@ unpickling it, and checks the weights against the SHA-256 recorded in the metada
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -96,7 +97,12 @@ class CheckpointStore:
             "weights_sha256": hashlib.sha256(data).hexdigest(),
             "weights_bytes": len(data),
         }
-        storage.atomic_write_json(self._meta_path(checkpoint_id), _json_safe(full_meta))  # commit mark
+        try:
+            storage.atomic_write_json(self._meta_path(checkpoint_id), _json_safe(full_meta))  # commit mark
+        except SegdeskError:  # e.g. the disk filled up: leave no weights without their metadata
+            with contextlib.suppress(OSError):
+                self._weights_path(checkpoint_id).unlink()
+            raise
         self.set_current(checkpoint_id)
         log.info("saved checkpoint %s", checkpoint_id)
         return checkpoint_id

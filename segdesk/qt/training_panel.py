@@ -60,7 +60,8 @@ class TrainingPanel(QWidget):
             self.loss.setText(f"{data['loss']:.4f}")
         if data.get("val_dice") is not None:
             per_class = data.get("val_dice_per_class") or []
-            detail = f"  ({', '.join(f'{d:.2f}' for d in per_class)})" if len(per_class) > 1 else ""
+            shown = ["–" if d is None else f"{d:.2f}" for d in per_class]  # None: class not in validation
+            detail = f"  ({', '.join(shown)})" if len(per_class) > 1 else ""
             self.dice.setText(f"{data['val_dice']:.3f}{detail}")
         if data.get("images_per_s") is not None:
             self.speed.setText(f"{data['images_per_s']:.1f} crops/s")

@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from segdesk.core import storage
-from segdesk.core.project import PROJECT_FILE, STATUS_ACCEPTED, Project
+from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.core.project_lock import ProjectLock
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,13 @@ def child(root: Path, journal_path: Path, seed: int) -> None:
                 doc.stroke_to(rng.uniform(0, w), rng.uniform(0, h))
             doc.end_stroke()
 
-    while True:
-        action = rng.choices(("paint", "accept", "train", "checkpoint"), (4, 4, 3, 1))[0]
+    parent = os.getppid()
+    while os.getppid() == parent:  # never outlive the parent (an interrupted run)
+        action = rng.choices(("paint", "accept", "train", "checkpoint"), (5, 4, 2, 1))[0]
         if action in ("paint", "accept"):
+            # mostly images not accepted yet; sometimes an accepted one (erasing reopens it)
             open_ids = [e.id for e in project.images if e.status != STATUS_ACCEPTED]
-            if action == "paint" and not open_ids:
-                action = "accept"
-            ids = open_ids if (open_ids and (action == "paint" or rng.random() < 0.8)) else \
-                [e.id for e in project.images]
+            ids = open_ids if open_ids and rng.random() < 0.8 else [e.id for e in project.images]
             image_id = rng.choice(ids)
             doc = document(image_id)
             paint(doc)
@@ -177,6 +176,8 @@ class Checker:
         self.root = root
         self.journal_path = journal_path
         self.checkpoints_done: set[str] = set()
+        self._parsed: dict[Path, tuple[int, int]] = {}  # files that parsed, by (size, mtime): not again
+        self._loaded: set[str] = set()  # checkpoints verified once (they are immutable)
 
     def check(self) -> tuple[list[str], dict]:
         """Problems found (empty: all good) and figures about the state after this kill."""
@@ -241,6 +242,10 @@ class Checker:
             for path in sorted(self.root.rglob("*")):
                 if not path.is_file():
                     continue
+                stat = path.stat()
+                if self._parsed.get(path) == (stat.st_size, stat.st_mtime_ns):
+                    continue
+                self._parsed[path] = (stat.st_size, stat.st_mtime_ns)
                 try:
                     if path.suffix == ".png":
                         if cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED) is None:
@@ -254,6 +259,7 @@ class Checker:
                         for i, line in enumerate(lines):
                             json.loads(line)
                 except (ValueError, SafetensorError, OSError) as exc:
+                    self._parsed.pop(path, None)
                     problems.append(f"{path.relative_to(self.root)} does not parse: {exc}")
 
             # checkpoints: every finished save loads; metadata marks complete ones; current loads
@@ -262,11 +268,14 @@ class Checker:
             for meta_path in (self.root / "models").glob("[0-9]*.json"):
                 if meta_path.stem not in listed:
                     problems.append(f"checkpoint metadata {meta_path.name} without its weights")
-            for checkpoint_id in sorted(listed | self.checkpoints_done):
+            for checkpoint_id in sorted((listed | self.checkpoints_done) - self._loaded):
                 try:
                     store.load(checkpoint_id)
+                    self._loaded.add(checkpoint_id)
                 except Exception as exc:  # noqa: BLE001
                     problems.append(f"checkpoint {checkpoint_id} does not load: {exc}")
+            for checkpoint_id in self._loaded - listed:
+                problems.append(f"checkpoint {checkpoint_id} loaded before and is gone now")
             facts["checkpoints"] = len(listed)
             if listed:
                 if not (self.root / "models" / POINTER).exists():
@@ -280,6 +289,19 @@ class Checker:
         finally:
             lock.release()
         return problems, facts
+
+
+def _moment(entry: dict | None) -> str:
+    """What the child was doing when killed, from its last journal line."""
+    if entry is None:
+        return "idle after start-up"
+    kind = entry["kind"]
+    name = entry.get("op") or kind.split("-")[0]
+    if kind.endswith("-intent"):
+        return f"{name} in flight"
+    if kind.endswith("-done"):
+        return f"just after {name}"
+    return {"train": "training steps", "checkpoint": "checkpoint save"}.get(kind, kind)
 
 
 def _wait_ready(journal_path: Path, since: int, child_proc: subprocess.Popen, timeout: float) -> bool:
@@ -336,9 +358,8 @@ def run(kills: int, work: Path, out: Path | None = None, seed: int = 0, max_dela
             child_errors += 1
             failures.append({"kill": k, "problems": [f"child ended by itself ({proc.returncode}): {stderr[-2000:]}"]})
         mine = read_journal(journal_path)[since:]
-        last = next((e["kind"] for e in reversed(mine) if e["kind"] != "ready"), "start-up")
-        moment = "start-up" if early and not any(e["kind"] == "ready" for e in mine) else last
-        moment = moment.replace("-done", " (after)").replace("-intent", " (during)")
+        last = next((e for e in reversed(mine) if e["kind"] != "ready"), None)
+        moment = "start-up" if not any(e["kind"] == "ready" for e in mine) else _moment(last)
         killed_during[moment] += 1
         problems, facts = checker.check()
         rounds.append({"kill": k, "moment": moment, **facts, "problems": len(problems)})

@@ -258,11 +258,12 @@ def usable_project(project: Project) -> None:
         assert e.status in STATUSES
         assert e.accepted_at is None or isinstance(e.accepted_at, (int, float))
         assert isinstance(e.seconds_spent, (int, float)) and e.seconds_spent >= 0
-        np.zeros((1, 1), np.uint8)  # entry.shape is used to allocate labels: checked above
+        assert h * w <= imageio.MAX_PIXELS  # entry.shape is used to allocate label arrays
     auto = project.settings.get("auto_train_after", 2)
     assert int(auto) >= 1
     project.accepted_ids()
-    project.image(project.images[0].id) if project.images else None
+    for e in project.images[:1]:
+        project.image(e.id)
 
 
 def check_project(case, folder: Path, meter: Meter, time_limit: float = TIME_LIMIT_S,
@@ -287,11 +288,9 @@ def check_project(case, folder: Path, meter: Meter, time_limit: float = TIME_LIM
 
 def project_seed(folder: Path) -> str:
     """A valid project.json with images of every status, settings and two classes."""
-    from segdesk.reliability.seeds import image_seeds as _seeds
-
     images = folder / "seed-images"
     images.mkdir(parents=True, exist_ok=True)
-    for s in _seeds(include_dicom=False)[:4]:
+    for s in image_seeds(include_dicom=False)[:4]:
         (images / f"{s.name}{s.suffix}").write_bytes(s.data)
     project = Project.create(folder / "seed-project", ["lesion", "organ"])
     project.add_images([images])

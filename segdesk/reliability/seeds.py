@@ -58,7 +58,7 @@ def _tiff(arr: np.ndarray, **kwargs) -> bytes:
 def _dicom(arr: np.ndarray) -> bytes | None:
     """A minimal explicit-VR little-endian DICOM file, when pydicom is installed."""
     try:
-        import pydicom
+        import pydicom  # noqa: F401 - only to know it is installed
         from pydicom.dataset import FileDataset, FileMetaDataset
         from pydicom.uid import ExplicitVRLittleEndian, generate_uid
     except ImportError:
