@@ -43,7 +43,7 @@ def _project_from(data: Path, root: Path, n_images: int, n_accept: int):
 
 
 def _plot(gaps_ms: np.ndarray, out: Path) -> None:
-    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtCore import QPointF
     from PySide6.QtGui import QColor, QImage, QPainter, QPen
 
     w, h, pad = 900, 320, 40

@@ -379,6 +379,12 @@ class Project:
             return None
         return label, meta
 
+    def next_unaccepted(self, image_id: str) -> str | None:
+        """The first image after ``image_id`` (wrapping around) that is not accepted yet."""
+        ids = [e.id for e in self.images]
+        start = ids.index(image_id)
+        return next((i for i in ids[start + 1:] + ids[:start] if self._by_id[i].status != STATUS_ACCEPTED), None)
+
     def accepted_ids(self) -> list[str]:
         return [e.id for e in self.images if e.status == STATUS_ACCEPTED]
 

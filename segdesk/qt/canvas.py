@@ -99,6 +99,20 @@ class Canvas(QGraphicsView):
             item.setZValue(0.5)
             self.scene().addItem(item)
 
+    def set_overlay_opacity(self, opacity: float) -> None:
+        if self._overlay is not None:
+            self._overlay.setOpacity(opacity)
+
+    def set_outline(self, on: bool) -> None:
+        if self._overlay is not None:
+            self._overlay.set_outline(on)
+
+    def show_labels(self, on: bool) -> None:
+        """Show or hide the user's label and the proposal together."""
+        for item in (self._overlay, self._proposal):
+            if item is not None:
+                item.setVisible(on)
+
     @property
     def proposal(self) -> LabelOverlayItem | None:
         return self._proposal

@@ -14,8 +14,8 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QActionGroup, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QProgressDialog
 
-from segdesk.core import display
-from segdesk.core.errors import LabelError, SegdeskError
+from segdesk.core import display, label_files
+from segdesk.core.errors import SegdeskError
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.qt import project_dialogs as dialogs
@@ -58,7 +58,7 @@ class MainWindow(QMainWindow):
         self.image_list = ImageList()
         self.image_list.image_chosen.connect(self.show_image)
         self.tools = ToolsPanel(self.controller, self._tool_actions, self.actions_by_name["outline"])
-        self.tools.opacity_changed.connect(self._set_opacity)
+        self.tools.opacity_changed.connect(self.canvas.set_overlay_opacity)
         self.tools.window_changed.connect(lambda lo, hi: self._set_window((lo, hi)))
         self.tools.window_auto.connect(lambda: self._set_window(None))
         self.windowing = WindowingController(self.canvas, self.tools, self)
@@ -109,8 +109,8 @@ class MainWindow(QMainWindow):
             ("zoom_actual", lambda: self.canvas.set_zoom(1.0)), ("segment", self.segment),
         ):
             a[name] = new_action(self, name, slot)
-        a["outline"] = new_action(self, "outline", self._set_outline, checkable=True)
-        a["toggle_labels"] = new_action(self, "toggle_labels", self._show_labels, checkable=True)
+        a["outline"] = new_action(self, "outline", self.canvas.set_outline, checkable=True)
+        a["toggle_labels"] = new_action(self, "toggle_labels", self.canvas.show_labels, checkable=True)
         a["toggle_labels"].setChecked(True)
         a["auto_propose"] = new_action(self, "auto_propose", None, checkable=True)
         a["auto_propose"].setChecked(True)
@@ -308,30 +308,10 @@ class MainWindow(QMainWindow):
         return True
 
     def _load_document(self, image_id: str) -> LabelDocument:
-        entry = self.project.image(image_id)
-        try:
-            label = self.project.read_label(image_id)
-        except LabelError as exc:
-            moved = self._set_aside(self.project.label_path(image_id))
-            self._error("Label not loaded", f"{exc}\nThe file was kept as {moved.name}; a new empty label was started.")
-            label = None
-        if label is None:
-            label = np.zeros(entry.shape, np.uint8)
+        label, warning = label_files.load_for_editing(self.project, image_id)
+        if warning:
+            self._error("Label not loaded", warning)
         return LabelDocument(label)
-
-    @staticmethod
-    def _set_aside(path: Path) -> Path:
-        """Rename an unusable label so autosave never overwrites it."""
-        target = path.with_name(path.name + ".unreadable")
-        n = 1
-        while target.exists():
-            n += 1
-            target = path.with_name(f"{path.name}.unreadable{n}")
-        try:
-            path.rename(target)
-        except OSError as exc:
-            log.warning("could not set aside %s: %s", path, exc)
-        return target
 
     def leave_current(self) -> None:
         """Save the current image's label (waiting for the writer) before switching away or closing."""
@@ -355,14 +335,6 @@ class MainWindow(QMainWindow):
         index = ids.index(self.current.image_id) if self.current else -step
         self.show_image(ids[(index + step) % len(ids)])
 
-    def _next_unaccepted(self, image_id: str) -> str | None:
-        ids = [e.id for e in self.project.images]
-        start = ids.index(image_id)
-        for i in ids[start + 1:] + ids[:start]:
-            if self.project.image(i).status != STATUS_ACCEPTED:
-                return i
-        return None
-
     # ----- proposals and accept
 
     def segment(self) -> None:
@@ -373,7 +345,7 @@ class MainWindow(QMainWindow):
 
     def _prefetch_next(self) -> None:
         if self.current is not None and self.loop is not None:
-            following = self._next_unaccepted(self.current.image_id)
+            following = self.project.next_unaccepted(self.current.image_id)
             if following is not None and following != self.current.image_id:
                 self.loop.segment(following, prefetch=True)
 
@@ -422,7 +394,7 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Accepted {Path(self.project.image(cur.image_id).source).name}.", 5000)
         if self.loop is not None:
             self.loop.image_accepted()
-        following = self._next_unaccepted(cur.image_id)
+        following = self.project.next_unaccepted(cur.image_id)
         if following is not None:
             self.show_image(following)
         else:
@@ -444,20 +416,6 @@ class MainWindow(QMainWindow):
         return bool(self.saver.unsaved_ids())
 
     # ----- view
-
-    def _set_opacity(self, opacity: float) -> None:
-        if self.canvas.overlay is not None:
-            self.canvas.overlay.setOpacity(opacity)
-
-    def _set_outline(self, on: bool) -> None:
-        if self.canvas.overlay is not None:
-            self.canvas.overlay.set_outline(on)
-
-    def _show_labels(self, on: bool) -> None:
-        if self.canvas.overlay is not None:
-            self.canvas.overlay.setVisible(on)
-        if self.canvas.proposal is not None:
-            self.canvas.proposal.setVisible(on)
 
     def _set_window(self, window: tuple[float, float] | None) -> None:
         cur = self.current
