@@ -96,3 +96,18 @@ def test_bench_commands_have_help(capsys, command):
     code = main(["bench", command, "--help"])
     out, _ = capsys.readouterr()
     assert code == 0 and f"usage: segdesk bench {command}" in out and "--out" in out
+
+
+def test_init_names_scratch_starter_or_a_models_folder(tmp_path):
+    from segdesk import demo
+    from segdesk.core.errors import SegdeskError
+
+    assert loop.resolve_init("scratch") is None
+    if demo.starter_models_dir() is None:  # segdesk ships no starter for new projects
+        with pytest.raises(SegdeskError, match="no bundled starter"):
+            loop.resolve_init("starter")
+    else:
+        assert loop.resolve_init("starter").is_dir()
+    assert loop.resolve_init(str(demo.demo_model_dir())) == demo.demo_model_dir()
+    with pytest.raises(SegdeskError, match="scratch, starter or a models folder"):
+        loop.resolve_init(str(tmp_path / "nowhere"))

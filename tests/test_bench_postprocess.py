@@ -80,3 +80,32 @@ def test_keep_largest_is_chosen_for_one_object_per_image():
     spec = pp.choose([(pred, truth)], n_classes=1)
     assert spec["classes"]["1"].get("largest_only") is True
     assert (pp.apply(pred, spec) == truth).all()
+
+
+def test_proposals_that_cost_more_than_drawing_are_withheld():
+    truth = blobs()
+    good = truth.astype(np.uint8)
+    spec = pp.choose([(good, truth)], n_classes=1)
+    assert spec["propose"] is True and spec["val_effort_ratio"] == 0.0
+    assert not pp.withholds(spec) and (pp.apply(good, spec) == good).all()
+
+    bad = np.zeros_like(good)
+    bad[::7, :] = 1  # stripes everywhere: far more outline to erase than the truth has
+    bad[:, ::9] = 1
+    spec = pp.choose([(bad, truth)], n_classes=1)
+    assert spec["propose"] is False and spec["val_effort_ratio"] > 1
+    assert pp.withholds(spec)
+    assert not pp.apply(bad, spec).any()  # shown as an empty proposal
+    assert pp.apply(bad, spec, gate=False).any()
+    assert not pp.withholds(None) and not pp.withholds({"classes": {}})
+
+
+def test_predictor_reports_a_withheld_proposal():
+    from segdesk.ml.inference import Predictor
+
+    predictor = Predictor.untrained(1, device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    assert predictor.predict(image).withheld is False
+    predictor.postprocess = {"classes": {}, "propose": False}
+    pred = predictor.predict(image)
+    assert pred.withheld is True and not pred.classes.any()

@@ -24,7 +24,7 @@ from segdesk.reliability.seeds import Seed, image_seeds, label_seed
 
 SEEDS = image_seeds()
 LABEL_BYTES, LABEL_SHAPE, LABEL_CLASSES = label_seed()
-QUICK = settings(max_examples=120, deadline=None, database=None, derandomize=True,
+QUICK = settings(max_examples=160, deadline=None, database=None, derandomize=True,
                  suppress_health_check=list(HealthCheck))
 
 
@@ -193,3 +193,22 @@ def test_bad_known_settings_are_dropped_not_fatal(tmp_path, project_text):
     project = Project.open(tmp_path, clean=False)
     assert "auto_train_after" not in project.settings and "working_scale" not in project.settings
     assert np.all([e.shape[0] > 0 for e in project.images])
+
+
+def test_file_size_limits_refuse_before_reading(tmp_path, meter):
+    """Sparse files: the size is real to the reader, the disk holds almost nothing."""
+    from segdesk.core.project_schema import MAX_PROJECT_BYTES
+
+    image = tmp_path / "huge.png"
+    with open(image, "wb") as f:
+        f.write(_seed("png-gray8"))
+        f.truncate(imageio.MAX_FILE_BYTES + 1)
+    meter.start()
+    with pytest.raises(ImageReadError, match="over the 2 GB limit"):
+        imageio.read_image(image)
+    with open(tmp_path / PROJECT_FILE, "wb") as f:
+        f.write(b'{"schema": 1, "classes": [], "images": [')
+        f.truncate(MAX_PROJECT_BYTES + 1)
+    with pytest.raises(ProjectError, match="too large"):
+        Project.open(tmp_path, clean=False)
+    assert meter.peak_mb() < 16

@@ -185,7 +185,8 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="K", help="image order and training seed (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="training setting to change, e.g. --set lr=3e-3 --set base_width=8 (repeatable)")
-    p.add_argument("--no-postprocess", action="store_true", help="use proposals without post-processing")
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="show every proposal as the model makes it: no post-processing, never withheld")
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="CPU threads for torch (default: all cores but one, as the app)")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the generated project in DIR (must not exist)")

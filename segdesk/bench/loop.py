@@ -18,9 +18,10 @@ steps budget makes runs comparable across machines.
 
 Post-processing (segdesk.ml.postprocess) is chosen for each new checkpoint on the trainer's
 held-out accepted images, as nnU-Net chooses it; a checkpoint that already carries a choice in its
-metadata keeps it. Each new checkpoint's effort ratio on those held-out images is recorded too, and
-``effort_ratio_gated`` says what the run would have cost had proposals been withheld until that
-ratio was below 1 (the model demonstrably saving work).
+metadata keeps it. That choice also withholds proposals while, on the held-out images, they cost
+more to correct than drawing from scratch. Each image records the shown proposal's figures and
+those without the gate (``*_no_gate``) and without any post-processing (``*_raw``), so one run
+measures all three.
 """
 
 from __future__ import annotations
@@ -247,7 +248,7 @@ def run(
                 val_effort = validation_effort(predictor, project, trainer.data.validation_ids)
             t0 = time.perf_counter()
             if predictor is None:
-                raw = proposal = np.zeros_like(truth)
+                raw = proposal = ungated = np.zeros_like(truth)
             else:
                 # the Predictor applies its post-processing itself; here it is applied after the
                 # call (same function) so the raw proposal can be scored too
@@ -255,6 +256,7 @@ def run(
                 raw = predictor.predict(pixels).classes
                 predictor.postprocess = spec
                 proposal = pp.apply(raw, spec)
+                ungated = pp.apply(raw, spec, gate=False)
                 project.save_proposal(entry.id, (proposal + 1).astype(np.uint8), loaded_id)
             proposal_s = time.perf_counter() - t0
             e, s = fx.effort(proposal, truth), fx.scratch_effort(truth)
@@ -266,11 +268,15 @@ def run(
                 "checkpoint_val_dice": predictor.meta.get("val_dice") if predictor is not None else None,
                 "checkpoint_val_effort_ratio": val_effort if predictor is not None else None,
                 "postprocess": (predictor.postprocess or {}).get("classes") if predictor is not None else None,
+                "spec_val_effort_ratio": (predictor.postprocess or {}).get("val_effort_ratio") if predictor else None,
                 "dice": round(fx.dice(proposal, truth), 4),
                 "effort": round(e, 1),
                 "scratch_effort": round(s, 1),
                 "slack_radius": fx.slack_radius(truth.shape),
                 "proposal_s": round(proposal_s, 3),
+                "withheld": bool(predictor is not None and pp.withholds(predictor.postprocess)),
+                "dice_no_gate": round(fx.dice(ungated, truth), 4),
+                "effort_no_gate": round(fx.effort(ungated, truth), 1),
                 "dice_raw": round(fx.dice(raw, truth), 4),
                 "effort_raw": round(fx.effort(raw, truth), 1),
             }
@@ -329,13 +335,15 @@ def summarise(records: list[dict]) -> dict:
     last = records[-LAST:]
     proposed = [r for r in records if r["checkpoint"] is not None]
     e_raw = float(sum(r.get("effort_raw", r["effort"]) for r in records))
-    # counterfactual: proposals withheld unless the model saved effort on the held-out images
-    gated = [r["effort"] if (r.get("checkpoint_val_effort_ratio") or 9.9) < 1.0 else r["scratch_effort"]
-             for r in records]
+    e_no_gate = float(sum(r.get("effort_no_gate", r["effort"]) for r in records))
+    # what-if: also withhold proposals of models that have not been validated yet (no held-out image)
+    strict = [r["effort"] if r.get("postprocess") is not None else r["scratch_effort"] for r in records]
     return {
         "effort_ratio": round(e / s, 4) if s > 0 else None,
+        "effort_ratio_no_gate": round(e_no_gate / s, 4) if s > 0 else None,
         "effort_ratio_raw": round(e_raw / s, 4) if s > 0 else None,
-        "effort_ratio_gated": round(sum(gated) / s, 4) if s > 0 else None,
+        "effort_ratio_strict_gate": round(sum(strict) / s, 4) if s > 0 else None,
+        "withheld": sum(1 for r in records if r.get("withheld")),
         "dice_last10_raw": round(float(np.mean([r.get("dice_raw", r["dice"]) for r in last])), 4) if last else None,
         "effort_ratio_last10": (round(sum(r["effort"] for r in last) / sum(r["scratch_effort"] for r in last), 4)
                                 if sum(r["scratch_effort"] for r in last) > 0 else None),

@@ -39,6 +39,7 @@ class Prediction:
     classes: np.ndarray  # uint8 H x W: 0 = background, 1..K = classes
     confidence: np.ndarray  # float32 H x W: the winning class's probability
     checkpoint: str | None  # which checkpoint made it (None: untrained weights)
+    withheld: bool = False  # the model's proposals cost more to correct than drawing (postprocess.py)
 
 
 def to_label(prediction: Prediction) -> np.ndarray:
@@ -178,4 +179,5 @@ class Predictor:
             classes = classes.to(torch.uint8).cpu().numpy()
             confidence = confidence.cpu().numpy()
         classes = postprocess.apply(classes, self.postprocess)
-        return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint)
+        return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint,
+                          postprocess.withholds(self.postprocess))

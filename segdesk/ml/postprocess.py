@@ -10,7 +10,10 @@ Three steps per class can remove them:
   this are filled.
 
 Which steps to use, and their thresholds, is decided on the held-out accepted images (nnU-Net's
-rule: a step is kept only if it improves Dice there). Thresholds come from the labels themselves:
+rule: a step is kept only if it improves Dice there). On the same images the post-processed
+proposals' correction effort is compared with drawing from scratch (segdesk.bench.effort, the
+product's own measure); where they cost more, ``propose`` is False and proposals are withheld until
+a later model does better. Thresholds come from the labels themselves:
 speck limits from the sizes of true objects, hole limits from the sizes of true holes, so a step
 never targets a size the labels show to be real. Areas are stored in pixels at the image's own
 resolution. numpy and OpenCV only; the result is plain JSON for checkpoint metadata.
@@ -29,6 +32,9 @@ log = logging.getLogger(__name__)
 VERSION = 1
 MIN_GAIN = 0.001  # mean validation Dice a step must add to be kept
 MIN_IMAGES = 1  # validation images needed to decide anything
+# Proposals are withheld while correcting them cost at least this fraction of drawing from scratch
+# on the held-out images (measured: docs/benchmarks.md).
+MAX_EFFORT_RATIO = 1.0
 _IGNORE = -100  # unlabelled target pixels (segdesk.ml.losses.IGNORE)
 
 
@@ -92,11 +98,20 @@ def fill_holes(classes: np.ndarray, value: int, max_area: float) -> np.ndarray:
     return classes if out is None else out
 
 
-def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0) -> np.ndarray:
-    """``classes`` (H x W, 0 = background, 1..K) after the steps in ``spec`` (None: unchanged).
+def withholds(spec: dict | None) -> bool:
+    """True when the held-out images showed this model's proposals cost more to correct than
+    drawing from scratch: the proposal is then withheld (an empty mask is returned)."""
+    return bool(spec) and spec.get("propose") is False
+
+
+def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0, gate: bool = True) -> np.ndarray:
+    """``classes`` (H x W, 0 = background, 1..K) after the steps in ``spec`` (None: unchanged);
+    all background when the spec withholds proposals (``gate`` False ignores that).
     ``area_factor`` converts the spec's areas to this array's pixels (scale**2 for a resized one)."""
     if not spec:
         return classes
+    if gate and withholds(spec):
+        return np.zeros_like(classes)
     for key, steps in (spec.get("classes") or {}).items():
         value = int(key)
         if steps.get("largest_only"):
@@ -203,5 +218,23 @@ def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scal
                                            for k, v in steps.items()}
             gains[value] = (round(base, 4), round(with_specks, 4), round(best, 4))
     spec["dice_gain"] = {str(k): v for k, v in gains.items()}
+    _gate(spec, pairs, area_scale)
     log.debug("post-processing chosen on %d images: %s", len(pairs), spec)
     return spec
+
+
+def _gate(spec: dict, pairs: list[tuple[np.ndarray, np.ndarray]], area_scale: float) -> None:
+    """Set ``propose``: do the post-processed proposals save correction effort on the held-out
+    images (segdesk.bench.effort: contour length of the error region after the slack opening)?"""
+    from segdesk.bench.effort import effort, scratch_effort  # numpy + OpenCV only
+
+    e = s = 0.0
+    for pred, target in pairs:
+        known = target != _IGNORE
+        truth = np.where(known, target, 0).astype(np.uint8)
+        shown = np.where(known, apply(pred, spec, 1.0 / area_scale, gate=False), 0).astype(np.uint8)
+        e += effort(shown, truth)
+        s += scratch_effort(truth)
+    if s > 0:
+        spec["val_effort_ratio"] = round(e / s, 4)
+        spec["propose"] = e < MAX_EFFORT_RATIO * s
