@@ -19,6 +19,17 @@ def preload_engine() -> None:
     import segdesk.ml.train  # noqa: F401
 
 
+def binding_problem() -> str | None:
+    """A known-bad Qt binding for this Python: PySide6 6.12.0 on Python < 3.12 drops references to
+    None and True on every call, and a long session aborts (found by the soak, docs/reliability.md)."""
+    import PySide6
+
+    if PySide6.__version__ == "6.12.0" and sys.version_info < (3, 12):
+        return ("PySide6 6.12.0 is installed; on this Python it crashes long sessions. "
+                "Run: pip install 'PySide6-Essentials!=6.12.0'")
+    return None
+
+
 def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     """Start the GUI, opening ``project`` (a folder) or the last project used."""
     import os
@@ -30,7 +41,7 @@ def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     ):
         raise SegdeskError("no display found: run segdesk on a desktop session, or set DISPLAY "
                            "(for example under xvfb-run)")
-    from PySide6.QtWidgets import QApplication
+    from PySide6.QtWidgets import QApplication, QMessageBox
 
     from segdesk.qt.main_window import MainWindow
 
@@ -40,6 +51,9 @@ def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     preload_engine()
     window = MainWindow()
     window.show()
+    if (problem := binding_problem()) is not None:
+        log.error("%s", problem)
+        QMessageBox.warning(window, "Update needed", problem)
     target = project or window.settings.value("last_project", "")
     if target:
         window.open_project(target)
