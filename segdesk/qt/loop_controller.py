@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from segdesk.core.project import Project
 from segdesk.qt.inference_worker import InferenceWorker
@@ -102,8 +102,8 @@ class LoopController(QObject):
             return False
         cached = self._cache.get(image_id)
         if cached is not None and cached[0] == self.active_checkpoint:
-            if not prefetch:
-                self.proposal_ready.emit(image_id, cached[1], cached[0])
+            if not prefetch:  # next turn of the event loop: the image paints first, then its proposal
+                QTimer.singleShot(0, lambda: self.proposal_ready.emit(image_id, cached[1], cached[0]))
             return True
         if prefetch and self._pending.get(image_id, (None,))[0] == self.active_checkpoint:
             return True  # already on its way
