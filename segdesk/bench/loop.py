@@ -139,33 +139,32 @@ def resolve_init(init: str) -> Path | None:
     return path
 
 
-def _choose_postprocess(predictor, trainer, n_classes: int) -> dict:
+def _choose_postprocess(predictor, trainer, n_classes: int) -> dict | None:
     """Post-processing for the predictor's checkpoint, chosen on the trainer's held-out images at
-    the working scale (what the training worker would store in the checkpoint metadata)."""
-    import torch
-
+    the working scale: what the training worker stores in a checkpoint's metadata."""
     from segdesk.ml import postprocess
-    from segdesk.ml.inference import predict_probabilities
 
-    pairs = []
-    with torch.inference_mode():
-        for _, image, target in trainer.data.validation_items():
-            probs = predict_probabilities(predictor.model, torch.from_numpy(image), predictor.tile)
-            pairs.append((probs.argmax(dim=0).to(torch.uint8).cpu().numpy(), target))
-    scale = trainer.working_scale
-    return postprocess.choose(pairs, n_classes, area_scale=1.0 / (scale * scale))
+    return postprocess.choose_for_model(predictor.model, trainer.data.validation_items(), n_classes,
+                                        trainer.working_scale, predictor.tile)
 
 
 def validation_effort(predictor, project, validation_ids: list[str]) -> float | None:
-    """sum(E) / sum(S) of the predictor's proposals on held-out accepted images, at full
-    resolution: the evidence, available to the app too, of whether its proposals save work."""
+    """sum(E) / sum(S) of the predictor's post-processed (never withheld) proposals on held-out
+    accepted images, at full resolution: a check of the gate's working-scale estimate."""
+    from segdesk.ml import postprocess
+
     e = s = 0.0
     for image_id in validation_ids:
         label = project.read_label(image_id)
         if label is None:
             continue
         truth = (label.astype(np.int16) - 1).clip(0).astype(np.uint8)
-        proposal = predictor.predict(project.read_image(project.image(image_id)).pixels).classes
+        spec, predictor.postprocess = predictor.postprocess, None
+        try:
+            raw = predictor.predict(project.read_image(project.image(image_id)).pixels).classes
+        finally:
+            predictor.postprocess = spec
+        proposal = postprocess.apply(raw, spec, gate=False)
         e += fx.effort(proposal, truth)
         s += fx.scratch_effort(truth)
     return round(e / s, 4) if s > 0 else None
@@ -344,6 +343,7 @@ def summarise(records: list[dict]) -> dict:
         "effort_ratio_raw": round(e_raw / s, 4) if s > 0 else None,
         "effort_ratio_strict_gate": round(sum(strict) / s, 4) if s > 0 else None,
         "withheld": sum(1 for r in records if r.get("withheld")),
+        "dice_last10_no_gate": round(float(np.mean([r.get("dice_no_gate", r["dice"]) for r in last])), 4) if last else None,
         "dice_last10_raw": round(float(np.mean([r.get("dice_raw", r["dice"]) for r in last])), 4) if last else None,
         "effort_ratio_last10": (round(sum(r["effort"] for r in last) / sum(r["scratch_effort"] for r in last), 4)
                                 if sum(r["scratch_effort"] for r in last) > 0 else None),
@@ -374,8 +374,11 @@ def plot(result: dict, path: Path) -> Path:
     budget_text = f"{budget['seconds']:g} s" if "seconds" in budget else f"{budget['steps']} steps"
     top = max([1.5] + [v for v in ratio if v is not None])
     panels = [
-        charts.Panel(f"{name}: Dice of each proposal (last ten mean {result['dice_last10']})",
-                     [charts.Series("Dice", [r["dice"] for r in rows])], y_range=(0.0, 1.0)),
+        charts.Panel(f"{name}: Dice of each proposal (last ten mean {result['dice_last10']}; "
+                     f"model's, never withheld: {result.get('dice_last10_no_gate')})",
+                     [charts.Series("shown", [r["dice"] for r in rows]),
+                      charts.Series("model's proposal", [r.get("dice_no_gate", r["dice"]) for r in rows])],
+                     y_range=(0.0, 1.0)),
         charts.Panel(f"correction effort / scratch effort (run ratio {result['effort_ratio']}), "
                      f"{budget_text} training per image, init {result['init']}",
                      [charts.Series("E/S per image", ratio), charts.Series("cumulative", cumulative)],

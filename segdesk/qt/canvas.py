@@ -59,6 +59,7 @@ class Canvas(QGraphicsView):
         self._path.setZValue(11)
         self.scene().addItem(self._path)
         self._pan_from: QPointF | None = None
+        self._fitted = False
         self._window_from: QPointF | None = None
         self._brush_radius = 5.0
         self._cursor_visible = True
@@ -147,9 +148,11 @@ class Canvas(QGraphicsView):
     def fit(self) -> None:
         if self._image_item is not None:
             self.fitInView(self._image_item, Qt.AspectRatioMode.KeepAspectRatio)
+            self._fitted = True
             self.zoom_changed.emit(self.zoom)
 
     def set_zoom(self, zoom: float) -> None:
+        self._fitted = False
         zoom = min(MAX_ZOOM, max(MIN_ZOOM, zoom))
         self.scale(zoom / self.zoom, zoom / self.zoom)
         self.zoom_changed.emit(self.zoom)
@@ -213,6 +216,11 @@ class Canvas(QGraphicsView):
     def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         p = self._image_pos(event)
         self.double_clicked.emit(p.x(), p.y())
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        if self._fitted:  # a fitted image stays fitted while the window is resized
+            self.fit()
 
     def leaveEvent(self, event) -> None:
         self._cursor.setVisible(False)
