@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Sequence
 
 from segdesk import __version__
+from segdesk.argtypes import positive_float as _positive_float
+from segdesk.argtypes import positive_int as _positive_int
 from segdesk.core import exchange, imageio
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import (DEFAULT_COLOURS, STATUS_ACCEPTED, STATUS_IN_PROGRESS, STATUS_NEW,
@@ -535,26 +537,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only create the demo project and print its path")
     p.add_argument("--into", metavar="DIR", help="create the demo here instead of the data folder")
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
 
 
 def _setup_logging(verbose: bool) -> tuple[logging.Handler, int]:

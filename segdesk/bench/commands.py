@@ -14,30 +14,12 @@ import sys
 from pathlib import Path
 
 from segdesk.core.errors import SegdeskError
+from segdesk.argtypes import positive_float as _positive_float
+from segdesk.argtypes import positive_int as _positive_int
 
 
 def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
-    return value
 
 
 def _sizes(text: str) -> list[int]:
