@@ -78,6 +78,7 @@ def _check_device(requested: str | None) -> str | None:
 
 
 def _load_predictor(project: Project, device: str | None, checkpoint: str | None):
+    from segdesk.ml import postprocess
     from segdesk.ml.checkpoints import CheckpointStore, check_compatible
     from segdesk.ml.inference import Predictor
 
@@ -86,6 +87,13 @@ def _load_predictor(project: Project, device: str | None, checkpoint: str | None
         raise _fail(NO_MODEL)
     predictor = Predictor.from_checkpoint(models, checkpoint_id=checkpoint, device=device)
     check_compatible(predictor.meta, project.n_classes)  # e.g. trained before classes were added
+    spec = predictor.postprocess
+    if postprocess.withholds(spec):  # the GUI shows none of its proposals; a batch run asked for masks
+        predictor.gate = False
+        ratio = spec.get("val_effort_ratio")
+        cost = f" ({ratio:.1f}x)" if isinstance(ratio, (int, float)) else ""
+        _err(f"note: model {predictor.checkpoint} is still learning: on the held-out accepted images its "
+             f"masks took more correcting than drawing{cost}. Its masks are written anyway; check them.")
     return predictor
 
 

@@ -404,3 +404,28 @@ def test_progress_bar_on_a_terminal():
     assert text.count("\r") == 3 and text.endswith("\n")
     assert "[" + "#" * 6 + "-" * 18 + "] step 5/20" in text  # a quarter done
     assert "step 20/20" in text and "Dice 0.700" in text
+
+
+def test_predict_writes_the_masks_of_a_model_the_gui_holds_back(trained, tmp_path, capsys):
+    """A model whose proposals cost more to correct than drawing shows none in the GUI; asked for
+    masks in batch, the CLI writes its real masks and says it is still learning."""
+    import shutil
+
+    proj = tmp_path / "proj"
+    shutil.copytree(trained[0], proj)
+    store = CheckpointStore(proj / "models")
+    checkpoint_id, weights, meta = store.load_current()
+    meta = {k: v for k, v in meta.items() if k not in ("id", "created", "created_iso", "weights_sha256", "weights_bytes")}
+    shown = store.save(weights, {**meta, "postprocess": {"version": 1, "classes": {}, "propose": True}})
+    held = store.save(weights, {**meta, "postprocess": {"version": 1, "classes": {}, "propose": False,
+                                                        "val_effort_ratio": 1.4}})
+    masks = {}
+    for name, cid in (("shown", shown), ("held", held)):
+        code, out, err = run(capsys, "predict", proj, "--checkpoint", cid, "--out", tmp_path / name)
+        assert code == 0, err
+        assert ("still learning" in err and "1.4x" in err) == (name == "held")
+        masks[name] = {f.name: cv2.imread(str(f), cv2.IMREAD_UNCHANGED) for f in (tmp_path / name).iterdir()}
+    assert masks["held"].keys() == masks["shown"].keys() and len(masks["held"]) == 2
+    assert any(m.any() for m in masks["shown"].values())  # not an empty-mask tie
+    for key, mask in masks["held"].items():
+        assert np.array_equal(mask, masks["shown"][key])

@@ -169,3 +169,46 @@ def test_unusable_gpu_is_reported_once_with_a_fix(qtbot, tmp_path, messages, mon
     qtbot.waitUntil(lambda: w.status.device.text().startswith("device: CPU"), timeout=10000)
     assert sum(problem in m for _t, m in messages) == 1
     w.close()
+
+
+def test_a_model_that_costs_more_than_drawing_shows_no_proposal_and_says_why(qtbot, tmp_path, messages):
+    """A checkpoint whose held-out proposals took more correcting than drawing (postprocess gate)
+    withholds them: Segment says so instead of painting an empty or wrong mask; a later model that
+    saves work proposes again."""
+    import torch
+
+    from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.ml.unet import UNet
+
+    write_disc_image(tmp_path / "a.png")
+    project = Project.create(tmp_path / "proj", ["disc"])
+    project.add_images([tmp_path / "a.png"])
+    project.settings["auto_train_after"] = 1000  # no training in this test
+    project.save()
+    torch.manual_seed(0)
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    meta = {"arch": model.arch_dict(), "classes": ["disc"], "normalisation": "percentile-0.5-99.5",
+            "working_scale": 1.0, "step": 1}
+    store = CheckpointStore(project.root / "models")
+    proposes = store.save(model.state_dict(), {**meta, "postprocess": {"version": 1, "classes": {}, "propose": True}})
+    learning = store.save(model.state_dict(), {**meta, "postprocess": {
+        "version": 1, "classes": {}, "propose": False, "val_effort_ratio": 1.62}})
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu",
+                   train_config=TrainConfig(depth=2, base_width=4, crop_size=32))
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.loop.active_checkpoint == learning, timeout=30_000)
+    top = w.models_panel.tree.topLevelItem(0)
+    assert top.text(0) == f"{learning}  ◀ learning"
+    QTest.keyClick(w, Qt.Key.Key_S)
+    qtbot.waitUntil(lambda: "still learning" in w.statusBar().currentMessage(), timeout=5000)
+    assert "1.6x the work of drawing" in w.statusBar().currentMessage()
+    qtbot.wait(300)
+    assert w.current.proposal is None and w.canvas._proposal is None
+    w.loop.use_checkpoint(proposes)  # rollback to the model that saves work
+    qtbot.waitUntil(lambda: w.loop.active_checkpoint == proposes, timeout=30_000)
+    QTest.keyClick(w, Qt.Key.Key_S)
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=30_000)
+    assert w.current.proposal_checkpoint == proposes
+    w.close()

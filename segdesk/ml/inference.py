@@ -119,6 +119,9 @@ class Predictor:
         self.working_scale = float(meta.get("working_scale") or 1.0)
         self.tile = int(tile)
         self.postprocess: dict | None = meta.get("postprocess")  # chosen on validation (postprocess.py)
+        # False: return the model's masks even when the spec withholds proposals (batch prediction
+        # asks for masks; the gate is about what a person must correct by hand)
+        self.gate = True
         if meta.get("normalisation", NORMALISATION) != NORMALISATION:
             raise CheckpointError(f"Unknown input normalisation {meta.get('normalisation')!r}.")
         model = model.to(self.device).eval()
@@ -178,6 +181,6 @@ class Predictor:
             confidence, classes = probs.max(dim=0)
             classes = classes.to(torch.uint8).cpu().numpy()
             confidence = confidence.cpu().numpy()
-        classes = postprocess.apply(classes, self.postprocess)
+        classes = postprocess.apply(classes, self.postprocess, gate=self.gate)
         return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint,
-                          postprocess.withholds(self.postprocess))
+                          self.gate and postprocess.withholds(self.postprocess))

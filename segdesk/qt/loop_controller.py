@@ -15,6 +15,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from segdesk.core.project import Project
+from segdesk.ml import postprocess
 from segdesk.qt.inference_worker import InferenceWorker
 from segdesk.qt.models_panel import ModelsPanel
 from segdesk.qt.training_panel import TrainingPanel
@@ -100,6 +101,10 @@ class LoopController(QObject):
                 n = self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START)
                 self.message.emit(f"No trained model yet: accept {n} images and training starts by itself.")
             return False
+        reason = self.withheld_reason()
+        if reason:  # told for prefetches too: the window shows it only for the image on screen
+            self.proposal_failed.emit(image_id, reason)
+            return False
         cached = self._cache.get(image_id)
         if cached is not None and cached[0] == self.active_checkpoint:
             if not prefetch:  # next turn of the event loop: the image paints first, then its proposal
@@ -115,6 +120,19 @@ class LoopController(QObject):
         frame = -1 if entry.frame is None else entry.frame
         self._request.emit(self._next_id, image_id, path, frame, prefetch)
         return True
+
+    def withheld_reason(self) -> str:
+        """Why the active model shows no proposals, or "" when it does. A model whose proposals
+        took more correcting than drawing on the held-out accepted images withholds them
+        (segdesk.ml.postprocess), so the user draws instead of erasing a wrong mask."""
+        meta = next((m for m in self._checkpoints if m.get("id") == self.active_checkpoint), None)
+        spec = (meta or {}).get("postprocess")
+        if not isinstance(spec, dict) or not postprocess.withholds(spec):
+            return ""
+        ratio = spec.get("val_effort_ratio")
+        cost = f"{ratio:.1f}x the work of drawing" if isinstance(ratio, (int, float)) else "more work than drawing"
+        return (f"model {self.active_checkpoint} is still learning: correcting its proposals took {cost} on "
+                f"your held-out images. Draw this one; each accept teaches it.")
 
     def cached(self, image_id: str) -> tuple[str, np.ndarray] | None:
         hit = self._cache.get(image_id)
@@ -161,7 +179,10 @@ class LoopController(QObject):
         self.active_checkpoint = checkpoint_id
         self.device_named.emit(device_name)
         self._refresh_models()
-        self.message.emit(f"Model {checkpoint_id} proposes now.")
+        if self.withheld_reason():
+            self.message.emit(f"Model {checkpoint_id} is still learning: it shows no proposals yet.")
+        else:
+            self.message.emit(f"Model {checkpoint_id} proposes now.")
         self.checkpoint_changed.emit(checkpoint_id)
 
     def _on_model_failed(self, checkpoint_id: str, message: str) -> None:

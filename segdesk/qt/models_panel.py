@@ -7,6 +7,8 @@ import time
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
 
+from segdesk.ml import postprocess
+
 
 class ModelsPanel(QWidget):
     use_requested = Signal(str)  # checkpoint id chosen by the user (rollback)
@@ -34,13 +36,18 @@ class ModelsPanel(QWidget):
         self.tree.clear()
         for meta in reversed(metas):  # newest first
             dice = meta.get("val_dice")
+            spec = meta.get("postprocess")
+            withholds = isinstance(spec, dict) and postprocess.withholds(spec)
             item = QTreeWidgetItem([
-                meta["id"] + ("  ◀ proposing" if meta["id"] == active else ""),
+                meta["id"] + _state(meta["id"] == active, withholds),
                 time.strftime("%H:%M:%S", time.localtime(meta.get("created", 0))),
                 "–" if dice is None else f"{dice:.3f}",
                 str(meta.get("n_train_images", "–")),
             ])
             item.setData(0, Qt.ItemDataRole.UserRole, meta["id"])
+            if withholds:
+                item.setToolTip(0, "Still learning: its proposals took more correcting than drawing on the "
+                                   "held-out images, so it shows none.")
             self.tree.addTopLevelItem(item)
         for col in range(4):
             self.tree.resizeColumnToContents(col)
@@ -50,3 +57,9 @@ class ModelsPanel(QWidget):
             checkpoint_id = item.data(0, Qt.ItemDataRole.UserRole)
             self.follow.setChecked(False)  # the user chose a version: stop following the newest
             self.use_requested.emit(checkpoint_id)
+
+
+def _state(active: bool, withholds: bool) -> str:
+    if active:
+        return "  ◀ learning" if withholds else "  ◀ proposing"
+    return "  (learning)" if withholds else ""
