@@ -41,20 +41,10 @@ def resources_dir() -> Path:
 
 
 def demo_model_dir() -> Path:
-    """The models folder of the bundled nuclei model (dsb2018, CC0)."""
+    """The models folder of the bundled nuclei model (dsb2018, CC0). It is the demo's model and
+    what ``segdesk bench loop --init starter`` starts from; new projects start from fresh weights,
+    because starting from it did not help on the other modalities (docs/benchmarks.md)."""
     return resources_dir() / "models" / "nuclei"
-
-
-def starter_models_dir() -> Path | None:
-    """The models folder new projects may start from, or None when segdesk ships no starter.
-
-    The bundled nuclei model is offered as the starter only where the benchmarks showed that
-    starting from it helps (docs/benchmarks.md); a ``STARTER`` marker file in its folder says so."""
-    try:
-        folder = demo_model_dir()
-    except SegdeskError:
-        return None
-    return folder if (folder / "STARTER").is_file() else None
 
 
 def data_home() -> Path:
@@ -157,17 +147,6 @@ def _install_model(models_source: Path, models_target: Path) -> str:
     meta = {k: v for k, v in meta.items() if k not in drop}
     meta["parent"] = f"bundled:{models_source.name}/{checkpoint_id}"
     return CheckpointStore(models_target).save(state_dict, meta)
-
-
-def install_starter(project_root: str | Path) -> str | None:
-    """Seed a new project's models folder with the starter model, if segdesk ships one and the
-    project has one class. Returns the checkpoint id, or None when nothing was installed."""
-    from segdesk.core.project import Project
-
-    folder = starter_models_dir()
-    if folder is None or Project.open(project_root, clean=False).n_classes != 1:
-        return None
-    return _install_model(folder, Path(project_root) / "models")
 
 
 def latest_worked_on(parent: Path | None = None) -> Path | None:

@@ -103,11 +103,7 @@ def test_init_names_scratch_starter_or_a_models_folder(tmp_path):
     from segdesk.core.errors import SegdeskError
 
     assert loop.resolve_init("scratch") is None
-    if demo.starter_models_dir() is None:  # segdesk ships no starter for new projects
-        with pytest.raises(SegdeskError, match="no bundled starter"):
-            loop.resolve_init("starter")
-    else:
-        assert loop.resolve_init("starter").is_dir()
+    assert loop.resolve_init("starter") == demo.demo_model_dir()
     assert loop.resolve_init(str(demo.demo_model_dir())) == demo.demo_model_dir()
     with pytest.raises(SegdeskError, match="scratch, starter or a models folder"):
         loop.resolve_init(str(tmp_path / "nowhere"))

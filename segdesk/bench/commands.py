@@ -162,8 +162,8 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
                    help="train S steps after each image instead of T seconds (machine-independent)")
     p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--init", default="scratch", metavar="scratch|starter|DIR",
-                   help="start from fresh weights (default), the bundled starter model, or the "
-                        "current checkpoint of a models folder")
+                   help="start from fresh weights (default, as new projects do), the bundled nuclei "
+                        "model (dsb2018), or the current checkpoint of a models folder")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="image order and training seed (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="training setting to change, e.g. --set lr=3e-3 --set base_width=8 (repeatable)")

@@ -121,16 +121,13 @@ def _seed_from(source, store) -> str:
 
 
 def resolve_init(init: str) -> Path | None:
-    """None for "scratch"; the bundled starter's models folder for "starter"; else a folder."""
+    """None for "scratch"; the bundled nuclei model's folder for "starter"; else a models folder."""
     if init in (None, "", "scratch"):
         return None
     if init == "starter":
-        from segdesk.demo import starter_models_dir
+        from segdesk.demo import demo_model_dir
 
-        path = starter_models_dir()
-        if path is None:
-            raise SegdeskError("This segdesk has no bundled starter model.")
-        return path
+        return demo_model_dir()
     path = Path(init).expanduser()
     if path.is_file():
         path = path.parent
