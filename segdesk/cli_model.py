@@ -1,0 +1,250 @@
+"""Model commands: train (with its progress report and Ctrl-C handling) and predict. torch and
+segdesk.ml are imported inside the functions, so importing this module stays light."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+from segdesk.cli_common import EXIT_OK, _err, _fail, log
+from segdesk.core import exchange, imageio
+from segdesk.core.errors import SegdeskError
+from segdesk.core.project import STATUS_ACCEPTED, Project, file_sha256
+
+NO_MODEL = "no trained model yet: run segdesk train first"
+
+
+def _check_device(requested: str | None) -> str | None:
+    """Fail early, with ml's message, for a device that does not exist here."""
+    from segdesk.ml.device import pick_device
+
+    return str(pick_device(requested))
+
+
+def _load_predictor(project: Project, device: str | None, checkpoint: str | None):
+    from segdesk.ml import postprocess
+    from segdesk.ml.checkpoints import CheckpointStore, check_compatible
+    from segdesk.ml.inference import Predictor
+
+    models = project.root / "models"
+    if checkpoint is None and not CheckpointStore(models).list():
+        raise _fail(NO_MODEL)
+    predictor = Predictor.from_checkpoint(models, checkpoint_id=checkpoint, device=device)
+    check_compatible(predictor.meta, project.n_classes)  # e.g. trained before classes were added
+    spec = predictor.postprocess
+    if postprocess.withholds(spec):  # the GUI shows none of its proposals; a batch run asked for masks
+        predictor.gate = False
+        ratio = spec.get("val_effort_ratio")
+        cost = f" ({ratio:.1f}x)" if isinstance(ratio, (int, float)) else ""
+        _err(f"note: model {predictor.checkpoint} is still learning: on the held-out accepted images its "
+             f"masks took more correcting than drawing{cost}. Its masks are written anyway; check them.")
+    return predictor
+
+
+class _TrainReport:
+    """Progress to stderr: a redrawn bar on a terminal, else one line per validation."""
+
+    WIDTH = 24
+
+    def __init__(self, stream, start_step: int, val_every: int,
+                 max_steps: int | None, max_seconds: float | None):
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.start_step, self.val_every = start_step, val_every
+        self.max_steps, self.max_seconds = max_steps, max_seconds
+        self.start = time.monotonic()
+        self.drawn = False
+
+    def __call__(self, p) -> None:
+        if self.tty:
+            self._bar(p)
+            return
+        from segdesk.ml.train import IMPROVED, WAITING
+
+        steps = p.step - self.start_step
+        validated = p.state == IMPROVED or (steps > 0 and (steps % self.val_every == 0
+                                                           or steps == self.max_steps))
+        if p.state == WAITING:
+            print(WAITING, file=self.stream, flush=True)
+        elif validated:
+            saved = f", saved checkpoint {p.checkpoint}" if p.state == IMPROVED else ""
+            print(f"step {p.step}: loss {_fmt(p.loss)}, validation Dice {_fmt(p.val_dice)}{saved}",
+                  file=self.stream, flush=True)
+
+    def _bar(self, p) -> None:
+        elapsed = time.monotonic() - self.start
+        steps = p.step - self.start_step
+        if self.max_steps:
+            frac, where = steps / self.max_steps, f"step {steps}/{self.max_steps}"
+        elif self.max_seconds:
+            frac, where = elapsed / self.max_seconds, f"step {steps} {elapsed:.0f}/{self.max_seconds:.0f}s"
+        else:
+            frac, where = 0.0, f"step {steps} {elapsed:.0f}s"
+        filled = int(self.WIDTH * min(max(frac, 0.0), 1.0))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        speed = f"  {p.images_per_s:.1f} img/s" if p.images_per_s else ""
+        line = f"\r[{bar}] {where}  loss {_fmt(p.loss)}  Dice {_fmt(p.val_dice)}{speed}"
+        self.stream.write(line.ljust(79))
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _fmt(value) -> str:
+    return "-" if value is None or value != value else f"{value:.3f}"
+
+
+class _StopOnInterrupt:
+    """First Ctrl-C asks the trainer to stop after its current step; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        _err("stopping after this step (Ctrl-C again to abort)")
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+
+def cmd_train(args) -> int:
+    project = Project.open(args.project)
+    device = _check_device(args.device)
+    from segdesk.ml.config import TrainConfig
+    from segdesk.ml.train import Trainer
+
+    overrides = {k: v for k, v in (("crop_size", args.crop), ("batch_size", args.batch),
+                                   ("lr", args.lr), ("base_width", args.base_width),
+                                   ("depth", args.depth), ("val_every", args.val_every))
+                 if v is not None}
+    try:
+        config = TrainConfig(**overrides)
+    except (TypeError, ValueError) as exc:
+        raise _fail(f"invalid training option: {exc}") from exc
+    trainer = Trainer(project.root, config, device=device,
+                      init=None if args.from_scratch else "current")
+    if not trainer.has_data:
+        raise _fail("no labels to train on yet: accept or correct some images, "
+                    "or run segdesk import-labels first")
+    parent = trainer.parent
+    max_seconds = args.minutes * 60 if args.minutes is not None else None
+    report = _TrainReport(sys.stderr, trainer.progress("training").step, config.val_every,
+                          args.steps, max_seconds)
+    log.info("training %s on %s from %s with %s", project.name, device, parent or "fresh weights", config)
+    with _StopOnInterrupt() as stop:
+        try:
+            result = trainer.run(max_steps=args.steps, max_seconds=max_seconds,
+                                 on_progress=report, should_stop=lambda: stop.requested)
+        finally:
+            report.close()
+    steps = result.step - report.start_step
+    if result.checkpoint is None:
+        print(f"trained {steps} steps; no checkpoint saved yet (validation Dice {_fmt(result.val_dice)})")
+        return EXIT_OK
+    from segdesk.ml.checkpoints import CheckpointStore
+
+    meta = next((m for m in CheckpointStore(project.root / "models").list()
+                 if m["id"] == result.checkpoint), {})
+    dice, per_class = meta.get("val_dice"), meta.get("val_dice_per_class")
+    if "val_dice" not in meta:
+        dice, per_class = result.val_dice, result.val_dice_per_class
+    unchanged = " (no improvement, unchanged)" if result.checkpoint == parent else ""
+    print(f"trained {steps} steps; checkpoint {result.checkpoint}{unchanged}; "
+          f"validation Dice {_fmt(dice)}")
+    if per_class:
+        print("  " + ", ".join(f"{c.name} {_fmt(v)}" for c, v in zip(project.classes, per_class)))
+    return EXIT_OK
+
+
+def _expand_files(paths: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:
+    files, skipped = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*")
+                            if f.is_file() and f.suffix.lower() in imageio.SUPPORTED_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            skipped.append((str(p), "no such file or folder"))
+    return files, skipped
+
+
+def cmd_predict(args) -> int:
+    project = Project.open(args.project)
+    if args.files and not args.out:
+        raise _fail("--out DIR is required when predicting FILES")
+    device = _check_device(args.device)
+    out = exchange.prepare_out_dir(args.out) if args.out else None
+    predictor = _load_predictor(project, device, args.checkpoint)
+    if args.files:
+        return _predict_files(predictor, args.files, out)
+    names = exchange.export_names(project.images)
+    todo = [e for e in project.images if e.status != STATUS_ACCEPTED]
+    done, skipped = 0, []
+    checkpoint = None
+    for entry in todo:
+        try:
+            image = project.read_image(entry)
+        except SegdeskError as exc:
+            skipped.append((entry.source, str(exc)))
+            continue
+        pred = predictor.predict(image.pixels)
+        checkpoint = pred.checkpoint
+        project.save_proposal(entry.id, exchange.prediction_to_label(pred.classes), pred.checkpoint)
+        if out is not None:
+            exchange.write_mask(out / names[entry.id], pred.classes)
+        done += 1
+        log.debug("proposal for %s", entry.id)
+    for path, reason in skipped:
+        _err(f"skipped {path}: {reason}")
+    where = f"; masks in {out}" if out is not None else ""
+    print(f"stored {done} proposal{'s' if done != 1 else ''} from checkpoint {checkpoint or '-'}{where}"
+          + (f", skipped {len(skipped)}" if skipped else ""))
+    return EXIT_OK
+
+
+def _predict_files(predictor, paths: Sequence[str], out: Path) -> int:
+    files, skipped = _expand_files(paths)
+    stems = [f.stem.lower() for f in files]
+    done, checkpoint, written = 0, None, set()
+    for f in files:
+        try:
+            image = imageio.read_image(f)
+        except SegdeskError as exc:
+            skipped.append((str(f), str(exc)))
+            continue
+        name = f.stem
+        if stems.count(name.lower()) > 1:  # same stem in different folders: add the content hash
+            name = f"{name}-{file_sha256(f)[:8]}"
+        if name.lower() in written:
+            skipped.append((str(f), "same content as another file given"))
+            continue
+        pred = predictor.predict(image.pixels)
+        checkpoint = pred.checkpoint
+        exchange.write_mask(out / (name + exchange.MASK_SUFFIX), pred.classes)
+        written.add(name.lower())
+        done += 1
+    for path, reason in skipped:
+        _err(f"skipped {path}: {reason}")
+    print(f"wrote {done} mask{'s' if done != 1 else ''} to {out} from checkpoint {checkpoint or '-'}"
+          + (f", skipped {len(skipped)}" if skipped else ""))
+    return EXIT_OK
