@@ -31,7 +31,7 @@ def test_tiles_blend_to_the_untiled_result():
     predictor = Predictor(PixelModel(), meta, device="cpu")
     pixels = np.random.default_rng(0).integers(0, 4000, (70, 90)).astype(np.uint16)
     whole = predictor.predict(pixels, tile=128)
-    tiled = predictor.predict(pixels, tile=32)  # 3 x 4 overlapping tiles
+    tiled = predictor.predict(pixels, tile=16)  # 5 x 7 overlapping tiles: more pixels than 4 tiles
     # identical per-tile probabilities, so the weighted average differs only by float rounding
     np.testing.assert_allclose(tiled.confidence, whole.confidence, atol=1e-5)
     assert np.array_equal(tiled.classes, whole.classes)
@@ -54,6 +54,28 @@ def test_working_scale_and_output_shape():
 def test_large_image_is_tiled_and_covered():
     predictor = Predictor.untrained(n_classes=1, config=TrainConfig(depth=2, base_width=4), device="cpu")
     pixels = np.random.default_rng(2).random((150, 40)).astype(np.float32)
-    prediction = predictor.predict(pixels, tile=64)
+    prediction = predictor.predict(pixels, tile=32)  # 6000 px: more than a batch of 4 tiles
     assert prediction.classes.shape == (150, 40)
     assert np.isfinite(prediction.confidence).all() and prediction.confidence.min() >= 0.5 - 1e-6
+
+
+class ShapeRecorder(PixelModel):
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape))
+        return super().forward(x)
+
+
+def test_an_image_that_fits_one_batch_of_tiles_goes_in_one_piece():
+    """Overlapping tiles would cost more compute for the same memory; beyond a batch, tiles."""
+    meta = {"id": "0001", "normalisation": NORMALISATION, "working_scale": 1.0}
+    model = ShapeRecorder()
+    predictor = Predictor(model, meta, device="cpu")
+    predictor.predict(np.zeros((60, 64), np.uint8), tile=32)  # 3840 px <= 4 x 32 x 32
+    assert model.shapes == [(1, 3, 60, 64)]
+    model.shapes.clear()
+    predictor.predict(np.zeros((70, 64), np.uint8), tile=32)  # 4480 px: 3 x 3 overlapping tiles of 32
+    assert [s[1:] for s in model.shapes] == [(3, 32, 32)] * 3 and sum(s[0] for s in model.shapes) == 9
