@@ -58,6 +58,25 @@ def test_checkpoint_metadata_is_enough_to_predict(trained):
     assert meta["step"] <= 200 and meta["device"].startswith("CPU")
 
 
+def test_checkpoints_carry_post_processing_chosen_on_held_out_images(trained, tmp_path):
+    """The trainer judges each checkpoint it saves on the held-out images: a model that learnt
+    the discs proposes (effort well under drawing); untrained weights withhold their proposals."""
+    project, trainer, progress = trained
+    spec = CheckpointStore(project.root / "models").load(progress.checkpoint)[1]["postprocess"]
+    assert spec["n_images"] == len(trainer.data.validation_ids) >= 1
+    assert spec["propose"] is True and 0 <= spec["val_effort_ratio"] < 0.5
+    assert Predictor.from_checkpoint(project.root / "models", device="cpu").postprocess == spec
+
+    fresh, _ = make_project(tmp_path, 16, size=64, seed=0)
+    untrained = Trainer(fresh.root, TrainConfig(**TINY), device="cpu")
+    checkpoint_id = untrained.save_checkpoint(*untrained.validate())
+    spec = CheckpointStore(fresh.root / "models").load(checkpoint_id)[1]["postprocess"]
+    assert spec["propose"] is False and spec["val_effort_ratio"] >= 1.0
+    predictor = Predictor.from_checkpoint(fresh.root / "models", device="cpu")
+    prediction = predictor.predict(make_sample(np.random.default_rng(5), 64)[0])
+    assert prediction.withheld and not prediction.classes.any()
+
+
 def test_new_trainer_continues_from_current(trained):
     project, _, progress = trained
     trainer = Trainer(project.root, TrainConfig(**TINY), device="cpu")

@@ -16,10 +16,10 @@ the last ten proposals, and the time spent. Training runs on the same number of 
 the app (all cores but one), so seconds-budget figures depend on the machine and its load; a
 steps budget makes runs comparable across machines.
 
-Post-processing (segdesk.ml.postprocess) is chosen for each new checkpoint on the trainer's
-held-out accepted images, as nnU-Net chooses it; a checkpoint that already carries a choice in its
-metadata keeps it. That choice also withholds proposals while, on the held-out images, they cost
-more to correct than drawing from scratch. Each image records the shown proposal's figures and
+Post-processing (segdesk.ml.postprocess) is chosen by the trainer for each checkpoint it saves, on
+its held-out accepted images, as nnU-Net chooses it, and stored in the checkpoint's metadata. That
+choice also withholds proposals while, on the held-out images, they cost more to correct than
+drawing from scratch. Each image records the shown proposal's figures and
 those without the gate (``*_no_gate``) and without any post-processing (``*_raw``), so one run
 measures all three.
 """
@@ -136,15 +136,6 @@ def resolve_init(init: str) -> Path | None:
     return path
 
 
-def _choose_postprocess(predictor, trainer, n_classes: int) -> dict | None:
-    """Post-processing for the predictor's checkpoint, chosen on the trainer's held-out images at
-    the working scale: what the training worker stores in a checkpoint's metadata."""
-    from segdesk.ml import postprocess
-
-    return postprocess.choose_for_model(predictor.model, trainer.data.validation_items(), n_classes,
-                                        trainer.working_scale, predictor.tile)
-
-
 def validation_effort(predictor, project, validation_ids: list[str]) -> float | None:
     """sum(E) / sum(S) of the predictor's post-processed (never withheld) proposals on held-out
     accepted images, at full resolution: a check of the gate's working-scale estimate."""
@@ -239,8 +230,8 @@ def run(
                 loaded_id = predictor.checkpoint
                 if not postprocess:
                     predictor.postprocess = None
-                elif predictor.postprocess is None and trainer.data.validation_ids:
-                    chosen_post[loaded_id] = predictor.postprocess = _choose_postprocess(predictor, trainer, n_classes)
+                elif predictor.postprocess is not None:  # chosen by the trainer when it saved the checkpoint
+                    chosen_post[loaded_id] = predictor.postprocess
                 val_effort = validation_effort(predictor, project, trainer.data.validation_ids)
             t0 = time.perf_counter()
             if predictor is None:

@@ -240,26 +240,8 @@ def _gate(spec: dict, pairs: list[tuple[np.ndarray, np.ndarray]], area_scale: fl
         spec["propose"] = e < MAX_EFFORT_RATIO * s
 
 
-def choose_for_model(model, validation_items, n_classes: int, working_scale: float, tile: int = 512) -> dict | None:
-    """``choose`` on a model's own predictions for held-out items (image id, 3 x H x W input,
-    target at the working scale), as ``LabelledSet.validation_items`` yields them. For the
-    training worker to store in a new checkpoint's metadata (key "postprocess"), which
-    ``Predictor`` then applies. None without held-out items."""
-    import torch
-
-    from segdesk.ml.inference import predict_probabilities  # not at module level: inference imports this
-
-    pairs = []
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for _, image, target in validation_items:
-                probs = predict_probabilities(model, torch.from_numpy(image), tile)
-                pairs.append((probs.argmax(dim=0).to(torch.uint8).cpu().numpy(), target))
-    finally:
-        model.train(was_training)
-    if not pairs:
-        return None
-    return choose(pairs, n_classes, area_scale=1.0 / (working_scale * working_scale))
+def unvalidated() -> dict | None:
+    """The spec for a model that has no held-out image to be judged on yet (fewer than 3 accepted
+    images): None, proposals shown as they are."""
+    return None
 

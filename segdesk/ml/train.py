@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from segdesk.core.errors import CheckpointError, SegdeskError
+from segdesk.ml import postprocess
 from segdesk.core.project import Project
 from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.config import TrainConfig
@@ -40,6 +41,7 @@ _PROGRESS_EVERY = 5  # steps between on_progress calls (besides validations)
 _GRAD_CLIP = 12.0  # as nnU-Net
 _WAIT_POLL_S = 2.0  # how often to look for labels while waiting
 _VALIDATION_TILE = 512
+_POSTPROCESS_IMAGES = 32  # held-out predictions kept to choose post-processing from (memory bound)
 
 
 @dataclass
@@ -104,6 +106,7 @@ class Trainer:
         self.images_per_s = 0.0
         self.bad_validations = 0
         self.last_val: tuple[float | None, list[float | None] | None] = (None, None)
+        self._val_pairs: list[tuple[np.ndarray, np.ndarray]] = []  # the last validation's (prediction, target)
 
     # ----- set-up
 
@@ -248,11 +251,14 @@ class Trainer:
         present in its truth; the mean is over images, per class over images showing that class."""
         per_image: list[float] = []
         per_class: list[list[float]] = [[] for _ in range(self.n_classes)]
+        self._val_pairs = []
         self.model.eval()
         with torch.inference_mode():
             for _, image, target in self.data.validation_items():
                 probs = predict_probabilities(self.model, torch.from_numpy(image), _VALIDATION_TILE)
                 classes = probs.argmax(dim=0).cpu().numpy()
+                if len(self._val_pairs) < _POSTPROCESS_IMAGES:
+                    self._val_pairs.append((classes.astype(np.uint8), target.astype(np.int16)))
                 scores = dice_scores(classes, target, self.n_classes)
                 present = [s for s in scores if s is not None]
                 if present:
@@ -282,6 +288,7 @@ class Trainer:
             "device": device_name(self.device),
             "parent": self.parent,
             "torch": torch.__version__,
+            "postprocess": self._choose_postprocess(),
         }
         checkpoint_id = self.store.save(self.model.state_dict(), meta)
         self.last_checkpoint = checkpoint_id
@@ -290,6 +297,19 @@ class Trainer:
             "checkpoint", id=checkpoint_id, step=meta["step"], val_dice=val_dice, train_loss=self.smoothed_loss
         )
         return checkpoint_id
+
+    def _choose_postprocess(self) -> dict | None:
+        """Post-processing and the show-or-withhold decision for the checkpoint about to be saved,
+        from its predictions on the held-out images (segdesk.ml.postprocess); the Predictor applies
+        it. A failure here costs the checkpoint its post-processing, never the checkpoint."""
+        pairs, self._val_pairs = self._val_pairs, []
+        if not pairs:
+            return postprocess.unvalidated()
+        try:
+            return postprocess.choose(pairs, self.n_classes, area_scale=1.0 / self.working_scale**2)
+        except Exception:  # noqa: BLE001 - e.g. OpenCV on an odd array; proposals stay as they are
+            log.exception("choosing post-processing failed")
+            return None
 
     def _validate_and_keep(self) -> bool:
         """Validate; write a checkpoint if the model improved. Returns whether it did."""
