@@ -38,10 +38,8 @@ def _load_predictor(project: Project, device: str | None, checkpoint: str | None
     spec = predictor.postprocess
     if postprocess.withholds(spec):  # the GUI shows none of its proposals; a batch run asked for masks
         predictor.gate = False
-        ratio = spec.get("val_effort_ratio")
-        cost = f" ({ratio:.1f}x)" if isinstance(ratio, (int, float)) else ""
-        _err(f"note: model {predictor.checkpoint} is still learning: on the held-out accepted images its "
-             f"masks took more correcting than drawing{cost}. Its masks are written anyway; check them.")
+        _err(f"note: model {predictor.checkpoint} is still learning: {postprocess.why_withheld(spec)}. "
+             f"Its masks are written anyway; check them.")
     return predictor
 
 

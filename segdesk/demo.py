@@ -192,14 +192,15 @@ def run_gui(into: str | Path | None = None) -> int:
 
 # ----- building the bundled project (maintainers)
 
-N_GRAY, N_COLOUR, N_ACCEPTED = 9, 3, 2
+N_GRAY, N_COLOUR, N_ACCEPTED = 9, 3, 3
 
 
 def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> Path:
     """Rebuild ``segdesk/resources/demo/project`` from a dsb2018_nuclei folder (images/, masks/,
     instances/): 9 fluorescence images of 256 x 256 (stored as 8-bit gray) and 3 brightfield /
     histology images of 320 x 256 (RGB; the constant alpha channel dropped), each with 10 to 80
-    nuclei; the first two accepted from their true masks. Returns the project folder."""
+    nuclei; the first three accepted from their true masks (from three on, the trainer holds one
+    out to judge its models by). Returns the project folder."""
     import cv2
     import numpy as np
 

@@ -124,6 +124,13 @@ def test_without_validation_images_loss_decides(tmp_path):
     assert progress.val_dice is None and saved[0]["val_dice"] is None
     losses = [m["train_loss"] for m in saved]
     assert all(b < 0.95 * a for a, b in zip(losses, losses[1:]))  # each one > 5% better
+    # nothing held out to judge them on: their proposals are withheld, and the user is told why
+    from segdesk.ml import postprocess
+
+    spec = saved[-1]["postprocess"]
+    assert postprocess.withholds(spec) and spec["accepted_needed"] == 3
+    assert postprocess.why_withheld(spec) == ("it has not been checked on a held-out accepted image yet "
+                                              "(that takes 3 accepted images)")
 
 
 def test_patience_ends_open_ended_run(small):

@@ -323,13 +323,10 @@ def summarise(records: list[dict]) -> dict:
     proposed = [r for r in records if r["checkpoint"] is not None]
     e_raw = float(sum(r.get("effort_raw", r["effort"]) for r in records))
     e_no_gate = float(sum(r.get("effort_no_gate", r["effort"]) for r in records))
-    # what-if: also withhold proposals of models that have not been validated yet (no held-out image)
-    strict = [r["effort"] if r.get("postprocess") is not None else r["scratch_effort"] for r in records]
     return {
         "effort_ratio": round(e / s, 4) if s > 0 else None,
         "effort_ratio_no_gate": round(e_no_gate / s, 4) if s > 0 else None,
         "effort_ratio_raw": round(e_raw / s, 4) if s > 0 else None,
-        "effort_ratio_strict_gate": round(sum(strict) / s, 4) if s > 0 else None,
         "withheld": sum(1 for r in records if r.get("withheld")),
         "dice_last10_no_gate": round(float(np.mean([r.get("dice_no_gate", r["dice"]) for r in last])), 4) if last else None,
         "dice_last10_raw": round(float(np.mean([r.get("dice_raw", r["dice"]) for r in last])), 4) if last else None,

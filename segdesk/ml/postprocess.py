@@ -240,8 +240,20 @@ def _gate(spec: dict, pairs: list[tuple[np.ndarray, np.ndarray]], area_scale: fl
         spec["propose"] = e < MAX_EFFORT_RATIO * s
 
 
-def unvalidated() -> dict | None:
-    """The spec for a model that has no held-out image to be judged on yet (fewer than 3 accepted
-    images): None, proposals shown as they are."""
-    return None
+def unvalidated(accepted_needed: int) -> dict:
+    """The spec for a model with no held-out image to be judged on yet: proposals withheld.
 
+    Measured (docs/benchmarks.md): showing such early proposals cost more than it saved on two of
+    the three shared sets (one wrong proposal cost 34x drawing its image), while withholding costs
+    at most one drawing per image, and only until the project has ``accepted_needed`` images."""
+    return {"version": VERSION, "classes": {}, "n_images": 0, "propose": False, "accepted_needed": accepted_needed}
+
+
+def why_withheld(spec: dict) -> str:
+    """For the user: why a withholding spec shows no proposals (after "model N is still learning: ")."""
+    ratio = spec.get("val_effort_ratio")
+    if isinstance(ratio, (int, float)):
+        return f"correcting its proposals took {ratio:.1f}x the work of drawing on your held-out images"
+    needed = spec.get("accepted_needed")
+    when = f" (that takes {needed} accepted images)" if isinstance(needed, int) else ""
+    return f"it has not been checked on a held-out accepted image yet{when}"

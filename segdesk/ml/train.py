@@ -23,7 +23,7 @@ from segdesk.ml import postprocess
 from segdesk.core.project import Project
 from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.config import TrainConfig
-from segdesk.ml.data import LabelledSet, label_signature
+from segdesk.ml.data import MIN_ACCEPTED_FOR_VALIDATION, LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
 from segdesk.ml.inference import autocast, predict_probabilities
 from segdesk.ml.losses import IGNORE, masked_ce_dice
@@ -304,7 +304,7 @@ class Trainer:
         it. A failure here costs the checkpoint its post-processing, never the checkpoint."""
         pairs, self._val_pairs = self._val_pairs, []
         if not pairs:
-            return postprocess.unvalidated()
+            return postprocess.unvalidated(MIN_ACCEPTED_FOR_VALIDATION)
         try:
             return postprocess.choose(pairs, self.n_classes, area_scale=1.0 / self.working_scale**2)
         except Exception:  # noqa: BLE001 - e.g. OpenCV on an odd array; proposals stay as they are

@@ -129,10 +129,8 @@ class LoopController(QObject):
         spec = (meta or {}).get("postprocess")
         if not isinstance(spec, dict) or not postprocess.withholds(spec):
             return ""
-        ratio = spec.get("val_effort_ratio")
-        cost = f"{ratio:.1f}x the work of drawing" if isinstance(ratio, (int, float)) else "more work than drawing"
-        return (f"model {self.active_checkpoint} is still learning: correcting its proposals took {cost} on "
-                f"your held-out images. Draw this one; each accept teaches it.")
+        return (f"model {self.active_checkpoint} is still learning: {postprocess.why_withheld(spec)}. "
+                f"Draw this one; each accept teaches it.")
 
     def cached(self, image_id: str) -> tuple[str, np.ndarray] | None:
         hit = self._cache.get(image_id)
