@@ -48,7 +48,7 @@ def run(
 
     from segdesk.ml import device as ml_device
     from segdesk.ml.config import TrainConfig
-    from segdesk.ml.inference import Predictor, _tile_starts
+    from segdesk.ml.inference import Predictor, tile_boxes
 
     if threads:
         torch.set_num_threads(threads)
@@ -60,7 +60,7 @@ def run(
     rows = []
     for size in sizes:
         image = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        tiles = len(_tile_starts(size, predictor.tile)) ** 2
+        tiles = len(tile_boxes(size, size, predictor.tile))
         with FlopCounterMode(display=False) as counter:  # the warm-up run
             predictor.predict(image)
         flops = float(counter.get_total_flops())

@@ -30,6 +30,7 @@ from segdesk.ml.unet import UNet
 log = logging.getLogger(__name__)
 
 DEFAULT_TILE = 512
+TILE_BATCH = 4  # tiles per forward pass
 OVERLAP = 0.25
 _WINDOW_FLOOR = 0.01  # blending weights never reach zero, so every pixel has a defined average
 
@@ -62,6 +63,17 @@ def _tile_starts(length: int, tile: int) -> list[int]:
     return starts + [length - tile]
 
 
+def tile_boxes(h: int, w: int, tile: int = DEFAULT_TILE,
+               tile_batch: int = TILE_BATCH) -> list[tuple[int, int, int, int]]:
+    """(y, x, height, width) of the pieces an h x w input is predicted in: one piece when it has no
+    more pixels than one batch of tiles (the same memory, and overlapping tiles would cost up to 2.25x
+    the compute: a 1024 px image is 9 tiles of 512), else overlapping tiles."""
+    if h * w <= tile * tile * tile_batch:
+        return [(0, 0, h, w)]
+    th, tw = min(tile, h), min(tile, w)
+    return [(y, x, th, tw) for y in _tile_starts(h, th) for x in _tile_starts(w, tw)]
+
+
 def _window(h: int, w: int, device: torch.device) -> torch.Tensor:
     """2D raised-cosine window, highest in the middle, floored above zero at the borders."""
 
@@ -73,28 +85,27 @@ def _window(h: int, w: int, device: torch.device) -> torch.Tensor:
 
 
 def predict_probabilities(
-    model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE, tile_batch: int = 4
+    model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE, tile_batch: int = TILE_BATCH
 ) -> torch.Tensor:
     """Softmax probabilities (C x H x W, float32, on the model's device) for one 3 x H x W input.
 
-    The caller puts the model in eval mode and inference mode. An image with no more pixels than
-    one batch of tiles (1024 x 1024 at the defaults) goes through in one piece: the batch would take
-    the same memory, and overlapping tiles cost up to 2.25x the compute (a 1024 px image is 9 tiles
-    of 512). Larger images go in overlapping tiles blended by a cosine window.
+    The caller puts the model in eval mode and inference mode. The pieces come from
+    ``tile_boxes``; overlapping tiles are blended by a cosine window.
     """
     device = next(model.parameters()).device
     x = image.to(device=device, dtype=torch.float32)[None]
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     _, _, h, w = x.shape
-    if h * w <= tile * tile * tile_batch:
+    pieces = tile_boxes(h, w, tile, tile_batch)
+    if len(pieces) == 1:
         with autocast(device):
             logits = model(x)
         return logits.float().softmax(dim=1)[0]
 
-    th, tw = min(tile, h), min(tile, w)
+    _, _, th, tw = pieces[0]
     window = _window(th, tw, device)
-    boxes = [(y, x0) for y in _tile_starts(h, th) for x0 in _tile_starts(w, tw)]
+    boxes = [(y, x0) for y, x0, _, _ in pieces]
     total = None
     weight = torch.zeros((h, w), dtype=torch.float32, device=device)
     for i in range(0, len(boxes), tile_batch):
