@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from segdesk.core.errors import CheckpointError, SegdeskError
-from segdesk.ml import postprocess
 from segdesk.core.project import Project
+from segdesk.ml import postprocess
 from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.data import MIN_ACCEPTED_FOR_VALIDATION, LabelledSet, label_signature
