@@ -100,8 +100,9 @@ def fill_holes(classes: np.ndarray, value: int, max_area: float) -> np.ndarray:
 
 def withholds(spec: dict | None) -> bool:
     """True when the held-out images showed this model's proposals cost more to correct than
-    drawing from scratch: the proposal is then withheld (an empty mask is returned)."""
-    return bool(spec) and spec.get("propose") is False
+    drawing from scratch: the proposal is then withheld (an empty mask is returned). Anything but
+    a dict (no spec, or malformed metadata) withholds nothing."""
+    return isinstance(spec, dict) and spec.get("propose") is False
 
 
 def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0, gate: bool = True) -> np.ndarray:

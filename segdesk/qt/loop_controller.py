@@ -127,7 +127,7 @@ class LoopController(QObject):
         (segdesk.ml.postprocess), so the user draws instead of erasing a wrong mask."""
         meta = next((m for m in self._checkpoints if m.get("id") == self.active_checkpoint), None)
         spec = (meta or {}).get("postprocess")
-        if not isinstance(spec, dict) or not postprocess.withholds(spec):
+        if not postprocess.withholds(spec):
             return ""
         return (f"model {self.active_checkpoint} is still learning: {postprocess.why_withheld(spec)}. "
                 f"Draw this one; each accept teaches it.")

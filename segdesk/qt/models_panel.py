@@ -36,8 +36,7 @@ class ModelsPanel(QWidget):
         self.tree.clear()
         for meta in reversed(metas):  # newest first
             dice = meta.get("val_dice")
-            spec = meta.get("postprocess")
-            withholds = isinstance(spec, dict) and postprocess.withholds(spec)
+            withholds = postprocess.withholds(meta.get("postprocess"))
             item = QTreeWidgetItem([
                 meta["id"] + _state(meta["id"] == active, withholds),
                 time.strftime("%H:%M:%S", time.localtime(meta.get("created", 0))),
