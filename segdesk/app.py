@@ -36,17 +36,19 @@ def binding_problem() -> str | None:
     return None
 
 
+def check_display() -> None:
+    """Raise SegdeskError with the fix when Qt could not open a window here; call it before the
+    QApplication exists, since Qt aborts the process when its platform plugin cannot load."""
+    from segdesk.core.errors import SegdeskError
+    from segdesk.display_check import display_problem
+
+    if (problem := display_problem()) is not None:
+        raise SegdeskError(problem)
+
+
 def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     """Start the GUI, opening ``project`` (a folder) or the last project used."""
-    import os
-
-    from segdesk.core.errors import SegdeskError
-
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")
-    ):
-        raise SegdeskError("no display found: run segdesk on a desktop session, or set DISPLAY "
-                           "(for example under xvfb-run)")
+    check_display()
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     from segdesk.qt.main_window import MainWindow

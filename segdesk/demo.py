@@ -164,9 +164,10 @@ def latest_worked_on(parent: Path | None = None) -> Path | None:
 
 def run_gui(into: str | Path | None = None) -> int:
     """``segdesk demo``: create (or, if the user says so, reopen) the demo and open the app on it."""
-    from PySide6.QtWidgets import QApplication, QMessageBox
+    from segdesk.app import check_display, run_app
 
-    from segdesk.app import run_app
+    check_display()
+    from PySide6.QtWidgets import QApplication, QMessageBox
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("segdesk")
