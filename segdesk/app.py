@@ -51,11 +51,14 @@ def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     check_display()
     from PySide6.QtWidgets import QApplication, QMessageBox
 
+    from segdesk.qt.actions import icon
     from segdesk.qt.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
     app.setApplicationName("segdesk")
     app.setOrganizationName("segdesk")
+    app.setWindowIcon(icon("segdesk"))
+    app.setDesktopFileName("segdesk")  # pairs the window with resources/segdesk.desktop (Wayland app id)
     preload_engine()
     window = MainWindow()
     window.show()

@@ -1,7 +1,7 @@
 """The bundled demo project and model: ``segdesk demo``.
 
-``segdesk/resources/demo/project`` is a small segdesk project (a dozen nuclei images from the 2018
-Data Science Bowl, CC0; a few already accepted). ``segdesk/resources/models/nuclei`` is a models folder whose
+``resources/demo/project`` is a small segdesk project (a dozen nuclei images from the 2018
+Data Science Bowl, CC0; a few already accepted). ``resources/models/nuclei`` is a models folder whose
 checkpoint was trained with ``segdesk train`` on other images of the same dataset (see
 docs/benchmarks.md). ``create`` copies the project into the user's data folder and puts the model in
 it as checkpoint 0001, so the first Segment press already proposes something sensible; the app then
@@ -23,28 +23,20 @@ import shutil
 import sys
 from pathlib import Path
 
+from segdesk.bundled import resource_path
 from segdesk.core import storage
 from segdesk.core.errors import SegdeskError
 
 log = logging.getLogger(__name__)
 
 MARKER = ".segdesk-demo.json"  # written at creation: what the pristine copy looked like
-# Package data (pyproject.toml), so an installed wheel carries it as well as a source checkout.
-RESOURCES = Path(__file__).resolve().parent / "resources"
-
-
-def resources_dir() -> Path:
-    """The bundled resources folder (segdesk/resources)."""
-    if not (RESOURCES / "demo").is_dir():
-        raise SegdeskError("This segdesk was installed without its bundled resources (demo project and model).")
-    return RESOURCES
 
 
 def demo_model_dir() -> Path:
     """The models folder of the bundled nuclei model (dsb2018, CC0). It is the demo's model and
     what ``segdesk bench loop --init starter`` starts from; new projects start from fresh weights,
     because starting from it did not help on the other modalities (docs/benchmarks.md)."""
-    return resources_dir() / "models" / "nuclei"
+    return resource_path("models", "nuclei")
 
 
 def data_home() -> Path:
@@ -101,9 +93,9 @@ def create(into: str | Path | None = None) -> Path:
     """
     from segdesk.core.project import Project
 
-    source = resources_dir() / "demo" / "project"
+    source = resource_path("demo", "project")
     if not (source / "project.json").is_file():
-        raise SegdeskError(f"The bundled demo project is missing ({source}).")
+        raise SegdeskError(f"The bundled demo project is incomplete ({source}).")
     if into is None:
         target, reuse = _free_demo_path(data_home())
     else:
@@ -197,7 +189,7 @@ N_GRAY, N_COLOUR, N_ACCEPTED = 9, 3, 3
 
 
 def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> Path:
-    """Rebuild ``segdesk/resources/demo/project`` from a dsb2018_nuclei folder (images/, masks/,
+    """Rebuild ``resources/demo/project`` from a dsb2018_nuclei folder (images/, masks/,
     instances/): 9 fluorescence images of 256 x 256 (stored as 8-bit gray) and 3 brightfield /
     histology images of 320 x 256 (RGB; the constant alpha channel dropped), each with 10 to 80
     nuclei; the first three accepted from their true masks (from three on, the trainer holds one
@@ -208,7 +200,7 @@ def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> 
     from segdesk.core.project import Project
 
     dsb = Path(dsb_dir)
-    out = Path(out) if out else RESOURCES / "demo" / "project"
+    out = Path(out) if out else resource_path("demo") / "project"
     gray, colour = [], []
     for path in sorted((dsb / "images").glob("*.png")):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -262,7 +254,7 @@ def bundle_model(models_dir: str | Path, out: str | Path | None = None, note: st
     if found is None:
         raise SegdeskError(f"No loadable checkpoint in {models_dir}.")
     checkpoint_id, state_dict, meta = found
-    out = Path(out) if out else RESOURCES / "models" / "nuclei"
+    out = Path(out) if out else resource_path("models") / "nuclei"
     shutil.rmtree(out, ignore_errors=True)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
     drop = ("id", "created", "created_iso", "weights_sha256", "weights_bytes", "parent")

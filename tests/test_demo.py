@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from segdesk import demo
+from segdesk.bundled import resource_path
 from segdesk.cli import main
 from segdesk.core.project import STATUS_ACCEPTED, Project
 
@@ -71,8 +72,8 @@ def test_demo_refuses_a_folder_holding_something_else(tmp_path, capsys):
 
 
 def test_bundled_resources_stay_small_and_ship_only_cc0_data():
-    root = demo.resources_dir()
-    files = [p for p in root.rglob("*") if p.is_file()]
+    root = resource_path()
+    files = [p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
     assert sum(p.stat().st_size for p in files) < 10 * 2**20
     text = " ".join((p.read_text(encoding="utf-8") for p in root.rglob("SOURCE.md"))).lower()
     assert "cc0" in text

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QIcon, QKeySequence
 from PySide6.QtWidgets import QWidget
+
+from segdesk.bundled import resource_path
+from segdesk.core.errors import SegdeskError
+
+log = logging.getLogger(__name__)
 
 # name: (text, shortcuts, tip). The only place shortcuts are defined.
 SHORTCUTS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -34,6 +40,21 @@ SHORTCUTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "toggle_labels": ("Show &labels", ("V",), "Show or hide the label overlay"),
 }
 
+# Actions drawn with an icon: resources/icons/<name>.svg. The rest show text only.
+ICONS = ("new_project", "open_project", "add_images", "add_folder", "save", "undo", "redo", "brush", "eraser",
+         "fill", "polygon", "next_image", "previous_image", "accept", "segment", "fit", "zoom_actual", "outline",
+         "toggle_labels")
+
+
+def icon(name: str) -> QIcon:
+    """The bundled icon resources/icons/<name>.svg, drawn sharp at any size by Qt's svg icon engine;
+    an empty icon (and a warning) if the install lacks it, so a broken install still runs."""
+    try:
+        return QIcon(str(resource_path("icons", f"{name}.svg")))
+    except SegdeskError as exc:
+        log.warning("%s", exc)
+        return QIcon()
+
 
 def new_action(
     parent: QWidget,
@@ -44,6 +65,8 @@ def new_action(
     text, keys, tip = SHORTCUTS[name]
     action = QAction(text, parent)
     action.setObjectName(name)
+    if name in ICONS:
+        action.setIcon(icon(name))
     action.setShortcuts([QKeySequence(k) for k in keys])
     action.setToolTip(f"{tip} ({', '.join(keys)})" if keys else tip)
     action.setStatusTip(tip)

@@ -141,8 +141,9 @@ class MainWindow(QMainWindow):
                 menu.addSeparator() if name is None else menu.addAction(a[name])
         bar = self.addToolBar("Main")
         bar.setObjectName("main_toolbar")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
         for name in ("open_project", "add_images", None, "segment", "accept", None, "undo", "redo", None,
-                     "previous_image", "next_image"):
+                     "previous_image", "next_image", None, "fit"):
             bar.addSeparator() if name is None else bar.addAction(a[name])
 
     # ----- messages
