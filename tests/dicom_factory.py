@@ -94,3 +94,28 @@ def ct_file(path: Path, hu: np.ndarray | None = None, **kw) -> Path:
     stored = (hu.astype(np.int32) + 1024).clip(0, 4095).astype(np.uint16)
     kw.setdefault("window", ([40.0, -600.0], [400.0, 1500.0]))
     return write(path, dataset(stored, bits_stored=12, slope=1.0, intercept=-1024.0, **kw))
+
+
+def minimal_dataset(pixels: np.ndarray, *, series_uid: str, study_uid: str,
+                    position: tuple[float, float, float] | None = None,
+                    frame_uid: str | None = None) -> Dataset:
+    """Only the type 1 attributes of a CT image (``position`` given) or of a secondary capture
+    (no position): no patient, study date, series number, instance number or slice thickness,
+    as anonymisers often leave files. Stored values are ``pixels`` (uint16, no rescale)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    if position is not None:
+        ds.SOPClassUID, ds.Modality = CTImageStorage, "CT"
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.FrameOfReferenceUID = frame_uid or generate_uid()
+        ds.ImagePositionPatient = list(position)
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.PixelSpacing = [0.7, 0.8]
+        ds.RescaleIntercept, ds.RescaleSlope = 0, 1
+    else:
+        ds.SOPClassUID, ds.Modality, ds.ConversionType = SecondaryCaptureImageStorage, "OT", "WSD"
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.set_pixel_data(pixels.astype(np.uint16), "MONOCHROME2", 12)  # also the SOP Instance UID
+    return ds

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import zlib
 
 # Largest decoded bytes per pixel a TIFF page may need: RGBA float32 (4 x 4 bytes).
 MAX_TIFF_BYTES_PER_PIXEL = 16
@@ -105,6 +106,20 @@ def tiff_problem(page, h: int, w: int) -> str | None:
     if ratio is not None and packed > ratio * 2 * stored + _SLACK_BYTES:
         return (f"it holds {stored} bytes of image data, too few for {w} x {h} pixels "
                 "(damaged size in its header?)")
+    return None
+
+
+def inflated_size_problem(stream, limit: int) -> str | None:
+    """Inflate the raw deflate data left in ``stream`` a chunk at a time, keeping none of it; say so
+    when it comes to more than ``limit`` bytes (a deflated DICOM data set is inflated whole)."""
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    while not inflater.eof and (chunk := stream.read(1 << 20)):
+        while chunk:
+            total += len(inflater.decompress(chunk, 1 << 22))
+            if total > limit:
+                return f"its deflated data set inflates to more than {limit / 1024**2:.0f} MB"
+            chunk = inflater.unconsumed_tail
     return None
 
 

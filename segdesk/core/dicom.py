@@ -23,19 +23,22 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_description
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
-from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian)
 
 from segdesk.core.dicom_image import DicomImage, image_id, uid_hash  # noqa: F401 - image_id re-exported
 from segdesk.core.dicom_image import window_from_center_width
-from segdesk.core.decode_limits import BoundedReader
+from segdesk.core.decode_limits import BoundedReader, inflated_size_problem
 from segdesk.core.errors import ImageReadError
-from segdesk.core.imageio import MAX_PIXELS, _check_pixels, _fail, _normalise
+from segdesk.core.imageio import MAX_FILE_BYTES, MAX_PIXELS, _check_pixels, _fail, _normalise
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,17 @@ _SYNTAX_NAMES = {
     "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
 }
 _INTEGER_DTYPES = (np.int16, np.uint16, np.int32)
+# What pydicom's pixel decoders read from the Image Pixel module (Number of Frames when present).
+_PIXEL_DESCRIPTION = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored",
+                      "PixelRepresentation", "PhotometricInterpretation")
+_PIXEL_NUMBERS = ("Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored",
+                  "PixelRepresentation", "NumberOfFrames")
+_PIXEL_DATA = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# pydicom's errors for no pixel data, a header value missing or not a number, too few bytes, a
+# broken codestream (RuntimeError: every decoder plugin failed)
+_DECODE_ERRORS = (AttributeError, KeyError, TypeError, ValueError, EOFError, RuntimeError)
+# pydicom names a decoder's requirements by module; pip names the package differently for these.
+_PIP_NAMES = {"gdcm": "python-gdcm"}
 
 
 def syntax_name(uid: str) -> str:
@@ -60,10 +74,30 @@ def syntax_name(uid: str) -> str:
 # ----- header helpers
 
 
-def read_header(path: os.PathLike | str) -> Dataset:
-    """Every element up to the pixel data. ``force`` so files without the 128-byte preamble read."""
+def read_header(path: os.PathLike | str, tags: list | None = None) -> Dataset:
+    """Every element up to the pixel data (only ``tags`` when given). ``force`` so files without
+    the 128-byte preamble read."""
     with BoundedReader(path) as f:  # a damaged length cannot make Python allocate gigabytes
-        return pydicom.dcmread(f, stop_before_pixels=True, force=True)
+        _check_inflated_size(path, f)
+        f.seek(0)
+        return pydicom.dcmread(f, stop_before_pixels=True, force=True, specific_tags=tags)
+
+
+def _check_inflated_size(path, f) -> None:
+    """pydicom inflates a deflated data set whole before reading any of it: refuse one that would
+    inflate past the file size limit (a few MB of deflate can claim gigabytes)."""
+    try:
+        pydicom.filereader.read_preamble(f, force=True)
+        meta = pydicom.filereader.read_dataset(  # explicit VR little endian, by the standard
+            f, is_implicit_VR=False, is_little_endian=True, stop_when=lambda tag, *_: tag.group != 2)
+        deflated = meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+    except Exception:  # noqa: BLE001 - no readable file meta: dcmread reports the damage
+        return
+    if deflated:
+        problem = inflated_size_problem(f, MAX_FILE_BYTES)
+        if problem:
+            raise _fail(path, f"{problem}, over segdesk's limit; the file is damaged or far larger "
+                              "than an image needs.")
 
 
 def to_number(value, default: float) -> float:
@@ -111,6 +145,23 @@ def _transfer_syntax(ds: Dataset) -> UID:
     return ExplicitVRLittleEndian if little else ExplicitVRBigEndian
 
 
+def pip_installs(missing_dependencies: list[str]) -> list[str]:
+    """'pip install ...' commands from pydicom's missing-dependency lines, one per decoder plugin:
+    'pylibjpeg - requires pylibjpeg>=2.0 and pylibjpeg-openjpeg>=2.0' -> 'pip install pylibjpeg
+    pylibjpeg-openjpeg'."""
+    commands = []
+    for line in missing_dependencies:
+        _, _, requires = line.partition(" - requires ")
+        names = []
+        for requirement in re.split(r",|\band\b", requires):
+            name = re.match(r"[\w.\-]*", requirement.strip()).group()  # the name before '>=2.0'
+            if name:
+                names.append(_PIP_NAMES.get(name, name))
+        if names:
+            commands.append("pip install " + " ".join(names))
+    return commands
+
+
 def _check_decodable(path, ts: UID) -> None:
     name = syntax_name(ts)
     try:
@@ -120,9 +171,10 @@ def _check_decodable(path, ts: UID) -> None:
                           "cannot decode. Export it from the PACS or scanner as uncompressed "
                           "(Explicit VR Little Endian), JPEG, JPEG-LS, JPEG 2000 or RLE.") from None
     if not decoder.is_available:
-        missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items())
+        installs = pip_installs(decoder.missing_dependencies)
+        fix = f"; any one of these adds one: {' | '.join(installs)}" if installs else ""
         raise _fail(path, f"its pixel data is encoded as {name} (transfer syntax {ts}), and no decoder "
-                          f"for it is installed ({missing}).")
+                          f"for it is installed{fix}.")
 
 
 # ----- reading
@@ -130,9 +182,25 @@ def _check_decodable(path, ts: UID) -> None:
 
 def read_size(path: os.PathLike | str) -> tuple[int, int]:
     ds = read_header(path)
-    if "Rows" not in ds or "Columns" not in ds:
-        raise _not_image(path, ds)
+    _check_image(path, ds)
     return int(ds.Rows), int(ds.Columns)
+
+
+def _check_image(path, ds: Dataset) -> None:
+    """Raise when the header describes no image: no pixel data, or pixel data without its size
+    (whether the size is possible, _check_pixels says)."""
+    if ds.get("Rows") not in (None, "") and ds.get("Columns") not in (None, ""):
+        return
+    if not _has_pixel_data(path):
+        raise _not_image(path, ds)
+    raise _bad_description(path, ds)  # never None here: Rows or Columns has no value
+
+
+def _has_pixel_data(path) -> bool:
+    """The header stops before the pixel data, so a header without Rows does not tell."""
+    with BoundedReader(path) as f:  # values over 1 KB are skipped, not read
+        ds = pydicom.dcmread(f, force=True, defer_size=1024)
+    return any(k in ds for k in _PIXEL_DATA)
 
 
 def _not_image(path, ds: Dataset) -> ImageReadError:
@@ -144,15 +212,56 @@ def _not_image(path, ds: Dataset) -> ImageReadError:
                        "DICOMDIR; add the image files of the series instead.")
 
 
+def _bad_description(path, ds: Dataset) -> ImageReadError | None:
+    """The error for pixel data whose Image Pixel module lacks a value, or holds one that is not a
+    number; None when the module is complete."""
+    def bad(keyword: str) -> bool:
+        value = ds.get(keyword)
+        if value in (None, ""):
+            return keyword != "NumberOfFrames"  # the only optional one
+        return keyword in _PIXEL_NUMBERS and not np.isfinite(to_number(value, np.nan))
+
+    wrong = [k for k in (*_PIXEL_DESCRIPTION, "NumberOfFrames") if bad(k)]
+    if not wrong:
+        return None
+    names = ", ".join(dictionary_description(k) for k in wrong)  # keyword -> "Bits Allocated"
+    return _fail(path, f"it holds pixel data, but its header has no valid {names}, which decoding "
+                       "the image needs; the file was written wrongly or is damaged.")
+
+
+def _decode_failure(path, ds: Dataset, ts: UID, exc: Exception) -> ImageReadError:
+    """The true reason pydicom could not decode the pixels, in words."""
+    if not _has_pixel_data(path):
+        return _not_image(path, ds)
+    described = _bad_description(path, ds)
+    if described is not None:
+        return described
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = "; ".join(lines[1:] if len(lines) > 1 else lines)  # all plugins failed: one line each
+    detail = f" ({detail[:300]})" if detail else ""
+    installs = pip_installs(get_decoder(ts).missing_dependencies) if ts.is_compressed else []
+    other = (f" Another decoder may read it: {' | '.join(installs)}." if installs
+             and isinstance(exc, RuntimeError) else "")
+    return _fail(path, f"its pixel data ({syntax_name(ts)}) is incomplete or damaged{detail}; copy or "
+                       f"export the file again.{other}")
+
+
 def _decode(path, ds: Dataset, ts: UID, frame: int) -> np.ndarray:
     """Decoded stored values of one frame; YBR colour comes back as RGB."""
-    if getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID"):
-        with BoundedReader(path) as f:  # from the file: only this frame's bytes are read
-            return pixel_array(f, index=frame)
-    with BoundedReader(path) as f:
-        full = pydicom.dcmread(f, force=True)  # a bare dataset without file meta
-    full.file_meta = pydicom.dataset.FileMetaDataset()
-    full.file_meta.TransferSyntaxUID = ts
+    meta = getattr(ds, "file_meta", Dataset())
+    if meta.get("TransferSyntaxUID") and ts != DeflatedExplicitVRLittleEndian:
+        try:
+            with BoundedReader(path) as f:  # from the file: only this frame's bytes are read
+                return pixel_array(f, index=frame)
+        except _DECODE_ERRORS:
+            # pixel_array(file) parses by the transfer syntax alone; dcmread copes with more (a
+            # Pixel Data element in another VR encoding than the rest, say): try that before refusing
+            log.debug("decoding %s from the file failed; reading it whole", Path(path).name)
+    with BoundedReader(path) as f:  # a bare data set, a deflated one, or one pixel_array refused
+        full = pydicom.dcmread(f, force=True)
+    if not getattr(full, "file_meta", Dataset()).get("TransferSyntaxUID"):
+        full.file_meta = pydicom.dataset.FileMetaDataset()  # a bare data set: the encoding found
+        full.file_meta.TransferSyntaxUID = ts
     return pixel_array(full, index=frame)
 
 
@@ -210,8 +319,7 @@ def _voi_lut(ds: Dataset) -> tuple[int, np.ndarray] | None:
 def read_dicom(path: os.PathLike | str, frame: int | None = None, max_pixels: int = MAX_PIXELS) -> DicomImage:
     """One frame (``frame``, 0-based; None reads the first) of a DICOM file. Raises ImageReadError."""
     ds = read_header(path)
-    if "Rows" not in ds or "Columns" not in ds:
-        raise _not_image(path, ds)
+    _check_image(path, ds)
     rows, cols = int(ds.Rows), int(ds.Columns)
     _check_pixels(path, rows, cols, max_pixels)
     total = n_frames(ds)
@@ -225,13 +333,9 @@ def read_dicom(path: os.PathLike | str, frame: int | None = None, max_pixels: in
     _check_decodable(path, ts)
     try:
         arr = _decode(path, ds, ts, index)
-    except AttributeError as exc:
-        if "no pixel data" in str(exc).lower():  # pydicom: "... has no 'Pixel Data' ... element"
-            raise _not_image(path, ds) from exc
-        raise
-    except (ValueError, EOFError, RuntimeError) as exc:  # too few bytes for the frame, a broken codestream
-        raise _fail(path, f"its pixel data ({syntax_name(ts)}) is incomplete or damaged; copy or "
-                          "export the file again.") from exc
+    except _DECODE_ERRORS as exc:
+        log.debug("decoding %s failed", Path(path).name, exc_info=True)
+        raise _decode_failure(path, ds, ts, exc) from exc
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)

@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset
 
-from segdesk.core import dicom
-from segdesk.core.decode_limits import BoundedReader
+from segdesk.core import dicom, imageio
 
 log = logging.getLogger(__name__)
 
-DICOM_MAGIC = b"DICM"
 # Tags enough to group and order files (reading only these keeps adding a big folder quick).
 _ORDER_TAGS = ["SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "ImagePositionPatient",
                "ImageOrientationPatient", "NumberOfFrames", "Rows", "SOPInstanceUID"]
@@ -30,25 +27,22 @@ _ORDER_TAGS = ["SeriesInstanceUID", "SeriesNumber", "InstanceNumber", "ImagePosi
 
 def looks_like_dicom(path: Path) -> bool:
     """A file in a folder that may be DICOM though its name does not say so: no suffix, or a numeric
-    one ('IM0001', '1.2.840.113619.2.1'), with 'DICM' at offset 128. One 132-byte read."""
+    one ('IM0001', '1.2.840.113619.2.1'), with DICOM's first bytes. One 132-byte read."""
     suffix = path.suffix.lower()
     if suffix == ".dcm":
         return True
     if (suffix and not suffix[1:].isdigit()) or path.name.upper() == "DICOMDIR":
         return False
-    try:
-        with open(path, "rb") as f:
-            return f.read(132)[128:132] == DICOM_MAGIC
-    except OSError:
-        return False
+    return _is_dicom(path)
 
 
 def _is_dicom(path: Path) -> bool:
+    """By suffix, or by the first bytes as imageio sniffs them (preamble and 'DICM', or none)."""
     if path.suffix.lower() == ".dcm":
         return True
     try:
         with open(path, "rb") as f:
-            return f.read(132)[128:132] == DICOM_MAGIC
+            return imageio.is_dicom_head(f.read(132))
     except OSError:
         return False
 
@@ -142,8 +136,7 @@ def order_sources(paths: Iterable[Path]) -> list[tuple[Path, int | None]]:
             out.append((path, None))
             continue
         try:
-            with BoundedReader(path) as f:  # a damaged length cannot make Python allocate gigabytes
-                ds = pydicom.dcmread(f, stop_before_pixels=True, force=True, specific_tags=_ORDER_TAGS)
+            ds = dicom.read_header(path, tags=_ORDER_TAGS)
         except Exception:  # noqa: BLE001 - read_image gives the typed error with its reason
             log.debug("no DICOM header in %s", path.name)
             out.append((path, None))

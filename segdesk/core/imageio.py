@@ -105,8 +105,8 @@ def _detect(path) -> tuple[int, str]:
     for offset, magic, kind in _MAGICS:
         if head[offset:offset + len(magic)] == magic:
             break
-    else:
-        kind = "DICOM" if p.suffix.lower() == ".dcm" else ""  # DICOM without the 128-byte preamble
+    else:  # DICOM without the 128-byte preamble
+        kind = "DICOM" if p.suffix.lower() == ".dcm" or is_bare_dicom(head) else ""
     if not kind:
         raise _fail(path, "it is not a PNG, JPEG, BMP, TIFF or DICOM image (its content is not a known "
                           "image format). Convert it to PNG or TIFF and try again.")
@@ -116,6 +116,20 @@ def _detect(path) -> tuple[int, str]:
     if _SUFFIX_FORMAT.get(p.suffix.lower()) != kind and kind != "DICOM":  # DICOM often has no suffix
         log.info("%s holds %s data whatever its suffix says; reading it as %s", path, kind, kind)
     return size, kind
+
+
+def is_dicom_head(head: bytes) -> bool:
+    """Whether a file's first 132 bytes are DICOM's: 'DICM' after the preamble, or a bare data set."""
+    return head[128:132] == b"DICM" or is_bare_dicom(head)
+
+
+def is_bare_dicom(head: bytes) -> bool:
+    """A DICOM data set without preamble and 'DICM' (some old writers; pydicom reads it): it starts
+    with a little-endian element of group 0002 (file meta) or 0008, explicit VR or implicit."""
+    if len(head) < 8 or head[:2] not in (b"\x02\x00", b"\x08\x00") or head[3] != 0:
+        return False
+    vr = head[4:6]
+    return (vr.isalpha() and vr.isupper()) or struct.unpack("<I", head[4:8])[0] < 1 << 16
 
 
 def _read_exact(f: BinaryIO, n: int) -> bytes:
