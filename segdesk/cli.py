@@ -61,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("add", cmd_add, "add image files or folders (recursively) to a project")
     p.add_argument("project", metavar="PROJECT")
     p.add_argument("paths", nargs="+", metavar="PATH")
+    p.epilog = ("Each file that cannot be added (unreadable, not an image, missing) and each folder "
+                "without images gets one line on stderr with the reason. Images already in the "
+                "project are counted and left as they are; that is not an error, so adding a folder "
+                "again adds only its new files. Exit status: 0 when an image was added (others may "
+                "have been skipped) or everything given is already in the project; 1 when nothing "
+                "was added and something given could not be, or the project cannot be opened; 2 "
+                "for a bad command line.")
 
     p = add("import-labels", cmd_import_labels,
             "import PNG masks (0 = background, 1..K = class) as accepted labels",
@@ -117,9 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "sources (by default they are removed, PS3.15 basic profile)")
     p.add_argument("--include-in-progress", action="store_true",
                    help="also export corrected images (unlabelled pixels as 0)")
+    p.epilog = ("Exit status: 0 when every wanted image was exported; 1 when any image or series was "
+                "skipped (one line each on stderr says which and why; the others are written all "
+                "the same) or the project or --out folder cannot be used; 2 for a bad command line.")
 
     p = add("info", cmd_info, "print the project as JSON: classes, images, counts, checkpoints")
     p.add_argument("project", metavar="PROJECT")
+    p.epilog = ("Exit status: 0 on success; 1 when PROJECT does not exist, is not a segdesk project "
+                "or cannot be read; 2 for a bad command line.")
 
     p = add("open", cmd_open, "open the desktop app (optionally on a project)")
     p.add_argument("project", nargs="?", metavar="PROJECT")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 from segdesk.core.errors import SegdeskError
+from segdesk.core.project import Project
 
 log = logging.getLogger("segdesk.cli")  # one logger name for all commands, as shown by ``-v``
 
@@ -22,3 +25,10 @@ def _fail(message: str) -> SegdeskError:
 
 def _err(line: str) -> None:
     print(line, file=sys.stderr)
+
+
+def open_project(path: str | os.PathLike, clean: bool = True) -> Project:
+    """Project.open, except that a path that does not exist says so (not "is not a project")."""
+    if not Path(path).expanduser().exists():
+        raise _fail(f"{path} does not exist")
+    return Project.open(path, clean=clean)

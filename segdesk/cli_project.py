@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from segdesk.cli_common import EXIT_ERROR, EXIT_OK, _err, _fail
+from segdesk.cli_common import EXIT_ERROR, EXIT_OK, _err, _fail, open_project
 from segdesk.core import exchange
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import (DEFAULT_COLOURS, STATUS_ACCEPTED, STATUS_IN_PROGRESS, STATUS_NEW,
@@ -32,18 +32,40 @@ def cmd_new(args) -> int:
     return EXIT_OK
 
 
+# core.project's reason for a file whose image the project already holds: not an error, so that adding
+# a folder again (after putting new files in it) succeeds and adds only the new ones
+_DUPLICATE = "already in the project"
+
+
 def cmd_add(args) -> int:
-    project = Project.open(args.project)
+    """Exit 1 when nothing was added and something given could not be: a file unreadable or missing,
+    a folder without images. Skipped duplicates are counted, not reported (``-v`` lists them)."""
+    project = open_project(args.project)
     report = project.add_images(args.paths)
-    for path, reason in report.skipped:
+    failed = [(path, reason) for path, reason in report.skipped if reason != _DUPLICATE]
+    for path, reason in failed:
         _err(f"skipped {path}: {reason}")
-    print(f"added {len(report.added)} image{'s' if len(report.added) != 1 else ''}"
-          + (f", skipped {len(report.skipped)}" if report.skipped else ""))
-    return EXIT_OK
+    empty = _folders_without_images(args.paths, report, project.root)
+    for folder in empty:
+        _err(f"no images found in {folder}")
+    n, duplicates = len(report.added), len(report.skipped) - len(failed)
+    print(f"added {n} image{'s' if n != 1 else ''}"
+          + (f", {duplicates} already in the project" if duplicates else "")
+          + (f", skipped {len(failed)}" if failed else ""))
+    return EXIT_ERROR if not report.added and (failed or empty) else EXIT_OK
+
+
+def _folders_without_images(paths, report, root: Path) -> list[str]:
+    """The folders among ``paths`` that held no file add_images tried (added, skipped or duplicate)."""
+    tried = [Path(p).resolve() for p, _ in report.skipped]
+    tried += [(root / e.source).resolve() for e in report.added]
+    folders = [p for p in paths if Path(p).expanduser().is_dir()]
+    return [str(f) for f in folders
+            if not any(t.is_relative_to(Path(f).expanduser().resolve()) for t in tried)]
 
 
 def cmd_import_labels(args) -> int:
-    project = Project.open(args.project)
+    project = open_project(args.project)
     masks = exchange.list_masks(args.mask_dir)
     if not masks:
         raise _fail(f"no PNG masks in {args.mask_dir}")
@@ -81,26 +103,31 @@ def cmd_import_labels(args) -> int:
 
 
 def cmd_export(args) -> int:
-    project = Project.open(args.project, clean=False)  # a reader: no lock, no clean-up
+    """Exit 1 when any wanted image or series was skipped; the others are written all the same."""
+    project = open_project(args.project, clean=False)  # a reader: no lock, no clean-up
     out = exchange.prepare_out_dir(args.out)
     names = exchange.export_names(project.images)
     wanted = {STATUS_ACCEPTED} | ({STATUS_IN_PROGRESS} if args.include_in_progress else set())
     if args.format != "png":
         return _export_volumes(project, out, wanted, args)
-    count = 0
+    count = skipped = 0
     for entry in project.images:
         if entry.status not in wanted:
             continue
-        label = project.read_label(entry.id)
-        if label is None:
-            _err(f"skipped {entry.id}: its label file is missing")
+        try:  # a missing or damaged label file skips its image; the others are still exported
+            label = project.read_label(entry.id)
+            if label is None:
+                raise _fail("its label file is missing")
+        except SegdeskError as exc:
+            _err(f"skipped {entry.id}: {exc}")
+            skipped += 1
             continue
         exchange.write_mask(out / names[entry.id], exchange.label_to_mask(label))
         count += 1
     print(f"exported {count} mask{'s' if count != 1 else ''} to {out} "
           f"(0 = background, " + ", ".join(f"{i} = {c.name}" for i, c in enumerate(project.classes, 1))
           + ")")
-    return EXIT_OK
+    return EXIT_ERROR if skipped else EXIT_OK
 
 
 def _export_volumes(project: Project, out: Path, wanted: set[str], args) -> int:
@@ -120,11 +147,11 @@ def _export_volumes(project: Project, out: Path, wanted: set[str], args) -> int:
     n = len(report.written)
     print(f"exported {n} {args.format} file{'s' if n != 1 else ''} to {out} (0 = background, "
           + ", ".join(f"{i} = {c.name}" for i, c in enumerate(project.classes, 1)) + ")")
-    return EXIT_OK
+    return EXIT_ERROR if report.skipped else EXIT_OK
 
 
 def cmd_info(args) -> int:
-    project = Project.open(args.project, clean=False)  # a reader: no lock, no clean-up
+    project = open_project(args.project, clean=False)  # a reader: no lock, no clean-up
     from segdesk.ml.checkpoints import CheckpointStore
 
     store = CheckpointStore(project.root / "models")

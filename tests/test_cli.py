@@ -242,6 +242,10 @@ def test_commands_on_a_missing_project(tmp_path, capsys, command):
     argv = [a.format(p=tmp_path / "nope", t=tmp_path) for a in command]
     code, _, err = run(capsys, *argv)
     assert code == 1
+    assert one_error_line(err) == f"segdesk: error: {tmp_path / 'nope'} does not exist"
+    (tmp_path / "nope").mkdir()
+    code, _, err = run(capsys, *argv)
+    assert code == 1
     assert "not a segdesk project" in one_error_line(err)
 
 

@@ -281,7 +281,8 @@ def test_exports_read_back_and_carry_no_identifiers(labelled_series, tmp_path, c
     outs = {}
     for fmt in ("png", "dicom-seg", "nifti"):
         outs[fmt] = tmp_path / f"out-{fmt}"
-        assert main(["-v", "export", str(project.root), "--format", fmt, "--out", str(outs[fmt])]) == 0
+        code = main(["-v", "export", str(project.root), "--format", fmt, "--out", str(outs[fmt])])
+        assert code == (1 if fmt == "dicom-seg" else 0)  # a DICOM SEG skips the PNG: exit 1 says so
     printed = capsys.readouterr()
 
     dicom_entries = [e for e in project.images if e.id.startswith("dcm-")]
@@ -327,7 +328,7 @@ def test_patient_data_kept_only_when_asked(labelled_series, tmp_path):
     project, _ = labelled_series
     out = tmp_path / "keep"
     assert main(["export", str(project.root), "--format", "dicom-seg", "--out", str(out),
-                 "--keep-patient-data"]) == 0
+                 "--keep-patient-data"]) == 1  # the PNG is skipped
     seg = pydicom.dcmread(next(out.glob("*.seg.dcm")))
     assert seg.PatientName == PATIENT_NAME
     assert "PatientIdentityRemoved" not in seg
@@ -343,7 +344,7 @@ def test_multi_frame_without_geometry_skips_seg_but_exports_nifti(tmp_path):
     mask = np.ones(frames.shape[1:], np.uint8)
     mask[5:9, 5:9] = 2
     project.accept(project.images[1].id, mask)
-    assert main(["export", str(project.root), "--format", "dicom-seg", "--out", str(tmp_path / "s")]) == 0
+    assert main(["export", str(project.root), "--format", "dicom-seg", "--out", str(tmp_path / "s")]) == 1
     assert list((tmp_path / "s").glob("*.dcm")) == []
     assert main(["export", str(project.root), "--format", "nifti", "--out", str(tmp_path / "n")]) == 0
     data = np.asarray(nib.load(next((tmp_path / "n").glob("*.nii.gz"))).dataobj)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QCheckBox, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QHeaderView, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
+                               QWidget)
 
 from segdesk.ml import postprocess
 
@@ -18,8 +19,14 @@ class ModelsPanel(QWidget):
         super().__init__(parent)
         layout = QVBoxLayout(self)
         self.tree = QTreeWidget()
-        self.tree.setHeaderLabels(["Model", "Saved", "Val. Dice", "Labels"])
+        self.tree.setHeaderLabels(["Model", "Saved", "Dice", "Labels"])
+        for col, tip in enumerate(("Checkpoint, and which one proposes", "Time it was saved",
+                                   "Validation Dice on held-out labelled images (1 = perfect)",
+                                   "Labelled images it was trained on")):
+            self.tree.headerItem().setToolTip(col, tip)
         self.tree.setRootIsDecorated(False)
+        self.tree.header().setStretchLastSection(False)
+        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.tree.itemDoubleClicked.connect(lambda item, _col: self._use(item))
         layout.addWidget(self.tree)
         self.use_button = QPushButton("Use selected model for proposals")
@@ -48,8 +55,14 @@ class ModelsPanel(QWidget):
                 item.setToolTip(0, "Still learning: its proposals took more correcting than drawing on the "
                                    "held-out images, so it shows none.")
             self.tree.addTopLevelItem(item)
-        for col in range(4):
-            self.tree.resizeColumnToContents(col)
+        self.tree.setMinimumWidth(self._full_width())
+
+    def _full_width(self) -> int:
+        """Width that shows every column whole, so the dock grows rather than cut a column off."""
+        tree = self.tree
+        columns = sum(max(tree.sizeHintForColumn(c), tree.header().sectionSizeHint(c))
+                      for c in range(tree.columnCount()))
+        return columns + 2 * tree.frameWidth() + tree.verticalScrollBar().sizeHint().width()
 
     def _use(self, item: QTreeWidgetItem | None) -> None:
         if item is not None:

@@ -1,13 +1,47 @@
-"""The permanent fields of the status bar: pixel under the cursor, proposal, zoom, device, saving."""
+"""The status bar: the current message, then the permanent fields: pixel under the cursor, proposal,
+zoom, device, saving."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
-from PySide6.QtWidgets import QLabel, QStatusBar
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLabel, QSizePolicy, QStatusBar
+
+
+class MessageLabel(QLabel):
+    """Shows the bar's message, elided with "…" when it does not fit, the whole text as tooltip.
+
+    QStatusBar draws a message itself, clipped without a sign at the first permanent field. This
+    label, the first permanent field, takes the room the message had and leaves the bar's own
+    drawing none; ``showMessage``, its timeout and ``currentMessage`` work as before.
+    """
+
+    def __init__(self, bar: QStatusBar):
+        super().__init__()
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        bar.insertPermanentWidget(0, self, 1)
+        bar.messageChanged.connect(self.set_message)
+
+    def set_message(self, text: str) -> None:
+        self._full = text
+        self._elide()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, self.contentsRect().width())
+        self.setText(shown)
+        self.setToolTip(self._full if shown != self._full else "")
 
 
 class StatusFields:
     def __init__(self, bar: QStatusBar):
+        self.message = MessageLabel(bar)
         self.position = QLabel()
         self.proposal = QLabel()
         self.zoom = QLabel()
@@ -20,7 +54,7 @@ class StatusFields:
         self.zoom.setText(f"{zoom * 100:.0f}%")
 
     def show_device(self, name: str) -> None:
-        self.device.setText(f"device: {name}")
+        self.device.setText(f"device: {_singular_thread(name)}")
 
     def show_pixel(self, x: float, y: float, pixels: np.ndarray, label: np.ndarray, names: list[str]) -> None:
         """Coordinates, original value(s) and label under the cursor; blank outside the image."""
@@ -31,3 +65,8 @@ class StatusFields:
             return
         value = ", ".join(str(v) for v in np.atleast_1d(pixels[iy, ix]))
         self.position.setText(f"x {ix}  y {iy}   value {value}   label: {names[int(label[iy, ix])]}")
+
+
+def _singular_thread(device_name: str) -> str:
+    """ml.device names a one-thread CPU "CPU (1 threads)" (and checkpoints store it so): say "1 thread"."""
+    return re.sub(r"\b1 threads\b", "1 thread", device_name)
