@@ -69,5 +69,8 @@ def run_app(project: str | None = None, argv: list[str] | None = None) -> int:
     if target:
         window.open_project(target)
     code = app.exec()
+    from segdesk.qt.worker_thread import wait_for_stragglers
+
+    wait_for_stragglers()  # no worker thread outlives the window, even one that missed its time-out
     log.info("segdesk closed")
     return code

@@ -27,7 +27,9 @@ def test_device_name_for_cpu():
     try:
         n = limit_cpu_threads()
         assert n >= 1 and torch.get_num_threads() == n
-        assert device_name(torch.device("cpu")) == f"CPU ({n} threads)"
+        assert device_name(torch.device("cpu")) == f"CPU ({n} thread{'' if n == 1 else 's'})"
+        torch.set_num_threads(1)
+        assert device_name(torch.device("cpu")) == "CPU (1 thread)"
     finally:
         torch.set_num_threads(before)
 
