@@ -46,14 +46,20 @@ def test_bench_loop_runs_the_app_loop_and_writes_json_and_png(discs, tmp_path, c
     rows = result["per_image"]
     assert result["images"] == len(rows) == 4 and result["n_classes"] == 1
     assert result["budget"] == {"steps": 6} and result["config"]["base_width"] == 4
-    # the first image has no model: an empty proposal costs exactly the scratch effort
+    # the first image has no model: an empty proposal costs exactly the scratch effort, both measures
     assert rows[0]["checkpoint"] is None and rows[0]["dice"] == 0.0
     assert rows[0]["effort"] == rows[0]["scratch_effort"] > 0
+    assert rows[0]["region_effort"] == rows[0]["region_scratch_effort"] > 0
     assert all(r["train_steps"] == 6 for r in rows[:-1]) and rows[-1]["train_steps"] == 0
     assert any(r["checkpoint"] for r in rows[1:])  # later images get proposals from checkpoints
-    e, s = sum(r["effort"] for r in rows), sum(r["scratch_effort"] for r in rows)
-    assert result["effort_ratio"] == pytest.approx(e / s, abs=1e-4)
+    for prefix in ("", "region_"):
+        s = sum(r[f"{prefix}scratch_effort"] for r in rows)
+        for variant in ("", "_no_gate", "_raw"):
+            e = sum(r[f"{prefix}effort{variant}"] for r in rows)
+            assert result[f"{prefix}effort_ratio{variant}"] == pytest.approx(e / s, abs=1e-4)
     assert result["dice_last10"] == pytest.approx(np.mean([r["dice"] for r in rows]), abs=1e-4)
+    assert result["dice_last10_model"] == pytest.approx(np.mean([r["dice_no_gate"] for r in rows]), abs=1e-4)
+    assert all(r["effort"] == r["scratch_effort"] for r in rows if r["withheld"])  # shown nothing
     assert len(stderr.strip().splitlines()) == 4  # one progress line per image
     # the seed fixes the order; the order is a permutation of the folder's pairs
     assert [r["image"] for r in rows] == [s for s, _, _ in
@@ -61,13 +67,27 @@ def test_bench_loop_runs_the_app_loop_and_writes_json_and_png(discs, tmp_path, c
 
 
 def test_summary_arithmetic():
-    rows = [{"index": i, "effort": e, "scratch_effort": 10.0, "dice": d, "checkpoint": c, "train_s": 1.0,
-             "train_steps": 2, "proposal_s": 0.1}
-            for i, (e, d, c) in enumerate([(10.0, 0.0, None)] + [(2.0, 0.8, "0001")] * 11, 1)]
+    """Image 1: no model (empty, E = S). Image 2: withheld (shown empty: Dice 0, E = S; the model's
+    own proposal had Dice 0.5). Images 3-12: shown, Dice 0.8, E = 2, region effort 4, S = 10."""
+    def row(i, e, d, c, d_model, withheld=False):
+        return {"index": i, "effort": e, "scratch_effort": 10.0, "region_effort": 2 * e if e < 10 else 12.0,
+                "region_scratch_effort": 12.0, "dice": d, "dice_no_gate": d_model, "checkpoint": c,
+                "withheld": withheld, "train_s": 1.0, "train_steps": 2, "proposal_s": 0.1}
+    rows = [row(1, 10.0, 0.0, None, 0.0), row(2, 10.0, 0.0, "0001", 0.5, withheld=True)]
+    rows += [row(i, 2.0, 0.8, "0002", 0.8) for i in range(3, 13)]
     s = loop.summarise(rows)
-    assert s["effort_ratio"] == pytest.approx(32 / 120, abs=1e-4)
-    assert s["dice_last10"] == pytest.approx(0.8) and s["effort_ratio_last10"] == pytest.approx(0.2)
+    assert s["effort_ratio"] == pytest.approx((10 + 10 + 10 * 2) / 120, abs=1e-4)  # 0.3333
+    assert s["region_effort_ratio"] == pytest.approx((12 + 12 + 10 * 4) / 144, abs=1e-4)  # 0.4444
+    assert s["effort_ratio_last10"] == pytest.approx(0.2)
+    assert s["region_effort_ratio_last10"] == pytest.approx(4 / 12, abs=1e-4)
+    assert s["withheld"] == 1
+    # the last ten are images 3-12: all shown
+    assert s["dice_last10"] == pytest.approx(0.8) and s["dice_last10_model"] == pytest.approx(0.8)
     assert s["first_proposal_at"] == 2 and s["train_steps_total"] == 24
+    # over images 1-10, the withheld image counts as shown empty: (0 + 0 + 8 x 0.8) / 10
+    first = loop.summarise(rows[:10])
+    assert first["dice_last10"] == pytest.approx(0.64)
+    assert first["dice_last10_model"] == pytest.approx((0 + 0.5 + 8 * 0.8) / 10)
 
 
 def test_bench_loop_errors_are_one_line(tmp_path, capsys):

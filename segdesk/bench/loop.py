@@ -8,13 +8,17 @@ fixed by the seed,
 
 1. the current model proposes P (nothing before the first checkpoint exists);
 2. P is compared with the true mask G: Dice, correction effort E(P, G) and scratch effort S(G)
-   (segdesk.bench.effort, DESIGN.md "Measuring"), at the image's own resolution;
+   (segdesk.bench.effort, DESIGN.md "Measuring"), at the image's own resolution; beside them the
+   older region measure (``region_effort``, ``region_scratch_effort``), so runs stay comparable
+   with those made before the effort measure changed;
 3. G is accepted, and the trainer runs for ``train_seconds`` or ``train_steps``.
 
-Summary: effort ratio sum(E) / sum(S) (1.0 = no better than drawing from scratch), mean Dice of
-the last ten proposals, and the time spent. Training runs on the same number of CPU threads as in
-the app (all cores but one), so seconds-budget figures depend on the machine and its load; a
-steps budget makes runs comparable across machines.
+Summary: effort ratio sum(E) / sum(S) (1.0 = no better than drawing from scratch) and the region
+effort ratio, mean Dice of what the last ten images were shown (``dice_last10``: a withheld
+proposal is an empty one) and of the model's own proposals (``dice_last10_model``), and the time
+spent. Training runs on the same number of CPU threads as in the app (all cores but one), so
+seconds-budget figures depend on the machine and its load; a steps budget makes runs comparable
+across machines.
 
 Post-processing (segdesk.ml.postprocess) is chosen by the trainer for each checkpoint it saves, on
 its held-out accepted images, as nnU-Net chooses it, and stored in the checkpoint's metadata. That
@@ -136,12 +140,17 @@ def resolve_init(init: str) -> Path | None:
     return path
 
 
-def validation_effort(predictor, project, validation_ids: list[str]) -> float | None:
+def _ratio(effort: float, scratch: float) -> float | None:
+    return round(effort / scratch, 4) if scratch > 0 else None
+
+
+def validation_effort(predictor, project, validation_ids: list[str]) -> tuple[float | None, float | None]:
     """sum(E) / sum(S) of the predictor's post-processed (never withheld) proposals on held-out
-    accepted images, at full resolution: a check of the gate's working-scale estimate."""
+    accepted images, at full resolution: a check of the gate's working-scale estimate. Returns
+    the effort ratio and the region effort ratio."""
     from segdesk.ml import postprocess
 
-    e = s = 0.0
+    e = s = region_e = region_s = 0.0
     for image_id in validation_ids:
         label = project.read_label(image_id)
         if label is None:
@@ -155,7 +164,18 @@ def validation_effort(predictor, project, validation_ids: list[str]) -> float | 
         proposal = postprocess.apply(raw, spec, gate=False)
         e += fx.effort(proposal, truth)
         s += fx.scratch_effort(truth)
-    return round(e / s, 4) if s > 0 else None
+        region_e += fx.region_effort(proposal, truth)
+        region_s += fx.region_scratch_effort(truth)
+    return _ratio(e, s), _ratio(region_e, region_s)
+
+
+def score(proposal: np.ndarray, truth: np.ndarray, suffix: str = "") -> dict:
+    """Dice, effort and region effort of one proposal, keys ending in ``suffix``."""
+    return {
+        f"dice{suffix}": round(fx.dice(proposal, truth), 4),
+        f"effort{suffix}": round(fx.effort(proposal, truth), 1),
+        f"region_effort{suffix}": round(fx.region_effort(proposal, truth), 1),
+    }
 
 
 def run(
@@ -215,7 +235,7 @@ def run(
             _seed_from(init_dir, store)
         trainer = Trainer(project.root, config, device=torch_device, init="current")
 
-        predictor, loaded_id, val_effort = None, None, None
+        predictor, loaded_id, val_effort = None, None, (None, None)
         chosen_post: dict[str, dict] = {}
         records = []
         for i, (stem, entry) in enumerate(entries):
@@ -246,26 +266,26 @@ def run(
                 ungated = pp.apply(raw, spec, gate=False)
                 project.save_proposal(entry.id, (proposal + 1).astype(np.uint8), loaded_id)
             proposal_s = time.perf_counter() - t0
-            e, s = fx.effort(proposal, truth), fx.scratch_effort(truth)
+            post = (predictor.postprocess or {}) if predictor is not None else {}
             record = {
                 "index": i + 1,
                 "image": stem,
                 "size": [int(truth.shape[1]), int(truth.shape[0])],
                 "checkpoint": loaded_id if predictor is not None else None,
                 "checkpoint_val_dice": predictor.meta.get("val_dice") if predictor is not None else None,
-                "checkpoint_val_effort_ratio": val_effort if predictor is not None else None,
-                "postprocess": (predictor.postprocess or {}).get("classes") if predictor is not None else None,
-                "spec_val_effort_ratio": (predictor.postprocess or {}).get("val_effort_ratio") if predictor else None,
-                "dice": round(fx.dice(proposal, truth), 4),
-                "effort": round(e, 1),
-                "scratch_effort": round(s, 1),
+                "checkpoint_val_effort_ratio": val_effort[0] if predictor is not None else None,
+                "checkpoint_val_region_effort_ratio": val_effort[1] if predictor is not None else None,
+                "postprocess": post.get("classes"),
+                "spec_val_effort_ratio": post.get("val_effort_ratio"),
+                "spec_val_region_effort_ratio": post.get("val_region_effort_ratio"),
+                **score(proposal, truth),  # what the user was shown
+                "scratch_effort": round(fx.scratch_effort(truth), 1),
+                "region_scratch_effort": round(fx.region_scratch_effort(truth), 1),
                 "slack_radius": fx.slack_radius(truth.shape),
                 "proposal_s": round(proposal_s, 3),
                 "withheld": bool(predictor is not None and pp.withholds(predictor.postprocess)),
-                "dice_no_gate": round(fx.dice(ungated, truth), 4),
-                "effort_no_gate": round(fx.effort(ungated, truth), 1),
-                "dice_raw": round(fx.dice(raw, truth), 4),
-                "effort_raw": round(fx.effort(raw, truth), 1),
+                **score(ungated, truth, "_no_gate"),  # the model's own proposal
+                **score(raw, truth, "_raw"),
             }
             project.accept(entry.id, (truth + 1).astype(np.uint8), proposal_checkpoint=record["checkpoint"])
             t0 = time.perf_counter()
@@ -315,27 +335,48 @@ def run(
     return result
 
 
+def _sum(records: list[dict], key: str, fallback: str | None = None) -> float:
+    return float(sum(r.get(key, r[fallback]) if fallback else r[key] for r in records))
+
+
+def _mean(records: list[dict], key: str, fallback: str | None = None) -> float | None:
+    if not records:
+        return None
+    return round(float(np.mean([r.get(key, r[fallback]) if fallback else r[key] for r in records])), 4)
+
+
+def effort_ratios(records: list[dict], prefix: str = "") -> dict:
+    """``{prefix}effort_ratio`` of the shown proposals, and ``_no_gate``, ``_raw`` and
+    ``_last10`` beside it; ``prefix`` "region_" for the region measure."""
+    effort, scratch = f"{prefix}effort", f"{prefix}scratch_effort"
+    s = _sum(records, scratch)
+    last = records[-LAST:]
+    return {
+        f"{prefix}effort_ratio": _ratio(_sum(records, effort), s),
+        f"{prefix}effort_ratio_no_gate": _ratio(_sum(records, f"{effort}_no_gate", effort), s),
+        f"{prefix}effort_ratio_raw": _ratio(_sum(records, f"{effort}_raw", effort), s),
+        f"{prefix}effort_ratio_last10": _ratio(_sum(last, effort), _sum(last, scratch)),
+        f"{prefix}effort_total": round(_sum(records, effort), 1),
+        f"{prefix}scratch_effort_total": round(s, 1),
+    }
+
+
 def summarise(records: list[dict]) -> dict:
-    """Effort ratio, last-ten Dice and friends from per-image records."""
-    e = float(sum(r["effort"] for r in records))
-    s = float(sum(r["scratch_effort"] for r in records))
+    """Effort ratios (both measures), last-ten Dice and friends from per-image records.
+
+    ``dice_last10`` is of what the user was shown: a withheld proposal (and the first image's,
+    before any model) is an empty one. ``dice_last10_model`` is of the model's own post-processed
+    proposals, never withheld; ``dice_last10_raw`` of them before post-processing."""
     last = records[-LAST:]
     proposed = [r for r in records if r["checkpoint"] is not None]
-    e_raw = float(sum(r.get("effort_raw", r["effort"]) for r in records))
-    e_no_gate = float(sum(r.get("effort_no_gate", r["effort"]) for r in records))
     return {
-        "effort_ratio": round(e / s, 4) if s > 0 else None,
-        "effort_ratio_no_gate": round(e_no_gate / s, 4) if s > 0 else None,
-        "effort_ratio_raw": round(e_raw / s, 4) if s > 0 else None,
+        **effort_ratios(records),
+        **effort_ratios(records, "region_"),
         "withheld": sum(1 for r in records if r.get("withheld")),
-        "dice_last10_no_gate": round(float(np.mean([r.get("dice_no_gate", r["dice"]) for r in last])), 4) if last else None,
-        "dice_last10_raw": round(float(np.mean([r.get("dice_raw", r["dice"]) for r in last])), 4) if last else None,
-        "effort_ratio_last10": (round(sum(r["effort"] for r in last) / sum(r["scratch_effort"] for r in last), 4)
-                                if sum(r["scratch_effort"] for r in last) > 0 else None),
-        "dice_last10": round(float(np.mean([r["dice"] for r in last])), 4) if last else None,
-        "dice_mean": round(float(np.mean([r["dice"] for r in records])), 4) if records else None,
-        "effort_total": round(e, 1),
-        "scratch_effort_total": round(s, 1),
+        "dice_last10": _mean(last, "dice"),
+        "dice_last10_model": _mean(last, "dice_no_gate", "dice"),
+        "dice_last10_raw": _mean(last, "dice_raw", "dice"),
+        "dice_mean": _mean(records, "dice"),
         "first_proposal_at": proposed[0]["index"] if proposed else None,
         "train_s_total": round(sum(r["train_s"] for r in records), 1),
         "train_steps_total": int(sum(r["train_steps"] for r in records)),
@@ -348,26 +389,36 @@ def plot(result: dict, path: Path) -> Path:
 
     rows = result["per_image"]
     n = len(rows)
-    ratio = [r["effort"] / r["scratch_effort"] if r["scratch_effort"] > 0 else None for r in rows]
-    cumulative, e_sum, s_sum = [], 0.0, 0.0
-    for r in rows:
-        e_sum += r["effort"]
-        s_sum += r["scratch_effort"]
-        cumulative.append(e_sum / s_sum if s_sum > 0 else None)
+    ratio, cumulative = _ratio_series(rows, "effort", "scratch_effort")
+    region_ratio, region_cumulative = _ratio_series(rows, "region_effort", "region_scratch_effort")
     name = Path(result["data"]).name
     budget = result["budget"]
     budget_text = f"{budget['seconds']:g} s" if "seconds" in budget else f"{budget['steps']} steps"
-    top = max([1.5] + [v for v in ratio if v is not None])
+    top = max([1.5] + [v for v in ratio + region_ratio if v is not None])
     panels = [
-        charts.Panel(f"{name}: Dice of each proposal (last ten mean {result['dice_last10']}; "
-                     f"model's, never withheld: {result.get('dice_last10_no_gate')})",
-                     [charts.Series("shown", [r["dice"] for r in rows]),
+        charts.Panel(f"{name}: Dice of each proposal (last ten mean: shown {result['dice_last10']}, "
+                     f"model's own {result.get('dice_last10_model')})",
+                     [charts.Series("shown (withheld = empty)", [r["dice"] for r in rows]),
                       charts.Series("model's proposal", [r.get("dice_no_gate", r["dice"]) for r in rows])],
                      y_range=(0.0, 1.0)),
-        charts.Panel(f"correction effort / scratch effort (run ratio {result['effort_ratio']}), "
-                     f"{budget_text} training per image, init {result['init']}",
-                     [charts.Series("E/S per image", ratio), charts.Series("cumulative", cumulative)],
+        charts.Panel(f"correction effort / scratch effort (run ratio {result['effort_ratio']}, region "
+                     f"{result.get('region_effort_ratio')}), {budget_text} training per image, "
+                     f"init {result['init']}",
+                     [charts.Series("E/S per image", ratio), charts.Series("cumulative", cumulative),
+                      charts.Series("region E/S per image", region_ratio),
+                      charts.Series("region cumulative", region_cumulative)],
                      y_range=(0.0, min(top, 4.0)), x_label=f"image (1..{n}, in labelling order)",
                      hlines=[(1.0, "= drawing from scratch")]),
     ]
     return charts.save(panels, path)
+
+
+def _ratio_series(rows: list[dict], effort: str, scratch: str) -> tuple[list, list]:
+    """Per-image ratio and the running ratio of sums (None where nothing is to draw yet)."""
+    per_image, cumulative, e_sum, s_sum = [], [], 0.0, 0.0
+    for r in rows:
+        e, s = r[effort], r[scratch]
+        per_image.append(e / s if s > 0 else None)
+        e_sum, s_sum = e_sum + e, s_sum + s
+        cumulative.append(e_sum / s_sum if s_sum > 0 else None)
+    return per_image, cumulative

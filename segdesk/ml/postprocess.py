@@ -12,11 +12,11 @@ Three steps per class can remove them:
 Which steps to use, and their thresholds, is decided on the held-out accepted images (nnU-Net's
 rule: a step is kept only if it improves Dice there). On the same images the post-processed
 proposals' correction effort is compared with drawing from scratch (segdesk.bench.effort, the
-product's own measure); where they cost more, ``propose`` is False and proposals are withheld until
-a later model does better. Thresholds come from the labels themselves:
-speck limits from the sizes of true objects, hole limits from the sizes of true holes, so a step
-never targets a size the labels show to be real. Areas are stored in pixels at the image's own
-resolution. numpy and OpenCV only; the result is plain JSON for checkpoint metadata.
+product's own measure: the new outline the user must draw); where they cost more, ``propose`` is
+False and proposals are withheld until a later model does better. Thresholds come from the labels
+themselves: speck limits from the sizes of true objects, hole limits from the sizes of true holes,
+so a step never targets a size the labels show to be real. Areas are stored in pixels at the
+image's own resolution. numpy and OpenCV only; the result is plain JSON for checkpoint metadata.
 """
 
 from __future__ import annotations
@@ -226,18 +226,22 @@ def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scal
 
 def _gate(spec: dict, pairs: list[tuple[np.ndarray, np.ndarray]], area_scale: float) -> None:
     """Set ``propose``: do the post-processed proposals save correction effort on the held-out
-    images (segdesk.bench.effort: contour length of the error region after the slack opening)?"""
-    from segdesk.bench.effort import effort, scratch_effort  # numpy + OpenCV only
+    images (segdesk.bench.effort: the new outline the user must draw)? The older region measure's
+    ratio is recorded beside it (``val_region_effort_ratio``) but decides nothing."""
+    from segdesk.bench import effort as fx  # numpy + OpenCV only
 
-    e = s = 0.0
+    e = s = region_e = region_s = 0.0
     for pred, target in pairs:
         known = target != _IGNORE
         truth = np.where(known, target, 0).astype(np.uint8)
         shown = np.where(known, apply(pred, spec, 1.0 / area_scale, gate=False), 0).astype(np.uint8)
-        e += effort(shown, truth)
-        s += scratch_effort(truth)
+        e += fx.effort(shown, truth)
+        s += fx.scratch_effort(truth)
+        region_e += fx.region_effort(shown, truth)
+        region_s += fx.region_scratch_effort(truth)
     if s > 0:
         spec["val_effort_ratio"] = round(e / s, 4)
+        spec["val_region_effort_ratio"] = round(region_e / region_s, 4) if region_s > 0 else None
         spec["propose"] = e < MAX_EFFORT_RATIO * s
 
 
