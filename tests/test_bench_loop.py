@@ -43,6 +43,11 @@ def test_bench_loop_runs_the_app_loop_and_writes_json_and_png(discs, tmp_path, c
     assert code == 0, stderr
     assert "effort ratio" in stdout and out.with_suffix(".png").is_file()
     result = json.loads(out.read_text())
+    # the summary line names both measures, both last-ten Dice and the first image shown
+    assert f"effort ratio {result['effort_ratio']} (region measure {result['region_effort_ratio']})" in stdout
+    assert f"{result['dice_last10']} shown, {result['dice_last10_model']} the model's own" in stdout
+    first = result["first_shown"]
+    assert f"first proposal shown at image {first if first is not None else 'never'}" in stdout
     rows = result["per_image"]
     assert result["images"] == len(rows) == 4 and result["n_classes"] == 1
     assert result["budget"] == {"steps": 6} and result["config"]["base_width"] == 4
@@ -60,7 +65,11 @@ def test_bench_loop_runs_the_app_loop_and_writes_json_and_png(discs, tmp_path, c
     assert result["dice_last10"] == pytest.approx(np.mean([r["dice"] for r in rows]), abs=1e-4)
     assert result["dice_last10_model"] == pytest.approx(np.mean([r["dice_no_gate"] for r in rows]), abs=1e-4)
     assert all(r["effort"] == r["scratch_effort"] for r in rows if r["withheld"])  # shown nothing
-    assert len(stderr.strip().splitlines()) == 4  # one progress line per image
+    shown = [r["index"] for r in rows if r["checkpoint"] and not r["withheld"]]
+    assert first == (shown[0] if shown else None)
+    progress = stderr.strip().splitlines()
+    assert len(progress) == 4  # one progress line per image, with both measures
+    assert all(" E/S " in line and " region " in line for line in progress)
     # the seed fixes the order; the order is a permutation of the folder's pairs
     assert [r["image"] for r in rows] == [s for s, _, _ in
                                           [loop.find_pairs(discs)[i] for i in np.random.default_rng(3).permutation(5)[:4]]]
@@ -84,10 +93,23 @@ def test_summary_arithmetic():
     # the last ten are images 3-12: all shown
     assert s["dice_last10"] == pytest.approx(0.8) and s["dice_last10_model"] == pytest.approx(0.8)
     assert s["first_proposal_at"] == 2 and s["train_steps_total"] == 24
+    assert s["first_shown"] == 3  # image 2's proposal was withheld
+    assert loop.summarise(rows[:2])["first_shown"] is None
     # over images 1-10, the withheld image counts as shown empty: (0 + 0 + 8 x 0.8) / 10
     first = loop.summarise(rows[:10])
     assert first["dice_last10"] == pytest.approx(0.64)
     assert first["dice_last10_model"] == pytest.approx((0 + 0.5 + 8 * 0.8) / 10)
+
+
+def test_summary_line_gives_both_measures_both_dice_and_the_first_image_shown():
+    from segdesk.bench.commands import loop_summary_line
+
+    result = {"effort_ratio": 0.42, "region_effort_ratio": 0.61, "dice_last10": 0.8, "dice_last10_model": 0.85,
+              "first_shown": 5, "images": 30, "total_s": 12.3}
+    assert loop_summary_line(result) == (
+        "effort ratio 0.42 (region measure 0.61), Dice of the last ten 0.8 shown, 0.85 the model's own, "
+        "first proposal shown at image 5, 30 images in 12 s")
+    assert "first proposal shown at image never" in loop_summary_line({**result, "first_shown": None})
 
 
 def test_bench_loop_errors_are_one_line(tmp_path, capsys):

@@ -73,18 +73,32 @@ def _done(result_path: Path, summary: str) -> int:
 def cmd_loop(args) -> int:
     from segdesk.bench import loop
 
-    def progress(r: dict) -> None:
-        _err(f"[{r['index']:3d}] {r['image'][:24]:24s} Dice {r['dice']:.3f}  E/S "
-             f"{r['effort']:7.0f}/{r['scratch_effort']:<7.0f} model {r['checkpoint'] or '-':>5}  "
-             f"trained {r['train_steps']} steps in {r['train_s']:.1f} s")
-
     seconds = args.train_seconds if args.train_steps is None else None
     result = loop.run(args.data, args.out, images=args.images, train_seconds=seconds,
                       train_steps=args.train_steps, device=args.device, init=args.init, seed=args.seed,
                       overrides=parse_overrides(args.set or []), postprocess=not args.no_postprocess,
-                      keep=args.keep, threads=args.threads, on_image=progress)
-    return _done(Path(args.out), f"effort ratio {result['effort_ratio']}, Dice of the last ten "
-                                 f"{result['dice_last10']}, {result['images']} images in {result['total_s']:.0f} s")
+                      keep=args.keep, threads=args.threads, on_image=lambda r: _err(loop_progress_line(r)))
+    return _done(Path(args.out), loop_summary_line(result))
+
+
+def loop_progress_line(r: dict) -> str:
+    """One image of ``bench loop``: Dice of what was shown, correction / scratch effort in both
+    measures, the proposing model (marked when its proposal was withheld) and the training after."""
+    model = (r["checkpoint"] or "-") + (" withheld" if r.get("withheld") else "")
+    return (f"[{r['index']:3d}] {r['image'][:24]:24s} Dice {r['dice']:.3f}  E/S "
+            f"{r['effort']:7.0f}/{r['scratch_effort']:<7.0f} region {r['region_effort']:7.0f}/"
+            f"{r['region_scratch_effort']:<7.0f} model {model:>14}  "
+            f"trained {r['train_steps']} steps in {r['train_s']:.1f} s")
+
+
+def loop_summary_line(result: dict) -> str:
+    """The run in one line: both effort measures, last-ten Dice of what was shown and of the model's
+    own proposals, and the first image whose proposal was shown."""
+    first = result.get("first_shown")
+    return (f"effort ratio {result['effort_ratio']} (region measure {result.get('region_effort_ratio')}), "
+            f"Dice of the last ten {result['dice_last10']} shown, {result.get('dice_last10_model')} the "
+            f"model's own, first proposal shown at image {first if first is not None else 'never'}, "
+            f"{result['images']} images in {result['total_s']:.0f} s")
 
 
 def cmd_latency(args) -> int:

@@ -366,9 +366,12 @@ def summarise(records: list[dict]) -> dict:
 
     ``dice_last10`` is of what the user was shown: a withheld proposal (and the first image's,
     before any model) is an empty one. ``dice_last10_model`` is of the model's own post-processed
-    proposals, never withheld; ``dice_last10_raw`` of them before post-processing."""
+    proposals, never withheld; ``dice_last10_raw`` of them before post-processing.
+    ``first_proposal_at`` is the first image (1-based) a model proposed for, ``first_shown`` the
+    first whose proposal the user saw (not withheld); None when never."""
     last = records[-LAST:]
     proposed = [r for r in records if r["checkpoint"] is not None]
+    shown = [r for r in proposed if not r.get("withheld")]
     return {
         **effort_ratios(records),
         **effort_ratios(records, "region_"),
@@ -378,6 +381,7 @@ def summarise(records: list[dict]) -> dict:
         "dice_last10_raw": _mean(last, "dice_raw", "dice"),
         "dice_mean": _mean(records, "dice"),
         "first_proposal_at": proposed[0]["index"] if proposed else None,
+        "first_shown": shown[0]["index"] if shown else None,
         "train_s_total": round(sum(r["train_s"] for r in records), 1),
         "train_steps_total": int(sum(r["train_steps"] for r in records)),
         "proposal_s_median": round(float(np.median([r["proposal_s"] for r in proposed])), 3) if proposed else None,
