@@ -15,7 +15,7 @@ def window(qtbot, tmp_path) -> MainWindow:
     w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitExposed(w)
+    qtbot.waitExposed(w, timeout=20_000)
     return w
 
 
@@ -48,7 +48,7 @@ def test_model_versions_columns_are_whole_at_the_default_size(qtbot, window, act
             assert width > max(tree.fontMetrics().horizontalAdvance(t) for t in texts), texts
             assert 0 <= left and left + width <= tree.viewport().width(), f"column {col} runs past the edge"
 
-    qtbot.waitUntil(columns_whole)  # the dock grows to fit; scroll bars and headers update lazily
+    qtbot.waitUntil(columns_whole, timeout=20_000)  # the dock grows to fit; scroll bars and headers update lazily
     assert tree.topLevelItem(0).text(0) == newest  # the state text, the widest cell, is there whole
 
 
@@ -56,7 +56,7 @@ def test_a_long_status_message_is_elided_visibly_and_whole_in_the_tooltip(qtbot,
     bar, label = window.statusBar(), window.status.message
     message = "Model 0012 is still learning: it shows no proposals yet. " * 6 + "THE END"
     bar.showMessage(message, 60000)
-    qtbot.waitUntil(lambda: label.text() != "")
+    qtbot.waitUntil(lambda: label.text() != "", timeout=20_000)
 
     assert bar.currentMessage() == message
     assert label.text().endswith("…") and label.text()[:-1] in message
@@ -67,16 +67,16 @@ def test_a_long_status_message_is_elided_visibly_and_whole_in_the_tooltip(qtbot,
 
     shown_before = len(label.text())
     window.resize(window.width() + 300, window.height())  # more room: more of the message shows
-    qtbot.waitUntil(lambda: len(label.text()) > shown_before)
+    qtbot.waitUntil(lambda: len(label.text()) > shown_before, timeout=20_000)
     assert label.toolTip() == message
 
 
 def test_a_short_status_message_shows_whole_and_goes_when_it_times_out(qtbot, window):
     bar, label = window.statusBar(), window.status.message
     bar.showMessage("Accepted img0.png.", 200)
-    qtbot.waitUntil(lambda: label.text() == "Accepted img0.png.")
+    qtbot.waitUntil(lambda: label.text() == "Accepted img0.png.", timeout=20_000)
     assert label.toolTip() == ""
-    qtbot.waitUntil(lambda: label.text() == "" and bar.currentMessage() == "", timeout=5000)
+    qtbot.waitUntil(lambda: label.text() == "" and bar.currentMessage() == "", timeout=20_000)
 
 
 @pytest.mark.parametrize("threads, text", [(1, "device: CPU (1 thread)"), (2, "device: CPU (2 threads)")])

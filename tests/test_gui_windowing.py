@@ -23,7 +23,7 @@ def window(qtbot, tmp_path, monkeypatch):
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitExposed(w)
+    qtbot.waitExposed(w, timeout=20_000)
     assert w.open_project(project.root)
     return w
 

@@ -59,7 +59,7 @@ def _window(qtbot, tmp_path, root: Path) -> MainWindow:
                    train_config=TINY)
     qtbot.addWidget(w)
     w.show()
-    qtbot.waitExposed(w)
+    qtbot.waitExposed(w, timeout=20_000)
     assert w.open_project(root)
     w.canvas.set_zoom(4.0)
     return w
@@ -101,7 +101,7 @@ def test_read_only_folder_keeps_edits_and_saves_when_writable_again(qtbot, tmp_p
         reason = "Permission denied"
     w.controller.set_value(2)
     _drag(w, [(10, 10), (30, 12)])
-    qtbot.waitUntil(lambda: any(reason in m for _t, m in messages), timeout=3000)
+    qtbot.waitUntil(lambda: any(reason in m for _t, m in messages), timeout=20_000)
     title, message = next((t, m) for t, m in messages if reason in m)
     assert title == "Not saved" and "Could not save" in message and image_id in message
     assert "kept in memory" in message
@@ -121,9 +121,9 @@ def test_read_only_folder_keeps_edits_and_saves_when_writable_again(qtbot, tmp_p
     else:
         monkeypatch.setattr(storage.os, "replace", real_replace)
     w.save_now()
-    qtbot.waitUntil(lambda: w.project.label_path(image_id).exists(), timeout=3000)
+    qtbot.waitUntil(lambda: w.project.label_path(image_id).exists(), timeout=20_000)
     assert np.array_equal(cv2.imread(str(w.project.label_path(image_id)), cv2.IMREAD_UNCHANGED), painted)
-    qtbot.waitUntil(lambda: "unsaved" not in w.windowTitle(), timeout=3000)
+    qtbot.waitUntil(lambda: "unsaved" not in w.windowTitle(), timeout=20_000)
     QTest.keyClick(w, Qt.Key.Key_Return)
     assert Project.open(project.root, clean=False).image(image_id).status == STATUS_ACCEPTED
     w.close()
@@ -139,7 +139,7 @@ def test_full_disk_while_accepting_rolls_back_and_accepts_later(qtbot, tmp_path,
     image_id = w.current.image_id
     w.controller.set_value(2)
     _drag(w, [(20, 20), (24, 24)])
-    qtbot.waitUntil(lambda: w.project.image(image_id).status == "in progress", timeout=3000)  # autosaved
+    qtbot.waitUntil(lambda: w.project.image(image_id).status == "in progress", timeout=20_000)  # autosaved
 
     def json_full(fd, data):
         if data.startswith(b"{"):

@@ -191,16 +191,16 @@ def test_loop_controller_shows_the_refusal_and_the_model_that_stays(qtbot, tmp_p
                    train_config=TrainConfig(depth=2, base_width=4, crop_size=32))
     qtbot.addWidget(w)
     assert w.open_project(project.root)
-    qtbot.waitUntil(lambda: w.loop.active_checkpoint == good, timeout=30_000)
+    qtbot.waitUntil(lambda: w.loop.active_checkpoint == good, timeout=120_000)
     bad = _plant(project.root / "models", pickle.dumps(MakesMarker(tmp_path / "pwned")),
                  _meta(UNet(n_outputs=2, depth=2, base_width=4)))
     w.loop.use_checkpoint(bad)
-    qtbot.waitUntil(lambda: any(t == "Model not loaded" for t, _ in shown), timeout=30_000)
+    qtbot.waitUntil(lambda: any(t == "Model not loaded" for t, _ in shown), timeout=120_000)
     title, message = next((t, m) for t, m in shown if t == "Model not loaded")
     assert f"Model {good} keeps proposing." in message and bad in message
     assert w.loop.active_checkpoint == good
     assert w.loop.segment(w.current.image_id)
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
     assert w.current.proposal_checkpoint == good
     assert not (tmp_path / "pwned").exists()
     w.close()

@@ -75,7 +75,7 @@ def test_the_toolbar_shows_each_action_with_its_icon_and_text(qtbot, tmp_path):
     window = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
     qtbot.addWidget(window)
     window.show()
-    qtbot.waitExposed(window)
+    qtbot.waitExposed(window, timeout=20_000)
     bar = window.findChild(QToolBar, "main_toolbar")
     assert bar.toolButtonStyle() == Qt.ToolButtonStyle.ToolButtonTextBesideIcon
     shown = [a for a in bar.actions() if not a.isSeparator()]

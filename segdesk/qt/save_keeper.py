@@ -38,6 +38,7 @@ class SaveKeeper(QObject):
         self.error: str | None = None
         self._retry = QTimer(self, interval=RETRY_MS)
         self._retry.timeout.connect(self.save_all)
+        self._shut_down = False
 
     def set_project(self, project: Project) -> None:
         self.flush()
@@ -80,6 +81,8 @@ class SaveKeeper(QObject):
     # ----- saving
 
     def _submit(self, image_id: str, doc: LabelDocument) -> None:
+        if self._shut_down:
+            return  # the window has closed; what could not be saved was offered to the user then
         if self.project is not None and not self._is_saved(image_id, doc):
             self._autosaver.submit(image_id, self.project.label_path(image_id), doc.label.copy(), doc.version)
 
@@ -122,12 +125,14 @@ class SaveKeeper(QObject):
     def _on_failed(self, image_id: str, version: int, message: str) -> None:
         first = self.error is None
         self.error = message
-        self._retry.start()
+        if not self._shut_down:  # a failure queued before shut-down: no more retries after it
+            self._retry.start()
         self.status_text.emit(f"Not saved: {message}")
         if first:
             self.unsaved_changed.emit(True)
             self.first_failure.emit(message)
 
     def shutdown(self) -> None:
+        self._shut_down = True
         self._retry.stop()
         self._autosaver.shutdown()

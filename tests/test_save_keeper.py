@@ -1,0 +1,39 @@
+"""The save keeper after the window has closed: a write failure that was still queued must not
+schedule retries on a writer that is gone (it raised in the event loop on a loaded machine)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segdesk.core.label_document import LabelDocument
+from segdesk.core.project import Project
+from segdesk.qt.save_keeper import SaveKeeper
+from tests.conftest import write_disc_image
+
+
+def test_a_failure_delivered_after_shutdown_schedules_nothing(qtbot, tmp_path):
+    write_disc_image(tmp_path / "a.png")
+    project = Project.create(tmp_path / "proj", ["disc"])
+    project.add_images([tmp_path / "a.png"])
+    image_id = project.images[0].id
+    keeper = SaveKeeper()
+    keeper.set_project(project)
+    doc = LabelDocument(np.zeros((48, 64), np.uint8))
+    keeper.opened(image_id, doc, on_disk=True)
+    doc.begin_stroke(2, 3)  # the class, radius 3
+    doc.stroke_to(12, 12)
+    doc.end_stroke()
+    keeper.edited()
+    keeper.flush()
+    keeper.shutdown()
+    stored = project.read_label(image_id)
+    assert stored is not None and stored.any()  # the edit reached the disk before shut-down
+
+    # the writer's "failed" signal for an earlier write, delivered late
+    keeper._autosaver.failed.emit(image_id, doc.version, "No space left on device")
+    assert not keeper._retry.isActive()
+    doc.begin_stroke(2, 3)
+    doc.stroke_to(30, 20)
+    doc.end_stroke()
+    keeper.edited()  # nothing is scheduled on the stopped writer, nothing raises
+    keeper.save_all()
