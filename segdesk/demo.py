@@ -186,21 +186,52 @@ def run_gui(into: str | Path | None = None) -> int:
 # ----- building the bundled project (maintainers)
 
 N_GRAY, N_COLOUR, N_ACCEPTED = 9, 3, 3
+N_ACCEPTED_GRAY = 2  # the accepted images are like those the user labels next: mostly gray
 
 
 def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> Path:
     """Rebuild ``resources/demo/project`` from a dsb2018_nuclei folder (images/, masks/,
     instances/): 9 fluorescence images of 256 x 256 (stored as 8-bit gray) and 3 brightfield /
     histology images of 320 x 256 (RGB; the constant alpha channel dropped), each with 10 to 80
-    nuclei; the first three accepted from their true masks (from three on, the trainer holds one
-    out to judge its models by). Returns the project folder."""
-    import cv2
-    import numpy as np
+    nuclei. The first three are accepted from their true masks: two gray and one colour, arranged
+    so that the one the trainer holds out to judge its models by (segdesk.ml.data.held_out_ids) is
+    gray and training sees both kinds. The colour images among the rest are spread through them,
+    so the images the user meets next are mixed as the whole set is. Returns the project folder."""
+    import itertools
 
-    from segdesk.core.project import Project
+    from segdesk.ml.data import held_out_ids
 
     dsb = Path(dsb_dir)
     out = Path(out) if out else resource_path("demo") / "project"
+    gray, colour = _pick(dsb, seed)
+    first = gray[:N_ACCEPTED_GRAY] + colour[:N_ACCEPTED - N_ACCEPTED_GRAY]
+    rest = _spread(gray[N_ACCEPTED_GRAY:], colour[N_ACCEPTED - N_ACCEPTED_GRAY:])
+    for accepted in itertools.permutations(first):  # image ids hash the file name: try each arrangement
+        ids, files = _write_project(dsb, out, list(accepted) + rest)
+        held = set(held_out_ids(ids[:N_ACCEPTED]))
+        if all(files[ids.index(i)][1] in gray for i in held):
+            break
+    else:
+        raise SegdeskError("No arrangement of the accepted demo images holds out a gray one.")
+
+    def status(i: int) -> str:
+        return "new" if i >= N_ACCEPTED else "accepted, held out" if ids[i] in held else "accepted"
+
+    lines = [f"| {t.name} | {o.stem} | {'gray' if o in gray else 'colour'} | {status(i)} |"
+             for i, (t, o) in enumerate(files)]
+    (out.parent / "IMAGES.md").write_text(
+        "# Demo images and their dsb2018 origin\n\n"
+        "\"held out\": the accepted image the trainer validates on (segdesk.ml.data.held_out_ids).\n\n"
+        "| file | dsb2018 stage1_train id | kind | status |\n|---|---|---|---|\n"
+        + "\n".join(lines) + "\n", encoding="utf-8")
+    return out
+
+
+def _pick(dsb: Path, seed: int) -> tuple[list[Path], list[Path]]:
+    """The demo's gray and colour originals, each list in a seeded random order."""
+    import cv2
+    import numpy as np
+
     gray, colour = [], []
     for path in sorted((dsb / "images").glob("*.png")):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -218,6 +249,25 @@ def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> 
     picked = [gray[i] for i in rng.choice(len(gray), N_GRAY, replace=False)]
     picked += [colour[i] for i in rng.choice(len(colour), N_COLOUR, replace=False)]
     order = [picked[i] for i in rng.permutation(len(picked))]
+    return [p for p in order if p in gray], [p for p in order if p in colour]
+
+
+def _spread(many: list, few: list) -> list:
+    """``many`` with ``few`` placed evenly among them (one near each 1/len(few) of the list)."""
+    n = len(many) + len(few)
+    slots = {round((k + 0.5) * n / len(few)): item for k, item in enumerate(few)} if few else {}
+    rest = iter(many)
+    return [slots[i] if i in slots else next(rest) for i in range(n)]
+
+
+def _write_project(dsb: Path, out: Path, order: list[Path]) -> tuple[list[str], list[tuple[Path, Path]]]:
+    """The project in ``out`` with the images of ``order`` as nuclei-01.png, ..., the first
+    N_ACCEPTED accepted from their true masks. Returns the image ids and (file in the project,
+    original) pairs, both in that order."""
+    import cv2
+    import numpy as np
+
+    from segdesk.core.project import Project
 
     shutil.rmtree(out, ignore_errors=True)
     (out / "images").mkdir(parents=True)
@@ -236,11 +286,7 @@ def build(dsb_dir: str | Path, out: str | Path | None = None, seed: int = 0) -> 
         mask = cv2.imread(str(dsb / "masks" / original.name), cv2.IMREAD_UNCHANGED)
         project.accept(entry.id, (mask > 0).astype(np.uint8) + 1)
     (out / "log.jsonl").unlink(missing_ok=True)
-    lines = [f"| {t.name} | {o.stem} | {'accepted' if i < N_ACCEPTED else 'new'} |" for i, (t, o) in enumerate(files)]
-    (out.parent / "IMAGES.md").write_text(
-        "# Demo images and their dsb2018 origin\n\n| file | dsb2018 stage1_train id | status |\n|---|---|---|\n"
-        + "\n".join(lines) + "\n", encoding="utf-8")
-    return out
+    return [e.id for e in project.images], files
 
 
 def bundle_model(models_dir: str | Path, out: str | Path | None = None, note: str = "") -> Path:

@@ -50,6 +50,25 @@ def test_demo_creates_a_project_that_opens_and_whose_model_proposes(data_home, c
         assert dice > 0.7, (image_id, dice)
 
 
+def test_the_accepted_demo_images_are_like_the_ones_to_label():
+    """Most demo images are gray fluorescence, a few colour histology. The accepted ones hold both
+    kinds, the one the trainer holds out is gray, so fine-tuning sees both kinds and is judged on
+    the kind the user labels most (trained on colour only, the bundled model forgot gray images)."""
+    from segdesk.ml.data import held_out_ids
+
+    project = Project.open(resource_path("demo", "project"), clean=False)
+    gray = {e.id: project.read_image(e).pixels.ndim == 2 for e in project.images}
+    accepted = project.accepted_ids()
+    new = [i for i in gray if i not in accepted]
+    assert sum(gray.values()) == 9
+    assert [gray[i] for i in accepted].count(True) == 2 and [gray[i] for i in accepted].count(False) == 1
+    held = held_out_ids(accepted)
+    assert held and all(gray[i] for i in held)
+    trained = [i for i in accepted if i not in held]
+    assert {gray[i] for i in trained} == {True, False}
+    assert not all(gray[i] for i in new[:4])  # a colour image comes soon after the accepted ones
+
+
 def test_an_untouched_demo_is_reused_and_a_worked_on_one_is_kept(data_home, capsys):
     first = make_demo(capsys)
     assert make_demo(capsys) == first  # untouched: opened again, not copied again
