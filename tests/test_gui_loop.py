@@ -233,3 +233,92 @@ def test_a_model_that_costs_more_than_drawing_shows_no_proposal_and_says_why(qtb
     qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
     assert w.current.proposal_checkpoint == proposes
     w.close()
+
+
+def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qtbot, tmp_path, messages):
+    """Shift+S ("show anyway") shows a learning model's proposal, marked as not yet helpful (status
+    text, dashed outline without tint); Segment (S) still shows none, on this image or after coming
+    back to it (the cache keeps the two apart); accepting stores the shown proposal plus corrections."""
+    import torch
+
+    from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.ml.inference import to_label
+    from segdesk.ml.unet import UNet
+
+    for name in ("a", "b"):
+        write_disc_image(tmp_path / f"{name}.png", seed=ord(name))
+    project = Project.create(tmp_path / "proj", ["disc"])
+    project.add_images([tmp_path / "a.png", tmp_path / "b.png"])
+    project.settings["auto_train_after"] = 1000  # no training in this test
+    project.save()
+    torch.manual_seed(0)  # these weights propose a mask with some disc pixels on these images
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    meta = {"arch": model.arch_dict(), "classes": ["disc"], "normalisation": "percentile-0.5-99.5",
+            "working_scale": 1.0, "step": 1,
+            "postprocess": {"version": 1, "classes": {}, "propose": False, "val_effort_ratio": 1.62}}
+    learning = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
+    predictor = Predictor.from_checkpoint(project.root / "models", learning, device="cpu")
+    predictor.gate = False
+    first, second = project.images
+    ungated = to_label(predictor.predict(project.read_image(first).pixels))
+    assert (ungated == 2).any() and (ungated == 1).any()
+
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu",
+                   train_config=TrainConfig(depth=2, base_width=4, crop_size=32))
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.loop.active_checkpoint == learning, timeout=30_000)
+    assert w.current.image_id == first.id
+
+    def segment_says_still_learning():
+        w.statusBar().clearMessage()
+        QTest.keyClick(w, Qt.Key.Key_S)
+        qtbot.waitUntil(lambda: "still learning" in w.statusBar().currentMessage(), timeout=5000)
+        assert "still learning (Shift+S shows it anyway)" in w.statusBar().currentMessage()
+
+    segment_says_still_learning()
+    assert w.current.proposal is None and w.canvas.proposal is None
+
+    QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # show anyway
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=30_000)
+    assert np.array_equal(w.current.proposal, ungated)
+    assert w.current.proposal_checkpoint == learning and w.current.proposal_learning
+    assert f"proposal from model {learning} (still learning: shown on request)" in w.status.proposal.text()
+    meta = json.loads((project.root / "proposals" / f"{first.id}.json").read_text())
+    assert meta["checkpoint"] == learning and meta["learning"] is True
+    # marked: no tint inside the mask, only a dimmer dashed edge
+    from segdesk.qt.overlay import outline_of
+
+    item = w.canvas.proposal
+    edge = outline_of(ungated)
+    inside = np.argwhere((ungated == 2) & ~edge)
+    assert len(inside) and all(item.pixel_colour(int(x), int(y)).alpha() == 0 for y, x in inside)
+    drawn = [item.pixel_colour(int(x), int(y)).alpha() for y, x in np.argwhere(edge & (ungated == 2))]
+    assert 0 < max(drawn) < 255 and min(drawn) == 0  # dimmer than a proposal's edge, and dashed
+
+    # Segment still shows none, here and after leaving and coming back: it never gets the cached
+    # shown-anyway proposal
+    segment_says_still_learning()
+    QTest.keyClick(w, Qt.Key.Key_PageDown)
+    qtbot.waitUntil(lambda: w.current.image_id == second.id)
+    QTest.keyClick(w, Qt.Key.Key_PageUp)
+    qtbot.waitUntil(lambda: w.current.image_id == first.id)
+    segment_says_still_learning()
+    assert w.current.proposal is None and w.canvas.proposal is None
+
+    QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # from the cache this time
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=30_000)
+    assert np.array_equal(w.current.proposal, ungated) and w.current.proposal_learning
+
+    # accepting: the shown proposal plus one correction is the label
+    w.current.doc.begin_stroke(1, 2)
+    w.current.doc.stroke_to(1, 1)
+    w.current.doc.end_stroke()
+    QTest.keyClick(w, Qt.Key.Key_Return)
+    expected = ungated.copy()
+    expected[np.hypot(*np.mgrid[0:48, 0:64] - 1) <= 2] = 1
+    assert np.array_equal(w.project.read_label(first.id), expected)
+    assert w.project.image(first.id).status == STATUS_ACCEPTED
+    w.close()
+    assert not messages, messages

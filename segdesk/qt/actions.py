@@ -33,6 +33,8 @@ SHORTCUTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "previous_image": ("&Previous image", ("PgUp", "Alt+Left"), "Go to the previous image"),
     "accept": ("&Accept", ("Return", "Enter"), "This mask is right: accept it and go to the next image"),
     "segment": ("&Segment", ("S",), "Show the model's proposal for this image"),
+    "segment_anyway": ("Segment an&yway", ("Shift+S",),
+                       "Show the proposal of a model still learning (it costs more to correct than drawing)"),
     "auto_propose": ("Propose &automatically", (), "Show the proposal of every image as soon as it opens"),
     "fit": ("&Fit to window", ("F",), "Show the whole image"),
     "zoom_actual": ("&Actual pixels", ("Ctrl+1",), "Zoom to 100%"),
@@ -54,6 +56,12 @@ def icon(name: str) -> QIcon:
     except SegdeskError as exc:
         log.warning("%s", exc)
         return QIcon()
+
+
+def shortcut_text(name: str) -> str:
+    """The first shortcut of an action as the user reads it (e.g. "Shift+S"), for messages."""
+    keys = SHORTCUTS[name][1]
+    return QKeySequence(keys[0]).toString(QKeySequence.SequenceFormat.NativeText) if keys else ""
 
 
 def new_action(

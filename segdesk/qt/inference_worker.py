@@ -1,8 +1,12 @@
 """The inference worker: its own model in eval mode, on its own thread (DESIGN.md "Threads").
 
-The GUI asks with ``request(request_id, image_id, path)`` and gets ``prediction_ready`` or
-``prediction_failed`` back; new weights arrive only as a checkpoint id, and the model is swapped
-only when loading succeeded.
+The GUI asks with ``request(request_id, image_id, path, ...)`` and gets ``prediction_ready``,
+``prediction_withheld`` or ``prediction_failed`` back; new weights arrive only as a checkpoint id,
+and the model is swapped only when loading succeeded.
+
+A model still learning (its held-out proposals cost more to correct than drawing) withholds its
+proposals (segdesk.ml.postprocess); a request with ``ungated`` asks for its proposal anyway, and the
+answer says it came from such a model, so the window can mark it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from segdesk.core import imageio, storage
 from segdesk.core.errors import SegdeskError
+from segdesk.ml import postprocess
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +28,10 @@ log = logging.getLogger(__name__)
 class InferenceWorker(QObject):
     model_loaded = Signal(str, str)  # checkpoint id, device name
     model_failed = Signal(str, str)  # checkpoint id, message
-    prediction_ready = Signal(int, str, object, str)  # request id, image id, label (uint8, 1 = background), checkpoint id
+    # request id, image id, label (uint8, 1 = background), checkpoint id, learning (shown although
+    # the model withholds its proposals: asked for ungated)
+    prediction_ready = Signal(int, str, object, str, bool)
+    prediction_withheld = Signal(int, str, str)  # request id, image id, checkpoint id: a gated model said no
     prediction_failed = Signal(int, str, str)  # request id, image id, message
     device_probed = Signal(str, str)  # device name, problem ("" when none)
     models_listed = Signal(object, str)  # list of checkpoint metadata dicts, current id ("" if none)
@@ -67,9 +75,11 @@ class InferenceWorker(QObject):
         self._predictor = predictor
         self.model_loaded.emit(checkpoint_id, ml_device.device_name(predictor.device))
 
-    @Slot(int, str, str, int, bool)
-    def request(self, request_id: int, image_id: str, path: str, frame: int, prefetch: bool) -> None:
-        """``frame``: the 0-based frame of a multi-frame DICOM file, -1 for other images."""
+    @Slot(int, str, str, int, bool, bool)
+    def request(self, request_id: int, image_id: str, path: str, frame: int, prefetch: bool,
+                ungated: bool = False) -> None:
+        """``frame``: the 0-based frame of a multi-frame DICOM file, -1 for other images.
+        ``ungated``: the proposal even when the model withholds its proposals ("show anyway")."""
         with self._latest_lock:
             stale = request_id < self._latest[prefetch]
         if stale:
@@ -80,14 +90,19 @@ class InferenceWorker(QObject):
             return
         try:
             image = imageio.read_image(path, frame=None if frame < 0 else frame)
+            self._predictor.gate = not ungated
             self._proposing.set()
             try:
                 prediction = self._predictor.predict(image.pixels)
             finally:
                 self._proposing.clear()
-            label = (prediction.classes + 1).astype(np.uint8)  # label encoding: 1 = background
             checkpoint = prediction.checkpoint or ""
-            self._cache(image_id, label, checkpoint)
+            if prediction.withheld:  # the model changed to one still learning since the GUI asked
+                self.prediction_withheld.emit(request_id, image_id, checkpoint)
+                return
+            learning = ungated and postprocess.withholds(self._predictor.postprocess)
+            label = (prediction.classes + 1).astype(np.uint8)  # label encoding: 1 = background
+            self._cache(image_id, label, checkpoint, learning)
         except SegdeskError as exc:
             self.prediction_failed.emit(request_id, image_id, str(exc))
             return
@@ -98,10 +113,11 @@ class InferenceWorker(QObject):
             log.exception("segmenting %s failed", image_id)
             self.prediction_failed.emit(request_id, image_id, f"Segmenting failed: {exc}")
             return
-        self.prediction_ready.emit(request_id, image_id, label, checkpoint)
+        self.prediction_ready.emit(request_id, image_id, label, checkpoint, learning)
 
-    def _cache(self, image_id: str, label: np.ndarray, checkpoint: str) -> None:
-        """Store the proposal with the checkpoint that made it (provenance); a failure is not fatal."""
+    def _cache(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool) -> None:
+        """Store the proposal with the checkpoint that made it (provenance) and whether that model
+        was still learning (shown on request); a failure is not fatal."""
         import json
         import time
 
@@ -109,6 +125,8 @@ class InferenceWorker(QObject):
         try:
             storage.write_label(path, label)
             meta = {"image": image_id, "checkpoint": checkpoint, "time": round(time.time(), 3)}
+            if learning:
+                meta["learning"] = True
             storage.atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
         except SegdeskError as exc:
             log.warning("proposal for %s not cached: %s", image_id, exc)

@@ -3,6 +3,10 @@
 Lives on the GUI thread and talks to both workers only through queued signals with plain data.
 Keeps the newest-request bookkeeping (stale proposals are dropped), a bounded proposal cache,
 the auto-start rule and which checkpoint proposes (newest, or one the user chose).
+
+A model still learning withholds its proposals; ``segment(..., anyway=True)`` asks for one
+regardless ("show anyway"). Such a proposal comes with ``learning`` True, and the cache keeps it
+apart from ordinary ones, so Segment never serves it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from segdesk.core.project import Project
 from segdesk.ml import postprocess
+from segdesk.qt.actions import shortcut_text
 from segdesk.qt.inference_worker import InferenceWorker
 from segdesk.qt.models_panel import ModelsPanel
 from segdesk.qt.training_panel import TrainingPanel
@@ -31,7 +36,9 @@ _gpu_warned = False
 
 
 class LoopController(QObject):
-    proposal_ready = Signal(str, object, str)  # image id, label (1 = background, 2.. classes), checkpoint
+    # image id, label (1 = background, 2.. classes), checkpoint, learning (a model still learning,
+    # shown on request)
+    proposal_ready = Signal(str, object, str, bool)
     proposal_failed = Signal(str, str)  # image id, message
     message = Signal(str)  # for the status bar
     error = Signal(str, str)  # title, message: shown once in a dialog
@@ -39,7 +46,8 @@ class LoopController(QObject):
     checkpoint_changed = Signal(str)  # the checkpoint that now proposes
 
     _load = Signal(str)
-    _request = Signal(int, str, str, int, bool)  # request id, image id, path, frame (-1: none), prefetch
+    # request id, image id, path, frame (-1: none), prefetch, ungated (show anyway)
+    _request = Signal(int, str, str, int, bool, bool)
     _start = Signal()
     _list = Signal()
     _train = Signal()
@@ -51,8 +59,10 @@ class LoopController(QObject):
         self._training_panel = training
         self._models_panel = models
         self._next_id = 0
-        self._cache: OrderedDict[str, tuple[str, np.ndarray]] = OrderedDict()
-        self._pending: dict[str, tuple[str | None, int]] = {}  # image id -> (checkpoint, request id)
+        # (image id, learning) -> (checkpoint, label): shown-anyway proposals never answer Segment
+        self._cache: OrderedDict[tuple[str, bool], tuple[str, np.ndarray]] = OrderedDict()
+        # (image id, ungated) -> (checkpoint, request id)
+        self._pending: dict[tuple[str, bool], tuple[str | None, int]] = {}
         self.active_checkpoint: str | None = None
         self._follow_latest = True
         self.training_running = False
@@ -70,6 +80,7 @@ class LoopController(QObject):
         self._inference.model_failed.connect(self._on_model_failed)
         self._inference.prediction_ready.connect(self._on_prediction)
         self._inference.prediction_failed.connect(self._on_prediction_failed)
+        self._inference.prediction_withheld.connect(self._on_prediction_withheld)
         self._inference.device_probed.connect(self._on_device)
 
         self._trainer = TrainingWorker(project.root, train_config, device, proposing)
@@ -94,59 +105,75 @@ class LoopController(QObject):
 
     # ----- proposals
 
-    def segment(self, image_id: str, prefetch: bool = False) -> bool:
-        """Ask for the proposal of an image. False (with a message) when there is no model yet."""
+    def segment(self, image_id: str, prefetch: bool = False, anyway: bool = False) -> bool:
+        """Ask for the proposal of an image. False (with a message) when there is no model yet, or
+        when the model is still learning and ``anyway`` (the user's "show anyway") is not given."""
         if self.active_checkpoint is None:
             if not prefetch:
                 n = self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START)
                 self.message.emit(f"No trained model yet: accept {n} images and training starts by itself.")
             return False
         reason = self.withheld_reason()
-        if reason:  # told for prefetches too: the window shows it only for the image on screen
+        if reason and not anyway:  # told for prefetches too: the window shows it only for the image on screen
             self.proposal_failed.emit(image_id, reason)
             return False
-        cached = self._cache.get(image_id)
+        ungated = bool(reason)  # "anyway" on a model that proposes is a plain Segment
+        cached = self._cache.get((image_id, ungated))
         if cached is not None and cached[0] == self.active_checkpoint:
             if not prefetch:  # next turn of the event loop: the image paints first, then its proposal
-                QTimer.singleShot(0, lambda: self.proposal_ready.emit(image_id, cached[1], cached[0]))
+                QTimer.singleShot(0, lambda: self.proposal_ready.emit(image_id, cached[1], cached[0], ungated))
             return True
-        if prefetch and self._pending.get(image_id, (None,))[0] == self.active_checkpoint:
+        if prefetch and self._pending.get((image_id, ungated), (None,))[0] == self.active_checkpoint:
             return True  # already on its way
         self._next_id += 1
-        self._pending[image_id] = (self.active_checkpoint, self._next_id)
+        self._pending[(image_id, ungated)] = (self.active_checkpoint, self._next_id)
         self._inference.supersede(self._next_id, prefetch)
         entry = self.project.image(image_id)
         path = str(self.project.source_path(entry))
         frame = -1 if entry.frame is None else entry.frame
-        self._request.emit(self._next_id, image_id, path, frame, prefetch)
+        self._request.emit(self._next_id, image_id, path, frame, prefetch, ungated)
         return True
 
-    def withheld_reason(self) -> str:
-        """Why the active model shows no proposals, or "" when it does. A model whose proposals
-        took more correcting than drawing on the held-out accepted images withholds them
-        (segdesk.ml.postprocess), so the user draws instead of erasing a wrong mask."""
-        meta = next((m for m in self._checkpoints if m.get("id") == self.active_checkpoint), None)
+    def withheld_reason(self, checkpoint: str | None = None) -> str:
+        """Why a model (default: the active one) shows no proposals, or "" when it does. A model
+        whose proposals took more correcting than drawing on the held-out accepted images
+        withholds them (segdesk.ml.postprocess), so the user draws instead of erasing a wrong
+        mask, unless they ask to see it anyway."""
+        checkpoint = checkpoint or self.active_checkpoint
+        meta = next((m for m in self._checkpoints if m.get("id") == checkpoint), None)
         spec = (meta or {}).get("postprocess")
         if not postprocess.withholds(spec):
             return ""
-        return (f"model {self.active_checkpoint} is still learning: {postprocess.why_withheld(spec)}. "
-                f"Draw this one; each accept teaches it.")
+        # the way to see it anyway comes first: a long status message is cut at the right
+        return (f"model {checkpoint} is still learning ({shortcut_text('segment_anyway')} shows it anyway): "
+                f"{postprocess.why_withheld(spec)}. Draw this one; each accept teaches it.")
 
     def cached(self, image_id: str) -> tuple[str, np.ndarray] | None:
-        hit = self._cache.get(image_id)
+        """The ordinary (not shown-anyway) proposal of the active model, if cached."""
+        hit = self._cache.get((image_id, False))
         return hit if hit is not None and hit[0] == self.active_checkpoint else None
 
-    def _on_prediction(self, request_id: int, image_id: str, label: np.ndarray, checkpoint: str) -> None:
-        self._pending.pop(image_id, None)
-        self._cache[image_id] = (checkpoint, label)
-        self._cache.move_to_end(image_id)
+    def _forget_request(self, request_id: int) -> None:
+        for key in [k for k, (_, r) in self._pending.items() if r == request_id]:
+            del self._pending[key]
+
+    def _on_prediction(self, request_id: int, image_id: str, label: np.ndarray, checkpoint: str,
+                       learning: bool) -> None:
+        self._forget_request(request_id)
+        self._cache[(image_id, learning)] = (checkpoint, label)
+        self._cache.move_to_end((image_id, learning))
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
-        self.proposal_ready.emit(image_id, label, checkpoint)
+        self.proposal_ready.emit(image_id, label, checkpoint, learning)
+
+    def _on_prediction_withheld(self, request_id: int, image_id: str, checkpoint: str) -> None:
+        """A plain request reached a model still learning (it was loaded after the request)."""
+        self._forget_request(request_id)
+        self.proposal_failed.emit(image_id, self.withheld_reason(checkpoint)
+                                  or f"model {checkpoint} is still learning: it shows no proposals yet.")
 
     def _on_prediction_failed(self, request_id: int, image_id: str, message: str) -> None:
-        if self._pending.get(image_id, (None, None))[1] == request_id:
-            del self._pending[image_id]
+        self._forget_request(request_id)
         if message:  # an empty message: superseded by a newer request, nothing to tell
             self.proposal_failed.emit(image_id, message)
 
@@ -178,7 +205,8 @@ class LoopController(QObject):
         self.device_named.emit(device_name)
         self._refresh_models()
         if self.withheld_reason():
-            self.message.emit(f"Model {checkpoint_id} is still learning: it shows no proposals yet.")
+            self.message.emit(f"Model {checkpoint_id} is still learning: it shows no proposals yet "
+                              f"({shortcut_text('segment_anyway')} shows one anyway).")
         else:
             self.message.emit(f"Model {checkpoint_id} proposes now.")
         self.checkpoint_changed.emit(checkpoint_id)
@@ -205,8 +233,8 @@ class LoopController(QObject):
         self._trainer.labels_changed()
 
     def _cache_clear_stale(self) -> None:
-        for image_id in [i for i, (c, _) in self._cache.items() if c != self.active_checkpoint]:
-            del self._cache[image_id]
+        for key in [k for k, (c, _) in self._cache.items() if c != self.active_checkpoint]:
+            del self._cache[key]
 
     def _set_auto_start(self, n: int) -> None:
         self.project.settings[AUTO_START_KEY] = n

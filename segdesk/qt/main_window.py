@@ -25,7 +25,7 @@ from segdesk.qt.image_list import ImageList
 from segdesk.qt.loop_controller import LoopController
 from segdesk.qt.models_panel import ModelsPanel
 from segdesk.qt.open_image import OpenImage
-from segdesk.qt.overlay import LabelOverlayItem, colour_table, proposal_tables
+from segdesk.qt.overlay import LEARNING_DASH, LabelOverlayItem, colour_table, learning_proposal_tables, proposal_tables
 from segdesk.qt.project_guard import ProjectGuard
 from segdesk.qt.save_keeper import SaveKeeper
 from segdesk.qt.status_bar import StatusFields
@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
             ("next_image", lambda: self.step_image(+1)), ("previous_image", lambda: self.step_image(-1)),
             ("accept", self.accept_current), ("fit", self.canvas.fit),
             ("zoom_actual", lambda: self.canvas.set_zoom(1.0)), ("segment", self.segment),
+            ("segment_anyway", lambda: self.segment(anyway=True)),
         ):
             a[name] = new_action(self, name, slot)
         a["outline"] = new_action(self, "outline", self.canvas.set_outline, checkable=True)
@@ -131,7 +132,7 @@ class MainWindow(QMainWindow):
         a = self.actions_by_name
         menus = {
             "&File": ["new_project", "open_project", None, "add_images", "add_folder", None, "save", None, "quit"],
-            "&Edit": ["undo", "redo", None, "segment", "auto_propose", "accept"],
+            "&Edit": ["undo", "redo", None, "segment", "segment_anyway", "auto_propose", "accept"],
             "&View": ["fit", "zoom_actual", None, "toggle_labels", "outline", None, "next_image", "previous_image"],
             "&Tools": ["brush", "eraser", "fill", "polygon", None, "brush_bigger", "brush_smaller"],
         }
@@ -204,6 +205,7 @@ class MainWindow(QMainWindow):
         rgbs = [c.rgb for c in project.classes]
         self._lut = colour_table(rgbs)
         self._proposal_luts = proposal_tables(rgbs)
+        self._learning_luts = learning_proposal_tables(rgbs)
         self.training_panel.plot.clear()
         self.loop = LoopController(project, self.training_panel, self.models_panel,
                                    self._train_config, self._device, self)
@@ -338,10 +340,11 @@ class MainWindow(QMainWindow):
 
     # ----- proposals and accept
 
-    def segment(self) -> None:
-        """The one button: show the model's proposal for the current image."""
+    def segment(self, anyway: bool = False) -> None:
+        """The one button: show the model's proposal for the current image. ``anyway``: also when
+        the model is still learning (its proposals cost more to correct than drawing)."""
         if self.current is not None and self.loop is not None:
-            if self.loop.segment(self.current.image_id):
+            if self.loop.segment(self.current.image_id, anyway=anyway):
                 self.status.proposal.setText("segmenting…")
 
     def _prefetch_next(self) -> None:
@@ -350,18 +353,21 @@ class MainWindow(QMainWindow):
             if following is not None and following != self.current.image_id:
                 self.loop.segment(following, prefetch=True)
 
-    def _on_proposal(self, image_id: str, label: np.ndarray, checkpoint: str) -> None:
+    def _on_proposal(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool) -> None:
+        """Show a proposal under the label. ``learning``: from a model still learning, shown on
+        request; drawn as a dashed outline without tint, and said so, as not yet helpful."""
         cur = self.current
         if cur is None or cur.image_id != image_id or self.project.image(image_id).status == STATUS_ACCEPTED:
             return  # a prefetch, or an answer for an image the user has left: cached, not shown
         if label.shape != cur.doc.shape:
             return
-        cur.proposal, cur.proposal_checkpoint = label, checkpoint
-        fill, edge = self._proposal_luts
-        item = LabelOverlayItem(label, fill, edge_lut=edge)
+        cur.proposal, cur.proposal_checkpoint, cur.proposal_learning = label, checkpoint, learning
+        fill, edge = self._learning_luts if learning else self._proposal_luts
+        item = LabelOverlayItem(label, fill, edge_lut=edge, dash=LEARNING_DASH if learning else 0)
         item.setVisible(self.actions_by_name["toggle_labels"].isChecked())
         self.canvas.set_proposal(item)
-        self.status.proposal.setText(f"proposal from model {checkpoint}: correct it, then Accept (Enter)")
+        shown = " (still learning: shown on request)" if learning else ""
+        self.status.proposal.setText(f"proposal from model {checkpoint}{shown}: correct it, then Accept (Enter)")
 
     def _on_proposal_failed(self, image_id: str, message: str) -> None:
         if self.current is not None and self.current.image_id == image_id:

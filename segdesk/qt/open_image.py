@@ -20,6 +20,7 @@ class OpenImage:
     opened_at: float = field(default_factory=time.monotonic)
     proposal: np.ndarray | None = None  # label encoding (1 = background); shown under the label
     proposal_checkpoint: str | None = None
+    proposal_learning: bool = False  # from a model still learning, shown on request ("show anyway")
 
     def seconds_open(self) -> float:
         return time.monotonic() - self.opened_at

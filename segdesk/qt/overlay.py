@@ -54,15 +54,42 @@ def proposal_tables(class_rgbs: list[tuple[int, int, int]]) -> tuple[np.ndarray,
     return fill, edge
 
 
+LEARNING_DASH = 4  # pixels on, pixels off: the outline of a proposal shown on request
+LEARNING_EDGE_ALPHA = 200  # dimmer than a proposal's edge (255)
+
+
+def learning_proposal_tables(class_rgbs: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(fill, edge) colours for the proposal of a model still learning, shown on request: no
+    tint and a dimmer edge (drawn dashed, ``LEARNING_DASH``), so it reads as a tentative sketch,
+    not as a proposal the model stands behind."""
+    fill = np.zeros((256, 4), np.uint8)
+    edge = np.zeros((256, 4), np.uint8)
+    alpha = LEARNING_EDGE_ALPHA
+    for i, rgb in enumerate(class_rgbs):
+        r, g, b = (c * alpha // 255 for c in rgb)
+        edge[i + 2] = (b, g, r, alpha)
+    return fill, edge
+
+
+def dashes(y0: int, x0: int, y1: int, x1: int, period: int) -> np.ndarray:
+    """A checkerboard of ``period``-pixel squares over the box: an edge drawn through it is
+    dashed whichever way it runs. Fixed to image coordinates, so refreshed boxes line up."""
+    yy = np.arange(y0, y1)[:, None] // period
+    xx = np.arange(x0, x1)[None, :] // period
+    return (yy + xx) % 2 == 0
+
+
 class LabelOverlayItem(QGraphicsItem):
     """Draws a label map over the image; ``refresh(box)`` recolours one box only."""
 
-    def __init__(self, label: np.ndarray, lut: np.ndarray, edge_lut: np.ndarray | None = None):
-        """``edge_lut``, when given, colours region edges differently (how a proposal shows)."""
+    def __init__(self, label: np.ndarray, lut: np.ndarray, edge_lut: np.ndarray | None = None, dash: int = 0):
+        """``edge_lut``, when given, colours region edges differently (how a proposal shows);
+        ``dash`` > 0 draws those edges dashed with that period (a proposal shown on request)."""
         super().__init__()
         self._label = label
         self._lut = lut
         self._edge_lut = edge_lut
+        self._dash = dash
         self._outline = False
         h, w = label.shape
         self._bgra = np.zeros((h, w, 4), np.uint8)
@@ -100,6 +127,8 @@ class LabelOverlayItem(QGraphicsItem):
             gy0, gx0, gy1, gx1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
             edge = outline_of(self._label[gy0:gy1, gx0:gx1])[y0 - gy0:y1 - gy0, x0 - gx0:x1 - gx0]
             region = self._label[y0:y1, x0:x1]
+            if self._dash and not self._outline:
+                edge &= dashes(y0, x0, y1, x1, self._dash)
             if self._outline:
                 self._bgra[y0:y1, x0:x1] = self._lut[np.where(edge, region, 0)]
             else:
