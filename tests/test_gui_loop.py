@@ -268,20 +268,20 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     qtbot.addWidget(w)
     w.show()
     assert w.open_project(project.root)
-    qtbot.waitUntil(lambda: w.loop.active_checkpoint == learning, timeout=30_000)
+    qtbot.waitUntil(lambda: w.loop.active_checkpoint == learning, timeout=120_000)
     assert w.current.image_id == first.id
 
     def segment_says_still_learning():
         w.statusBar().clearMessage()
         QTest.keyClick(w, Qt.Key.Key_S)
-        qtbot.waitUntil(lambda: "still learning" in w.statusBar().currentMessage(), timeout=5000)
+        qtbot.waitUntil(lambda: "still learning" in w.statusBar().currentMessage(), timeout=60_000)
         assert "still learning (Shift+S shows it anyway)" in w.statusBar().currentMessage()
 
     segment_says_still_learning()
     assert w.current.proposal is None and w.canvas.proposal is None
 
     QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # show anyway
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
     assert np.array_equal(w.current.proposal, ungated)
     assert w.current.proposal_checkpoint == learning and w.current.proposal_learning
     assert f"proposal from model {learning} (still learning: shown on request)" in w.status.proposal.text()
@@ -301,14 +301,14 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     # shown-anyway proposal
     segment_says_still_learning()
     QTest.keyClick(w, Qt.Key.Key_PageDown)
-    qtbot.waitUntil(lambda: w.current.image_id == second.id)
+    qtbot.waitUntil(lambda: w.current.image_id == second.id, timeout=20_000)
     QTest.keyClick(w, Qt.Key.Key_PageUp)
-    qtbot.waitUntil(lambda: w.current.image_id == first.id)
+    qtbot.waitUntil(lambda: w.current.image_id == first.id, timeout=20_000)
     segment_says_still_learning()
     assert w.current.proposal is None and w.canvas.proposal is None
 
     QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # from the cache this time
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
     assert np.array_equal(w.current.proposal, ungated) and w.current.proposal_learning
 
     # accepting: the shown proposal plus one correction is the label
