@@ -41,3 +41,18 @@ def write_disc_image(path: Path, size: tuple[int, int] = (48, 64), seed: int = 0
     img[mask == 1] = 200
     cv2.imwrite(str(path), img)
     return mask
+
+
+@pytest.fixture(autouse=True)
+def event_loops_still_run():
+    """Fail the test that leaves Qt unable to run an event loop: a stray quit() delivered after
+    exec() returned makes every later QEventLoop.exec return -1 at once, so no queued signal is
+    delivered and every later GUI test times out far from the cause."""
+    yield
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
+
+    if QCoreApplication.instance() is None:
+        return
+    loop = QEventLoop()
+    QTimer.singleShot(0, loop.quit)
+    assert loop.exec() == 0, "this test left a quit request behind: Qt's event loops no longer run"

@@ -216,7 +216,7 @@ def run(minutes: float, out: Path | None = None, work: Path | None = None, every
         masks: Path | None = None, device: str | None = None, tiny: bool = False, seed: int = 0,
         deadlock_s: float = 60.0, warmup_s: float | None = None, echo=None) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtCore import QCoreApplication, QEvent, QSettings, QTimer
     from PySide6.QtWidgets import QApplication, QMessageBox
 
     from segdesk.app import preload_engine
@@ -284,19 +284,34 @@ def run(minutes: float, out: Path | None = None, work: Path | None = None, every
     guard = threading.Thread(target=watchdog, daemon=True, name="soak-watchdog")
     guard.start()
 
+    quitting = {"asked": False}
+
+    def quit_once():
+        """Qt 6 posts quit() as a Quit event. A second one still queued when exec() returns is
+        delivered by the next nested event loop, where it sets Qt's quitNow: from then on every
+        QEventLoop.exec (qtbot.wait's too) returns at once and no queued signal is delivered
+        (what broke every GUI test that ran after the soak in the suite)."""
+        if not quitting["asked"]:
+            quitting["asked"] = True
+            app.quit()
+
     def on_sample():
         s = soak.sample(time.monotonic() - t_start)
         if echo is not None:
             echo(s)
         if time.monotonic() >= stop_at:
-            app.quit()
+            quit_once()
 
     sampler = QTimer(interval=int(sample_s * 1000))
     sampler.timeout.connect(on_sample)
     sampler.start()
-    QTimer.singleShot(int(minutes * 60 * 1000) + 50, app.quit)
+    deadline = QTimer(singleShot=True, interval=int(minutes * 60 * 1000) + 50)
+    deadline.timeout.connect(quit_once)
+    deadline.start()
     app.exec()
+    deadline.stop()
     sampler.stop()
+    QCoreApplication.removePostedEvents(app, QEvent.Type.Quit)
     soak._drive.stop()
     last = soak.sample(time.monotonic() - t_start)
     soak.last_beat = time.monotonic() + 60  # closing may block the GUI for a while: not a deadlock
