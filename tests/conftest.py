@@ -56,3 +56,16 @@ def event_loops_still_run():
     loop = QEventLoop()
     QTimer.singleShot(0, loop.quit)
     assert loop.exec() == 0, "this test left a quit request behind: Qt's event loops no longer run"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_worker_thread_outlives_the_session():
+    """As the app does before it exits: wait for worker threads that missed their stop time-out
+    (segdesk.qt.worker_thread keeps them), so none is destroyed while it runs."""
+    yield
+    import sys
+
+    if "segdesk.qt.worker_thread" in sys.modules:
+        from segdesk.qt.worker_thread import wait_for_stragglers
+
+        assert wait_for_stragglers(120_000), "a worker thread was still running at the end of the tests"
