@@ -27,6 +27,16 @@ from segdesk.cli_project import cmd_add, cmd_demo, cmd_export, cmd_import_labels
 from segdesk.core.errors import SegdeskError
 
 
+def _augmentation(text: str) -> dict[str, bool]:
+    """``train --augment``: the flips and turns to use, e.g. "flip-ud,rot90", "all" or "off"."""
+    from segdesk.ml.augment_plan import parse_choice
+
+    try:
+        return parse_choice(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 class _UsageError(Exception):
     """A bad command line; argparse's message, shown on one line."""
 
@@ -98,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--depth", type=_positive_int, metavar="N",
                      help="U-Net levels (only for a new model)")
     adv.add_argument("--val-every", type=_positive_int, metavar="N", help="validate every N steps")
+    adv.add_argument("--augment", type=_augmentation, metavar="LIST",
+                     help="flips and turns to use instead of those planned from the labels and the "
+                          "project's augmentation setting: a comma list of flip-lr, flip-ud, rot90; "
+                          "or all; or off")
 
     p = add("predict", cmd_predict,
             "store proposals for images without an accepted label, or predict FILES into --out")

@@ -132,7 +132,8 @@ def cmd_train(args) -> int:
 
     overrides = {k: v for k, v in (("crop_size", args.crop), ("batch_size", args.batch),
                                    ("lr", args.lr), ("base_width", args.base_width),
-                                   ("depth", args.depth), ("val_every", args.val_every))
+                                   ("depth", args.depth), ("val_every", args.val_every),
+                                   ("augmentation", args.augment))
                  if v is not None}
     try:
         config = TrainConfig(**overrides)
@@ -170,6 +171,7 @@ def cmd_train(args) -> int:
           f"validation Dice {_fmt(dice)}")
     if per_class:
         print("  " + ", ".join(f"{c.name} {_fmt(v)}" for c, v in zip(project.classes, per_class)))
+    print(f"  augmentation: {trainer.augmentation.describe()}; resolution: {trainer.scale_rule.describe()}")
     return EXIT_OK
 
 

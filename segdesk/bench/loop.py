@@ -161,7 +161,7 @@ def validation_effort(predictor, project, validation_ids: list[str]) -> tuple[fl
             raw = predictor.predict(project.read_image(project.image(image_id)).pixels).classes
         finally:
             predictor.postprocess = spec
-        proposal = postprocess.apply(raw, spec, gate=False)
+        proposal = postprocess.apply(raw, spec, predictor.area_factor(*raw.shape), gate=False)
         e += fx.effort(proposal, truth)
         s += fx.scratch_effort(truth)
         region_e += fx.region_effort(proposal, truth)
@@ -262,8 +262,9 @@ def run(
                 spec, predictor.postprocess = predictor.postprocess, None
                 raw = predictor.predict(pixels).classes
                 predictor.postprocess = spec
-                proposal = pp.apply(raw, spec)
-                ungated = pp.apply(raw, spec, gate=False)
+                area = predictor.area_factor(*raw.shape)  # the spec's areas in this image's pixels
+                proposal = pp.apply(raw, spec, area)
+                ungated = pp.apply(raw, spec, area, gate=False)
                 project.save_proposal(entry.id, (proposal + 1).astype(np.uint8), loaded_id)
             proposal_s = time.perf_counter() - t0
             post = (predictor.postprocess or {}) if predictor is not None else {}
@@ -313,7 +314,9 @@ def run(
             "postprocess": postprocess,
             "postprocess_chosen": chosen_post,
             "config": dataclasses.asdict(config),
-            "working_scale": trainer.working_scale,
+            "working_scale": trainer.working_scale,  # None under a per-image rule
+            "scale_rule": trainer.scale_rule.to_meta(),
+            "augmentation": trainer.augmentation.to_meta(),
             "checkpoints": len(store.list()),
             "total_s": round(total, 1),
             "device": ml_device.device_name(torch_device),

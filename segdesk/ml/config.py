@@ -28,3 +28,6 @@ class TrainConfig:
     patience: int = 20  # validations without improvement before an open-ended run stops
     seed: int = 0
     working_scale: float | None = None  # None: chosen from the labels (planning.py)
+    # flips and turns ({"flip_lr": False}, or text: "flip-ud,rot90", "all", "off"); overrides the
+    # plan and the project setting (augment_plan.py)
+    augmentation: dict | str | None = None

@@ -4,8 +4,9 @@ Training items: accepted images that are not held out, plus "in progress" images
 file (corrections: only painted pixels count). Validation: a deterministic part of the accepted
 images, chosen by a hash of the image id so an image keeps its role as the project grows.
 
-Images are read lazily and kept, normalised and at the working scale, in a small LRU cache bounded
-in bytes. A changed label file (new modification time) is read again.
+Images are read lazily and kept, normalised and at working resolution (the planned ``ScaleRule``,
+per image), in a small LRU cache bounded in bytes. A changed label file (new modification time) is
+read again. Which flips and turns augment the crops is planned from the labels (augment_plan.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Iterator
 
-import cv2
 import numpy as np
 import torch
 from torchvision import tv_tensors
@@ -25,9 +25,10 @@ from torchvision.transforms import v2
 
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import STATUS_ACCEPTED, STATUS_IN_PROGRESS, Project
+from segdesk.ml.augment_plan import AugmentationPlan, plan_for
 from segdesk.ml.losses import IGNORE
 from segdesk.ml.normalise import normalise_hwc
-from segdesk.ml.planning import choose_working_scale
+from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +72,8 @@ class Item:
 
 @dataclass
 class _Loaded:
-    image: np.ndarray  # H x W x 3 float32, normalised, at working scale
-    label: np.ndarray  # H x W uint8 disk encoding, at working scale
+    image: np.ndarray  # H x W x 3 float32, normalised, at working resolution
+    label: np.ndarray  # H x W uint8 disk encoding, at working resolution
     focus: np.ndarray  # (n, 2) sample of (y, x) to centre crops on; may be empty
 
     @property
@@ -92,20 +93,31 @@ def _cut(array: np.ndarray, y0: int, x0: int, size: int, fill) -> np.ndarray:
 
 
 class LabelledSet:
-    """Random augmented crops for training and whole images for validation, at the working scale."""
+    """Random augmented crops for training and whole images for validation, at working resolution.
+
+    ``working_scale``: a ScaleRule, a number (a fixed scale) or None (planned from the labels);
+    ``augmentation``: the flips and turns to use, or None (planned from the labels)."""
 
     def __init__(
         self,
         project: Project,
         crop_size: int = 256,
-        working_scale: float | None = None,
+        working_scale: ScaleRule | float | None = None,
         cache_bytes: int = 256 << 20,
+        augmentation: AugmentationPlan | None = None,
     ):
         self.project = project
         self.crop_size = int(crop_size)
-        self.working_scale = (
-            float(working_scale) if working_scale is not None else choose_working_scale(project, crop_size)
-        )
+        fingerprints: dict = {}  # read once for both plans
+        if working_scale is None:
+            working_scale = plan_scale_rule(project, crop_size, fingerprints)
+        if not isinstance(working_scale, ScaleRule):
+            working_scale = ScaleRule(float(working_scale))
+        self.scale_rule = working_scale
+        if augmentation is None:
+            classes = [c.name for c in project.classes]
+            augmentation = plan_for(read_fingerprints(project, fingerprints), classes, project.settings)
+        self.augmentation = augmentation
         self.cache_bytes = cache_bytes
         self._cache: OrderedDict[tuple[str, int], _Loaded] = OrderedDict()
         self._cached_bytes = 0
@@ -120,10 +132,11 @@ class LabelledSet:
 
         window = round(self.crop_size * _WINDOW_FACTOR)
         self._window = window + (window - self.crop_size) % 2  # centre crop lands on whole pixels
+        flips = [v2.RandomHorizontalFlip()] if augmentation.flip_lr else []
+        flips += [v2.RandomVerticalFlip()] if augmentation.flip_ud else []
         self._geometric = v2.Compose([
-            v2.RandomHorizontalFlip(),
-            v2.RandomVerticalFlip(),
-            v2.RandomAffine(
+            *flips,
+            v2.RandomAffine(  # small turns and zooms keep every class's meaning
                 degrees=15.0,
                 scale=(0.8, 1.25),
                 interpolation=v2.InterpolationMode.BILINEAR,  # masks always use nearest
@@ -181,23 +194,22 @@ class LabelledSet:
         return loaded
 
     def _prepare(self, image_id: str, pixels: np.ndarray, label: np.ndarray, corrected: bool) -> _Loaded:
-        image = normalise_hwc(pixels)
-        s = self.working_scale
-        if s != 1.0:
-            size = (max(1, round(label.shape[1] * s)), max(1, round(label.shape[0] * s)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-            label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
-            if image.ndim == 2:  # OpenCV drops a channel axis of length 1; ours is 3, but be safe
-                image = image[:, :, None]
+        image = self.scale_rule.resize(normalise_hwc(pixels))
+        label = self.scale_rule.resize(label, nearest=True)
         focus = np.argwhere(label > 0 if corrected else label >= 2)
         if len(focus) > _MAX_COORDS:
             pick = np.random.default_rng(_id_hash(image_id)).choice(len(focus), _MAX_COORDS, replace=False)
             focus = focus[pick]
         return _Loaded(image, label, focus.astype(np.int32))
 
+    @property
+    def working_scale(self) -> float | None:
+        """The fixed scale; None under a per-image rule (see ``scale_rule``)."""
+        return None if self.scale_rule.per_image else self.scale_rule.scale
+
     def adopt_cache(self, other: "LabelledSet") -> None:
-        """Reuse another set's loaded images (same project, same working scale) to avoid re-reading."""
-        if other.working_scale == self.working_scale and other.project.root == self.project.root:
+        """Reuse another set's loaded images (same project, same scale rule) to avoid re-reading."""
+        if other.scale_rule == self.scale_rule and other.project.root == self.project.root:
             self._cache, self._cached_bytes = other._cache, other._cached_bytes
             other._cache, other._cached_bytes = OrderedDict(), 0
 
@@ -241,9 +253,10 @@ class LabelledSet:
         image = _cut(loaded.image, y0, x0, size, 0.0)
         target = to_target(_cut(loaded.label, y0, x0, size, 0))
 
-        k = int(rng.integers(4))  # 90-degree rotations are exact, so done here rather than resampled
-        image = np.rot90(image, k, axes=(0, 1))
-        target = np.rot90(target, k, axes=(0, 1))
+        if self.augmentation.rot90:  # 90-degree turns are exact, so done here rather than resampled
+            k = int(rng.integers(4))
+            image = np.rot90(image, k, axes=(0, 1))
+            target = np.rot90(target, k, axes=(0, 1))
         image_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
         target_t = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(target)))
         with torch.random.fork_rng(devices=[]):  # v2 draws from torch's RNG: make it follow ``rng``
@@ -258,7 +271,7 @@ class LabelledSet:
     # ----- validation
 
     def validation_items(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """(image id, 3 x H x W float32 input, H x W int64 target) at the working scale."""
+        """(image id, 3 x H x W float32 input, H x W int64 target) at working resolution."""
         for image_id in self.validation_ids:
             loaded = self._load(image_id, corrected=False)
             if loaded is None:

@@ -1,8 +1,11 @@
 """Proposals: run a U-Net over a whole image of any size.
 
-The image is normalised, resized to the project's working scale, cut into overlapping tiles when
-it is larger than one tile, and the tiles' softmax outputs are blended with a smooth window. The
+The image is normalised, resized to working resolution by the checkpoint's scale rule (one fixed
+scale, or per image by its shorter side: planning.py), cut into overlapping tiles when it is larger
+than one tile (``tile_boxes``), and the tiles' softmax outputs are blended with a smooth window. The
 probabilities (not the classes) are resized back to the image's own size before the argmax.
+There is no test-time flip averaging; if it comes, it must use only the flips of the checkpoint's
+augmentation plan (augment_plan.py), or it would average a left lung with a right one.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +27,7 @@ from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.device import pick_device
 from segdesk.ml.normalise import NORMALISATION, normalise_hwc
+from segdesk.ml.planning import ScaleRule
 from segdesk.ml.unet import UNet
 
 log = logging.getLogger(__name__)
@@ -129,7 +132,7 @@ class Predictor:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.meta = dict(meta)
         self.checkpoint: str | None = meta.get("id")
-        self.working_scale = float(meta.get("working_scale") or 1.0)
+        self.scale_rule = ScaleRule.from_meta(meta)  # old checkpoints: their working_scale, fixed
         self.tile = int(tile)
         self.postprocess: dict | None = meta.get("postprocess")  # chosen on validation (postprocess.py)
         # False: return the model's masks even when the spec withholds proposals (batch prediction
@@ -141,6 +144,15 @@ class Predictor:
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+
+    @property
+    def working_scale(self) -> float | None:
+        """The fixed working scale; None under a per-image rule (``scale_rule``)."""
+        return None if self.scale_rule.per_image else self.scale_rule.scale
+
+    def area_factor(self, height: int, width: int) -> float:
+        """For ``postprocess.apply`` on an image of this size: the post-processing's areas in its pixels."""
+        return self.scale_rule.area_factor(height, width)
 
     @classmethod
     def from_checkpoint(
@@ -181,11 +193,7 @@ class Predictor:
     def predict(self, pixels: np.ndarray, tile: int | None = None) -> Prediction:
         """Classes and confidence for an image (H x W gray or H x W x 3 colour, any dtype)."""
         height, width = pixels.shape[:2]
-        image = normalise_hwc(pixels)
-        s = self.working_scale
-        if s != 1.0:
-            size = (max(1, round(width * s)), max(1, round(height * s)))
-            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        image = self.scale_rule.resize(normalise_hwc(pixels))
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         with torch.inference_mode():
             probs = predict_probabilities(self.model, x, tile or self.tile)
@@ -194,6 +202,6 @@ class Predictor:
             confidence, classes = probs.max(dim=0)
             classes = classes.to(torch.uint8).cpu().numpy()
             confidence = confidence.cpu().numpy()
-        classes = postprocess.apply(classes, self.postprocess, gate=self.gate)
+        classes = postprocess.apply(classes, self.postprocess, self.area_factor(height, width), gate=self.gate)
         return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint,
                           self.gate and postprocess.withholds(self.postprocess))

@@ -21,6 +21,7 @@ import torch
 from segdesk.core.errors import CheckpointError, SegdeskError
 from segdesk.core.project import Project
 from segdesk.ml import postprocess
+from segdesk.ml.augment_plan import AugmentationPlan, plan_for
 from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.data import MIN_ACCEPTED_FOR_VALIDATION, LabelledSet, label_signature
@@ -28,7 +29,7 @@ from segdesk.ml.device import device_name, pick_device
 from segdesk.ml.inference import autocast, predict_probabilities
 from segdesk.ml.losses import IGNORE, masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
-from segdesk.ml.planning import choose_working_scale
+from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints, scale_setting
 from segdesk.ml.states import ERROR, IMPROVED, STOPPED, TRAINING, WAITING  # noqa: F401 (re-exported)
 from segdesk.ml.unet import UNet
 
@@ -42,6 +43,7 @@ _GRAD_CLIP = 12.0  # as nnU-Net
 _WAIT_POLL_S = 2.0  # how often to look for labels while waiting
 _VALIDATION_TILE = 512
 _POSTPROCESS_IMAGES = 32  # held-out predictions kept to choose post-processing from (memory bound)
+_REPLAN_FACTOR = 1.25  # a planned per-image side is replaced when a re-plan moves it by more
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Progress:
     images_per_s: float
     checkpoint: str | None  # the newest checkpoint this trainer wrote or started from
     state: str  # WAITING, TRAINING, IMPROVED, STOPPED or ERROR
+    augmentation: str | None = None  # the flips and turns in use, in words
+    working_resolution: str | None = None  # the scale rule in use, in words
 
 
 def dice_scores(probs_or_classes: np.ndarray, target: np.ndarray, n_classes: int) -> list[float | None]:
@@ -90,7 +94,8 @@ class Trainer:
 
         self.project = Project.open(self.root, clean=False)
         self._signature = label_signature(self.project)
-        self._planned_scale: float | None = None  # planned from labels; kept for the trainer's life
+        self._fingerprints: dict = {}  # label fingerprints for planning, by (image id, label file time)
+        self._planned_rule: ScaleRule | None = None  # planned from labels; kept while re-plans agree
         self.data = self._make_set()
 
         self.step_count = 0  # steps taken by this trainer
@@ -110,28 +115,52 @@ class Trainer:
 
     # ----- set-up
 
-    def _choose_scale(self) -> float:
-        """Config, else the project's setting, else planned once from the first accepted labels
-        (re-planning on every new label would keep invalidating the image cache)."""
+    def _choose_scale_rule(self) -> ScaleRule:
+        """Config, else the project's setting, else planned from the accepted labels. A planned rule
+        is kept while re-plans agree with it, since a new rule invalidates the image cache: it is
+        replaced when the kind of rule changes (fixed or per image) or a per-image side moves by
+        more than _REPLAN_FACTOR. Images of one size thus keep the scale planned first."""
         if self.config.working_scale is not None:
-            return float(self.config.working_scale)
-        overridden = self.project.settings.get("working_scale") is not None
-        if self._planned_scale is not None and not overridden:
-            return self._planned_scale
-        scale = choose_working_scale(self.project, self.config.crop_size)
-        if self.project.accepted_ids() and not overridden:
-            self._planned_scale = scale
-        return scale
+            return ScaleRule(float(self.config.working_scale))
+        planned = plan_scale_rule(self.project, self.config.crop_size, self._fingerprints)
+        if scale_setting(self.project) is not None or not self.project.accepted_ids():
+            return planned
+        old = self._planned_rule
+        if old is None or old.per_image != planned.per_image or (
+            planned.per_image and max(old.side / planned.side, planned.side / old.side) > _REPLAN_FACTOR
+        ):
+            self._planned_rule = planned
+        return self._planned_rule
+
+    def _choose_augmentation(self) -> AugmentationPlan:
+        """Planned afresh from the labels (it costs no cache), then the setting, then the config."""
+        fingerprints = read_fingerprints(self.project, self._fingerprints)
+        classes = [c.name for c in self.project.classes]
+        return plan_for(fingerprints, classes, self.project.settings, self.config.augmentation)
 
     def _make_set(self, previous: LabelledSet | None = None) -> LabelledSet:
-        data = LabelledSet(self.project, self.config.crop_size, self._choose_scale())
+        data = LabelledSet(self.project, self.config.crop_size, self._choose_scale_rule(),
+                           augmentation=self._choose_augmentation())
+        if previous is None or data.scale_rule != previous.scale_rule:
+            log.info("working resolution: %s", data.scale_rule.describe())
+        if previous is None or data.augmentation != previous.augmentation:
+            log.info("augmentation: %s", data.augmentation.describe())
         if previous is not None:
             data.adopt_cache(previous)
         return data
 
     @property
-    def working_scale(self) -> float:
+    def scale_rule(self) -> ScaleRule:
+        return self.data.scale_rule
+
+    @property
+    def working_scale(self) -> float | None:
+        """The fixed working scale; None under a per-image rule (``scale_rule``)."""
         return self.data.working_scale
+
+    @property
+    def augmentation(self) -> AugmentationPlan:
+        return self.data.augmentation
 
     @property
     def n_classes(self) -> int:
@@ -174,8 +203,8 @@ class Trainer:
 
     def refresh_labels(self) -> bool:
         """Re-read project.json and the label files; True (and patience restarted) when labels, the
-        classes or the working-scale setting changed. A changed class count restarts from fresh
-        weights."""
+        classes, or the working-scale or augmentation setting changed. A changed class count restarts
+        from fresh weights."""
         try:
             project = Project.open(self.root, clean=False)
         except SegdeskError as exc:
@@ -183,8 +212,9 @@ class Trainer:
             return False
         signature = label_signature(project)
         classes_changed = [c.name for c in project.classes] != [c.name for c in self.project.classes]
-        scale_changed = project.settings.get("working_scale") != self.project.settings.get("working_scale")
-        if signature == self._signature and not classes_changed and not scale_changed:
+        settings_changed = any(project.settings.get(k) != self.project.settings.get(k)
+                               for k in ("working_scale", "augmentation"))
+        if signature == self._signature and not classes_changed and not settings_changed:
             return False
         n_before = self.project.n_classes
         self.project = project
@@ -277,7 +307,9 @@ class Trainer:
             "arch": self.model.arch_dict(),
             "classes": [c.name for c in self.project.classes],
             "normalisation": NORMALISATION,
-            "working_scale": self.working_scale,
+            "working_scale": self.working_scale,  # before scale rules; None under a per-image rule
+            "scale_rule": self.scale_rule.to_meta(),
+            "augmentation": self.augmentation.to_meta(),
             "crop_size": self.config.crop_size,
             "n_train_images": self.data.n_train_images,
             "n_val_images": len(self.data.validation_ids),
@@ -306,7 +338,7 @@ class Trainer:
         if not pairs:
             return postprocess.unvalidated(MIN_ACCEPTED_FOR_VALIDATION)
         try:
-            return postprocess.choose(pairs, self.n_classes, area_scale=1.0 / self.working_scale**2)
+            return postprocess.choose(pairs, self.n_classes, area_scale=self.scale_rule.stored_area_scale)
         except Exception:  # noqa: BLE001 - e.g. OpenCV on an odd array; proposals stay as they are
             log.exception("choosing post-processing failed")
             return None
@@ -335,7 +367,8 @@ class Trainer:
         dice, per_class = self.last_val
         loss = self.smoothed_loss if self.smoothed_loss is not None else float("nan")
         return Progress(
-            self._base_step + self.step_count, loss, dice, per_class, self.images_per_s, self.last_checkpoint, state
+            self._base_step + self.step_count, loss, dice, per_class, self.images_per_s, self.last_checkpoint,
+            state, self.augmentation.describe(), self.scale_rule.describe(),
         )
 
     # ----- the loop

@@ -1,4 +1,5 @@
-"""Training panel: start/stop, auto-start threshold, state in words, figures and a plot."""
+"""Training panel: start/stop, auto-start threshold, state in words, figures, the plan (flips and
+turns, working resolution) and a plot."""
 
 from __future__ import annotations
 
@@ -37,11 +38,22 @@ class TrainingPanel(QWidget):
         self.loss = QLabel("–")
         self.dice = QLabel("–")
         self.speed = QLabel("–")
+        self.augmentation = QLabel("–")
+        self.augmentation.setWordWrap(True)
+        self.augmentation.setToolTip(
+            "Flips and turns planned from the accepted labels: one that would change what a class "
+            "means (left lung and right lung, the top of an ultrasound image) is left out. "
+            'Override per project with the "augmentation" setting in project.json.')
+        self.resolution = QLabel("–")
+        self.resolution.setToolTip("How images are resized before the model sees them, planned from "
+                                   "image and object sizes")
         form.addRow("State", self.state)
         form.addRow("Step", self.step)
         form.addRow("Loss", self.loss)
         form.addRow("Validation Dice", self.dice)
         form.addRow("Speed", self.speed)
+        form.addRow("Augmentation", self.augmentation)
+        form.addRow("Resolution", self.resolution)
         layout.addLayout(form)
         self.plot = MetricPlot()
         layout.addWidget(self.plot, 1)
@@ -65,4 +77,8 @@ class TrainingPanel(QWidget):
             self.dice.setText(f"{data['val_dice']:.3f}{detail}")
         if data.get("images_per_s") is not None:
             self.speed.setText(f"{data['images_per_s']:.1f} crops/s")
+        if data.get("augmentation"):
+            self.augmentation.setText(data["augmentation"])
+        if data.get("working_resolution"):
+            self.resolution.setText(data["working_resolution"])
         self.plot.add(int(data.get("step", 0)), data.get("loss"), data.get("val_dice"))
