@@ -100,3 +100,36 @@ def test_device_names_its_cpu_threads_in_good_english(window, threads, text):
 def test_other_device_names_are_left_as_they_are(window, name, shown):
     window.status.show_device(name)
     assert window.status.device.text() == f"device: {shown}"
+
+
+def test_a_fitted_image_is_whole_and_centred(qtbot, window, tmp_path):
+    """The scene reaches beyond the image for panning; scroll bars then left a fitted image cut."""
+    import numpy as np
+
+    canvas = window.canvas
+    canvas.set_image(np.full((256, 256, 3), 128, np.uint8))
+    canvas.fit()
+    qtbot.waitUntil(lambda: canvas.viewport().width() > 0, timeout=20_000)
+    shown = canvas.mapFromScene(canvas._image_item.sceneBoundingRect()).boundingRect()
+    view = canvas.viewport().rect()
+    assert view.contains(shown), (shown, view)
+    assert abs(shown.center().x() - view.center().x()) <= 2 and abs(shown.center().y() - view.center().y()) <= 2
+    assert max(shown.width(), shown.height()) >= min(view.width(), view.height()) - 8  # it fills the view
+    # scroll bars would take room from the viewport after the fit (on X11 the fitted image came out
+    # cut and off-centre); panning is the middle button or Ctrl+drag
+    assert not canvas.horizontalScrollBar().isVisible() and not canvas.verticalScrollBar().isVisible()
+
+
+def test_training_panel_values_are_one_line_with_the_whole_text_as_tooltip(qtbot):
+    from segdesk.qt.training_panel import TrainingPanel
+
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    panel.resize(300, 400)
+    panel.show()
+    text = "flip up-down; no left-right flip or 90° turns (class 'left lung' sits on the left in 12 of 12 images)"
+    panel.show_progress({"step": 1, "augmentation": text})
+    label = panel.augmentation
+    assert label.full_text() == text
+    assert label.text() != text and label.text().endswith("…")
+    assert text in label.toolTip()

@@ -171,8 +171,8 @@ def test_trainer_reports_the_plan_and_the_panel_shows_it(tmp_path, qtbot):
     panel = TrainingPanel()
     qtbot.addWidget(panel)
     panel.show_progress(progress)
-    assert panel.augmentation.text() == trainer.augmentation.describe() == progress["augmentation"]
-    assert panel.augmentation.text().startswith("flip up-down; no left-right flip or 90° turns")
+    assert panel.augmentation.full_text() == trainer.augmentation.describe() == progress["augmentation"]
+    assert panel.augmentation.full_text().startswith("flip up-down; no left-right flip or 90° turns")
     assert panel.resolution.text() == "full resolution"
 
 

@@ -44,6 +44,11 @@ class Canvas(QGraphicsView):
         self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
         self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.MinimalViewportUpdate)
         self.setBackgroundBrush(QBrush(QColor(32, 32, 36)))
+        # No scroll bars: the scene reaches beyond the image (panning past its edges), so they would
+        # appear after a fit, shrink the viewport and leave the fitted image cut and off-centre.
+        # Panning is the middle button or Ctrl+drag; F fits.
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setMouseTracking(True)
         self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
         self._image_item: QGraphicsPixmapItem | None = None

@@ -6,11 +6,12 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QSizePolicy, QStatusBar
+from PySide6.QtWidgets import QLabel, QStatusBar
+
+from segdesk.qt.elided_label import ElidedLabel
 
 
-class MessageLabel(QLabel):
+class MessageLabel(ElidedLabel):
     """Shows the bar's message, elided with "…" when it does not fit, the whole text as tooltip.
 
     QStatusBar draws a message itself, clipped without a sign at the first permanent field. This
@@ -20,23 +21,11 @@ class MessageLabel(QLabel):
 
     def __init__(self, bar: QStatusBar):
         super().__init__()
-        self._full = ""
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar.insertPermanentWidget(0, self, 1)
         bar.messageChanged.connect(self.set_message)
 
     def set_message(self, text: str) -> None:
-        self._full = text
-        self._elide()
-
-    def resizeEvent(self, event) -> None:
-        super().resizeEvent(event)
-        self._elide()
-
-    def _elide(self) -> None:
-        shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, self.contentsRect().width())
-        self.setText(shown)
-        self.setToolTip(self._full if shown != self._full else "")
+        self.set_full_text(text)
 
 
 class StatusFields:

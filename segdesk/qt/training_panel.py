@@ -6,6 +6,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
+from segdesk.qt.elided_label import ElidedLabel
 from segdesk.qt.metric_plot import MetricPlot
 
 
@@ -38,15 +39,12 @@ class TrainingPanel(QWidget):
         self.loss = QLabel("–")
         self.dice = QLabel("–")
         self.speed = QLabel("–")
-        self.augmentation = QLabel("–")
-        self.augmentation.setWordWrap(True)
-        self.augmentation.setToolTip(
+        self.augmentation = ElidedLabel("–", tooltip=(
             "Flips and turns planned from the accepted labels: one that would change what a class "
             "means (left lung and right lung, the top of an ultrasound image) is left out. "
-            'Override per project with the "augmentation" setting in project.json.')
-        self.resolution = QLabel("–")
-        self.resolution.setToolTip("How images are resized before the model sees them, planned from "
-                                   "image and object sizes")
+            'Override per project with the "augmentation" setting in project.json.'))
+        self.resolution = ElidedLabel("–", tooltip="How images are resized before the model sees them, "
+                                                   "planned from image and object sizes")
         form.addRow("State", self.state)
         form.addRow("Step", self.step)
         form.addRow("Loss", self.loss)
@@ -78,7 +76,7 @@ class TrainingPanel(QWidget):
         if data.get("images_per_s") is not None:
             self.speed.setText(f"{data['images_per_s']:.1f} crops/s")
         if data.get("augmentation"):
-            self.augmentation.setText(data["augmentation"])
+            self.augmentation.set_full_text(data["augmentation"])
         if data.get("working_resolution"):
-            self.resolution.setText(data["working_resolution"])
+            self.resolution.set_full_text(data["working_resolution"])
         self.plot.add(int(data.get("step", 0)), data.get("loss"), data.get("val_dice"))
