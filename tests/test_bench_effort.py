@@ -1,4 +1,4 @@
-"""Correction effort and Dice arithmetic (segdesk.bench.effort) on hand-made masks.
+"""Correction effort and Dice arithmetic (segdesk.core.effort) on hand-made masks.
 
 Contour lengths are OpenCV's: findContours traces the centres of the boundary pixels (8-connected),
 arcLength adds 1 per straight step and sqrt(2) per diagonal one. So a filled w x h rectangle
@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
-from segdesk.bench import effort as fx
+from segdesk.core import effort as fx
 
 SQRT2 = math.sqrt(2)
 

@@ -8,7 +8,7 @@ fixed by the seed,
 
 1. the current model proposes P (nothing before the first checkpoint exists);
 2. P is compared with the true mask G: Dice, correction effort E(P, G) and scratch effort S(G)
-   (segdesk.bench.effort, DESIGN.md "Measuring"), at the image's own resolution; beside them the
+   (segdesk.core.effort, DESIGN.md "Measuring"), at the image's own resolution; beside them the
    older region measure (``region_effort``, ``region_scratch_effort``), so runs stay comparable
    with those made before the effort measure changed;
 3. G is accepted, and the trainer runs for ``train_seconds`` or ``train_steps``.
@@ -45,7 +45,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from segdesk.bench import effort as fx
+from segdesk.core import effort as fx
 from segdesk.core import imageio
 from segdesk.core.errors import SegdeskError
 

@@ -11,7 +11,7 @@ Three steps per class can remove them:
 
 Which steps to use, and their thresholds, is decided on the held-out accepted images (nnU-Net's
 rule: a step is kept only if it improves Dice there). On the same images the post-processed
-proposals' correction effort is compared with drawing from scratch (segdesk.bench.effort, the
+proposals' correction effort is compared with drawing from scratch (segdesk.core.effort, the
 product's own measure: the new outline the user must draw); where they cost more, ``propose`` is
 False and proposals are withheld until a later model does better. Thresholds come from the labels
 themselves: speck limits from the sizes of true objects, hole limits from the sizes of true holes,
@@ -26,6 +26,8 @@ from typing import Iterable
 
 import cv2
 import numpy as np
+
+from segdesk.core import effort as fx
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +228,8 @@ def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scal
 
 def _gate(spec: dict, pairs: list[tuple[np.ndarray, np.ndarray]], area_scale: float) -> None:
     """Set ``propose``: do the post-processed proposals save correction effort on the held-out
-    images (segdesk.bench.effort: the new outline the user must draw)? The older region measure's
+    images (segdesk.core.effort: the new outline the user must draw)? The older region measure's
     ratio is recorded beside it (``val_region_effort_ratio``) but decides nothing."""
-    from segdesk.bench import effort as fx  # numpy + OpenCV only
 
     e = s = region_e = region_s = 0.0
     for pred, target in pairs:
