@@ -38,7 +38,7 @@ from segdesk.core.dicom_image import DicomImage, image_id, uid_hash  # noqa: F40
 from segdesk.core.dicom_image import window_from_center_width
 from segdesk.core.decode_limits import BoundedReader, inflated_size_problem
 from segdesk.core.errors import ImageReadError
-from segdesk.core.imageio import MAX_FILE_BYTES, MAX_PIXELS, _check_pixels, _fail, _normalise
+from segdesk.core.image import MAX_FILE_BYTES, MAX_PIXELS, check_pixels, normalise, read_error
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,8 @@ def _check_inflated_size(path, f) -> None:
     if deflated:
         problem = inflated_size_problem(f, MAX_FILE_BYTES)
         if problem:
-            raise _fail(path, f"{problem}, over segdesk's limit; the file is damaged or far larger "
-                              "than an image needs.")
+            raise read_error(path, f"{problem}, over segdesk's limit; the file is damaged or far larger "
+                                   "than an image needs.")
 
 
 def to_number(value, default: float) -> float:
@@ -167,14 +167,14 @@ def _check_decodable(path, ts: UID) -> None:
     try:
         decoder = get_decoder(ts)
     except NotImplementedError:
-        raise _fail(path, f"its pixel data is encoded as {name} (transfer syntax {ts}), which segdesk "
-                          "cannot decode. Export it from the PACS or scanner as uncompressed "
-                          "(Explicit VR Little Endian), JPEG, JPEG-LS, JPEG 2000 or RLE.") from None
+        raise read_error(path, f"its pixel data is encoded as {name} (transfer syntax {ts}), which segdesk "
+                               "cannot decode. Export it from the PACS or scanner as uncompressed "
+                               "(Explicit VR Little Endian), JPEG, JPEG-LS, JPEG 2000 or RLE.") from None
     if not decoder.is_available:
         installs = pip_installs(decoder.missing_dependencies)
         fix = f"; any one of these adds one: {' | '.join(installs)}" if installs else ""
-        raise _fail(path, f"its pixel data is encoded as {name} (transfer syntax {ts}), and no decoder "
-                          f"for it is installed{fix}.")
+        raise read_error(path, f"its pixel data is encoded as {name} (transfer syntax {ts}), and no decoder "
+                               f"for it is installed{fix}.")
 
 
 # ----- reading
@@ -188,7 +188,7 @@ def read_size(path: os.PathLike | str) -> tuple[int, int]:
 
 def _check_image(path, ds: Dataset) -> None:
     """Raise when the header describes no image: no pixel data, or pixel data without its size
-    (whether the size is possible, _check_pixels says)."""
+    (whether the size is possible, check_pixels says)."""
     if ds.get("Rows") not in (None, "") and ds.get("Columns") not in (None, ""):
         return
     if not _has_pixel_data(path):
@@ -208,8 +208,8 @@ def _not_image(path, ds: Dataset) -> ImageReadError:
     sop = ds.get("SOPClassUID")
     if sop:
         kind = f" ({UID(str(sop)).name})"
-    return _fail(path, f"it is a DICOM file without an image{kind}, e.g. a report, structure set or "
-                       "DICOMDIR; add the image files of the series instead.")
+    return read_error(path, f"it is a DICOM file without an image{kind}, e.g. a report, structure set or "
+                            "DICOMDIR; add the image files of the series instead.")
 
 
 def _bad_description(path, ds: Dataset) -> ImageReadError | None:
@@ -225,8 +225,8 @@ def _bad_description(path, ds: Dataset) -> ImageReadError | None:
     if not wrong:
         return None
     names = ", ".join(dictionary_description(k) for k in wrong)  # keyword -> "Bits Allocated"
-    return _fail(path, f"it holds pixel data, but its header has no valid {names}, which decoding "
-                       "the image needs; the file was written wrongly or is damaged.")
+    return read_error(path, f"it holds pixel data, but its header has no valid {names}, which decoding "
+                            "the image needs; the file was written wrongly or is damaged.")
 
 
 def _decode_failure(path, ds: Dataset, ts: UID, exc: Exception) -> ImageReadError:
@@ -242,8 +242,8 @@ def _decode_failure(path, ds: Dataset, ts: UID, exc: Exception) -> ImageReadErro
     installs = pip_installs(get_decoder(ts).missing_dependencies) if ts.is_compressed else []
     other = (f" Another decoder may read it: {' | '.join(installs)}." if installs
              and isinstance(exc, RuntimeError) else "")
-    return _fail(path, f"its pixel data ({syntax_name(ts)}) is incomplete or damaged{detail}; copy or "
-                       f"export the file again.{other}")
+    return read_error(path, f"its pixel data ({syntax_name(ts)}) is incomplete or damaged{detail}; copy or "
+                            f"export the file again.{other}")
 
 
 def _decode(path, ds: Dataset, ts: UID, frame: int) -> np.ndarray:
@@ -321,12 +321,12 @@ def read_dicom(path: os.PathLike | str, frame: int | None = None, max_pixels: in
     ds = read_header(path)
     _check_image(path, ds)
     rows, cols = int(ds.Rows), int(ds.Columns)
-    _check_pixels(path, rows, cols, max_pixels)
+    check_pixels(path, rows, cols, max_pixels)
     total = n_frames(ds)
     index = frame if frame is not None else 0
     if not 0 <= index < total:
-        raise _fail(path, f"it holds {total} frame(s), so frame {index + 1} does not exist; "
-                          "was the file replaced?")
+        raise read_error(path, f"it holds {total} frame(s), so frame {index + 1} does not exist; "
+                               "was the file replaced?")
     if frame is None and total > 1:
         log.debug("%s holds %d frames; reading the first", Path(path).name, total)
     ts = _transfer_syntax(ds)
@@ -348,7 +348,7 @@ def read_dicom(path: os.PathLike | str, frame: int | None = None, max_pixels: in
     monochrome = arr.ndim == 2
     number = ds.get("InstanceNumber")
     return DicomImage(
-        pixels=_normalise(path, arr),
+        pixels=normalise(path, arr),
         path=str(path),
         frame=frame if total > 1 else None,
         n_frames=total,

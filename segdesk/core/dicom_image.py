@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdesk.core.exchange import DICOM_ID_PREFIX
-from segdesk.core.imageio import Image
+from segdesk.core.image import Image
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: == on ndarrays is elementwise, not a bool

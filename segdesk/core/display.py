@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 
 from segdesk.core.dicom_image import DicomImage, window_from_center_width
-from segdesk.core.imageio import Image, auto_window, to_display
+from segdesk.core.image import Image
+from segdesk.core.imageio import auto_window, to_display
 
 # (name, level, width) in Hounsfield units, the usual radiology presets.
 CT_PRESETS = (

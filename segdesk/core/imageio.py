@@ -12,7 +12,6 @@ import io
 import logging
 import os
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,12 +21,11 @@ import tifffile
 
 from segdesk.core import decode_limits
 from segdesk.core.errors import ImageReadError
+from segdesk.core.image import MAX_FILE_BYTES, MAX_PIXELS, Image, check_pixels, normalise, read_error
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"})
-MAX_PIXELS: int = 30_000 * 30_000 // 4
-MAX_FILE_BYTES: int = 2 * 1024**3
 
 # (offset, magic bytes, format). Formats we do not read are named for a clearer message.
 _MAGICS = (  # DICOM first: a DICOM file's 128-byte preamble may hold a TIFF header
@@ -43,63 +41,28 @@ _SUFFIX_FORMAT = {
 }
 # JPEG start-of-frame markers (C0..CF except DHT C4, JPG C8, DAC CC): they carry the image size.
 _JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_KEPT_DTYPES = frozenset(
-    np.dtype(t) for t in ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32")
-)
 _MAX_WINDOW_SAMPLES = 1_000_000
 _TRUNCATED = "the {} file is incomplete (cut short); copy or export it again."
 
 
-@dataclass(frozen=True, eq=False)  # eq=False: == on ndarrays is elementwise, not a bool
-class Image:
-    """Decoded pixels (H x W gray or H x W x 3 RGB, original dtype) and the file they came from."""
-
-    pixels: np.ndarray
-    path: str
-
-    @property
-    def height(self) -> int:
-        return int(self.pixels.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.pixels.shape[1])
-
-    @property
-    def shape2d(self) -> tuple[int, int]:
-        return self.height, self.width
-
-    @property
-    def is_color(self) -> bool:
-        return self.pixels.ndim == 3
-
-    @property
-    def bit_depth(self) -> int:
-        return self.pixels.dtype.itemsize * 8
-
-
-def _fail(path, reason: str) -> ImageReadError:
-    return ImageReadError(f"Cannot open image '{path}': {reason}")
-
-
 def _damaged(path, e: Exception) -> ImageReadError:
     detail = " (it ends too early)" if isinstance(e, EOFError) else f" ({e})" if str(e) else ""
-    return _fail(path, f"the file is damaged, incomplete or in a form segdesk cannot read{detail}.")
+    return read_error(path, f"the file is damaged, incomplete or in a form segdesk cannot read{detail}.")
 
 
 def _detect(path) -> tuple[int, str]:
     """(file size, format from the magic bytes); raises for a missing, empty, huge or unknown file."""
     p = Path(path)
     if not p.exists():
-        raise _fail(path, "the file does not exist (was it moved, renamed or deleted?).")
+        raise read_error(path, "the file does not exist (was it moved, renamed or deleted?).")
     if p.is_dir():
-        raise _fail(path, "this is a folder, not an image file.")
+        raise read_error(path, "this is a folder, not an image file.")
     size = p.stat().st_size
     if size == 0:
-        raise _fail(path, "the file is empty (0 bytes); it may not have finished copying.")
+        raise read_error(path, "the file is empty (0 bytes); it may not have finished copying.")
     if size > MAX_FILE_BYTES:
         limit_gb = MAX_FILE_BYTES // 1024**3
-        raise _fail(path, f"the file is {size / 1024**3:.1f} GB, over the {limit_gb} GB limit.")
+        raise read_error(path, f"the file is {size / 1024**3:.1f} GB, over the {limit_gb} GB limit.")
     with open(p, "rb") as f:
         head = f.read(132)
     for offset, magic, kind in _MAGICS:
@@ -108,11 +71,11 @@ def _detect(path) -> tuple[int, str]:
     else:  # DICOM without the 128-byte preamble
         kind = "DICOM" if p.suffix.lower() == ".dcm" or is_bare_dicom(head) else ""
     if not kind:
-        raise _fail(path, "it is not a PNG, JPEG, BMP, TIFF or DICOM image (its content is not a known "
-                          "image format). Convert it to PNG or TIFF and try again.")
+        raise read_error(path, "it is not a PNG, JPEG, BMP, TIFF or DICOM image (its content is not a known "
+                               "image format). Convert it to PNG or TIFF and try again.")
     if kind not in _SUFFIX_FORMAT.values():
-        raise _fail(path, f"it is a {kind} file, which segdesk cannot open yet. "
-                          "Convert it to PNG or TIFF and try again.")
+        raise read_error(path, f"it is a {kind} file, which segdesk cannot open yet. "
+                               "Convert it to PNG or TIFF and try again.")
     if _SUFFIX_FORMAT.get(p.suffix.lower()) != kind and kind != "DICOM":  # DICOM often has no suffix
         log.info("%s holds %s data whatever its suffix says; reading it as %s", path, kind, kind)
     return size, kind
@@ -193,19 +156,10 @@ def _bmp_header(f: BinaryIO) -> tuple[int, int, int]:
 _HEADERS = {"png": _png_header, "jpeg": _jpeg_header, "bmp": _bmp_header}
 
 
-def _check_pixels(path, h: int, w: int, max_pixels: int) -> None:
-    if h <= 0 or w <= 0:
-        raise _fail(path, f"its header gives an impossible image size of {w} x {h} pixels; "
-                          "the file is damaged.")
-    if h * w > max_pixels:
-        raise _fail(path, f"the image size of {w} x {h} pixels ({h * w / 1e6:.0f} megapixels) is too "
-                          f"large; the limit is {max_pixels / 1e6:.0f} megapixels.")
-
-
 def _decode_cv2(path, data: bytes, kind: str, h: int, w: int, gray_png: bool = False) -> np.ndarray:
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.shape[:2] != (h, w):
-        raise _fail(path, f"the {kind.upper()} data is damaged and cannot be decoded.")
+        raise read_error(path, f"the {kind.upper()} data is damaged and cannot be decoded.")
     if arr.ndim == 2:
         return arr
     if gray_png or arr.shape[2] == 1:  # libpng expands gray + alpha (or tRNS) to BGRA
@@ -217,22 +171,22 @@ def _read_raster(path, kind: str, file_size: int, max_pixels: int) -> np.ndarray
     """PNG, JPEG, BMP: size from the header, completeness check, then decode through OpenCV."""
     with open(path, "rb") as f:  # Python's open, not cv2.imread, so non-ASCII paths work
         h, w, extra = _HEADERS[kind](f)
-        _check_pixels(path, h, w, max_pixels)
+        check_pixels(path, h, w, max_pixels)
         f.seek(0)
         data = f.read()
     # A complete PNG ends with IEND (zero length, fixed CRC). JPEG scan data cannot hold FF D9
     # (FF is byte-stuffed), so an end marker after the start of scan means the JPEG is complete.
     if kind == "png" and data.rfind(b"\x00\x00\x00\x00IEND\xae\x42\x60\x82") < 0:
-        raise _fail(path, _TRUNCATED.format("PNG"))
+        raise read_error(path, _TRUNCATED.format("PNG"))
     if kind == "jpeg" and data.rfind(b"\xff\xd9", extra) < 0:
-        raise _fail(path, _TRUNCATED.format("JPEG"))
+        raise read_error(path, _TRUNCATED.format("JPEG"))
     if kind == "bmp" and extra > file_size:
-        raise _fail(path, _TRUNCATED.format("BMP"))
+        raise read_error(path, _TRUNCATED.format("BMP"))
     problem = (decode_limits.png_problem(data, h, w) if kind == "png"
                else decode_limits.jpeg_problem(data, h, w, extra) if kind == "jpeg"
                else decode_limits.bmp_problem(file_size, h, w) if extra == 0 else None)
     if problem:  # checked before the decoder allocates the pixels the header promises
-        raise _fail(path, f"{problem}.")
+        raise read_error(path, f"{problem}.")
     return _decode_cv2(path, data, kind, h, w, gray_png=kind == "png" and extra in (0, 4))
 
 
@@ -254,8 +208,8 @@ def _tiff_pixels(path, page) -> np.ndarray:
         return arr[..., :3]
     if photometric in (0, 1) and all(e in (1, 2) for e in extras) and arr.shape[-1] == 1 + len(extras):
         return arr[..., 0]  # gray + alpha
-    raise _fail(path, f"the TIFF has {arr.shape[-1]} channels per pixel; segdesk reads gray, RGB and "
-                      "RGBA images. Save one channel or an RGB composite instead.")
+    raise read_error(path, f"the TIFF has {arr.shape[-1]} channels per pixel; segdesk reads gray, RGB and "
+                           "RGBA images. Save one channel or an RGB composite instead.")
 
 
 def _read_tiff(path, file_size: int, max_pixels: int) -> np.ndarray:
@@ -263,16 +217,16 @@ def _read_tiff(path, file_size: int, max_pixels: int) -> np.ndarray:
     with tifffile.TiffFile(path) as tif:
         page = tif.pages.first
         h, w = int(page.imagelength), int(page.imagewidth)
-        _check_pixels(path, h, w, max_pixels)
+        check_pixels(path, h, w, max_pixels)
         problem = decode_limits.tiff_problem(page, h, w)
         if problem:  # checked before tifffile allocates what the header promises
-            raise _fail(path, f"{problem}.")
+            raise read_error(path, f"{problem}.")
         if len(tif.pages) > 1 or page.imagedepth > 1:
             log.warning("%s holds %d pages (depth %d); reading only the first plane",
                         path, len(tif.pages), page.imagedepth)
         ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
         if not ends or max(ends) > file_size:
-            raise _fail(path, _TRUNCATED.format("TIFF"))
+            raise read_error(path, _TRUNCATED.format("TIFF"))
         if int(page.photometric) in (0, 1, 2, 3):  # gray, RGB, palette
             try:
                 return _tiff_pixels(path, page)
@@ -292,22 +246,6 @@ def _read_tiff(path, file_size: int, max_pixels: int) -> np.ndarray:
         raise
 
 
-def _normalise(path, arr: np.ndarray) -> np.ndarray:
-    """Check the dtype and layout every caller relies on; bool -> 0/255, other floats -> float32."""
-    if not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8) * 255
-    elif arr.dtype.kind == "f" and arr.dtype != np.float32:
-        arr = arr.astype(np.float32)
-    if arr.dtype not in _KEPT_DTYPES:
-        raise _fail(path, f"its pixel type ({arr.dtype}) is not supported; segdesk reads 8/16/32-bit "
-                          "integer and floating-point images.")
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)):
-        raise _fail(path, f"its pixel layout {arr.shape} is not a 2D gray or RGB image.")
-    return np.ascontiguousarray(arr)
-
-
 def read_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS, frame: int | None = None) -> Image:
     """Read a 2D image (``frame``: 0-based frame of a multi-frame DICOM file). Raises ImageReadError,
     with a message fit to show the user, on any failure."""
@@ -321,13 +259,13 @@ def read_image(path: os.PathLike | str, max_pixels: int = MAX_PIXELS, frame: int
             arr = _read_tiff(path, size, max_pixels)
         else:
             arr = _read_raster(path, kind, size, max_pixels)
-        return Image(pixels=_normalise(path, arr), path=str(path))
+        return Image(pixels=normalise(path, arr), path=str(path))
     except ImageReadError:
         raise
     except MemoryError as e:
-        raise _fail(path, "there is not enough memory to open it.") from e
+        raise read_error(path, "there is not enough memory to open it.") from e
     except OSError as e:
-        raise _fail(path, f"the file cannot be read ({e.strerror or e}).") from e
+        raise read_error(path, f"the file cannot be read ({e.strerror or e}).") from e
     except Exception as e:  # noqa: BLE001 - the boundary: cv2.error, TiffFileError, EOFError...
         log.debug("reading %s failed", path, exc_info=True)
         raise _damaged(path, e) from e
@@ -347,7 +285,7 @@ def read_image_size(path: os.PathLike | str) -> tuple[int, int]:
                     h, w = int(tif.pages.first.imagelength), int(tif.pages.first.imagewidth)
             else:
                 h, w, _ = _HEADERS[kind](f)
-        _check_pixels(path, h, w, max_pixels=h * w)
+        check_pixels(path, h, w, max_pixels=h * w)
         return h, w
     except ImageReadError:
         raise

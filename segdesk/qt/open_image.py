@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segdesk.core.imageio import Image
+from segdesk.core.image import Image
 from segdesk.core.label_document import LabelDocument
 
 
