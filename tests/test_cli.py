@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from segdesk.cli import main
-from segdesk.cli_model import _TrainReport
+from segdesk.cli.model import _TrainReport
 from segdesk.core.project import Project
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.train import Progress
@@ -91,7 +91,7 @@ def test_core_commands_import_neither_torch_nor_qt(tmp_path, data):
     script = f"""
 import sys
 from segdesk.cli import main
-from segdesk.cli_model import _TrainReport
+from segdesk.cli.model import _TrainReport
 p = {str(tmp_path / "p")!r}
 codes = [main(["new", p, "--classes", "disc,square"]), main(["add", p, {str(data / "images")!r}]),
          main(["import-labels", p, {str(data / "masks")!r}]),

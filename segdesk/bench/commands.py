@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 from segdesk.core.errors import SegdeskError
-from segdesk.argtypes import positive_float as _positive_float
-from segdesk.argtypes import positive_int as _positive_int
+from segdesk.cli.argtypes import positive_float as _positive_float
+from segdesk.cli.argtypes import positive_int as _positive_int
 
 
 def _err(line: str) -> None:

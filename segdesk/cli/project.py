@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from segdesk.cli_common import EXIT_ERROR, EXIT_OK, _err, _fail, open_project
+from segdesk.cli.common import EXIT_ERROR, EXIT_OK, _err, _fail, open_project
 from segdesk.core import exchange
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import (DEFAULT_COLOURS, STATUS_ACCEPTED, STATUS_IN_PROGRESS, STATUS_NEW,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from segdesk.cli_common import EXIT_OK, _err, _fail, log
+from segdesk.cli.common import EXIT_OK, _err, _fail, log
 from segdesk.core import exchange, imageio
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import STATUS_ACCEPTED, Project, file_sha256

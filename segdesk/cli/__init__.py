@@ -7,7 +7,7 @@ with exit status 1 and one line ``segdesk: error: <message>`` on stderr, never a
 command line exits with 2. torch is imported only by the commands that need it, Qt only by ``open``.
 
 This module is the entry point (parser, locking, exit statuses); the commands live in
-segdesk.cli_project (project files, app), segdesk.cli_model (train, predict) and segdesk.bench.commands.
+segdesk.cli.project (project files, app), segdesk.cli.model (train, predict) and segdesk.bench.commands.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Sequence
 
 from segdesk import __version__
-from segdesk.argtypes import positive_float as _positive_float
-from segdesk.argtypes import positive_int as _positive_int
-from segdesk.cli_common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, _err, log
-from segdesk.cli_model import cmd_predict, cmd_train
-from segdesk.cli_project import cmd_add, cmd_demo, cmd_export, cmd_import_labels, cmd_info, cmd_new, cmd_open
+from segdesk.cli.argtypes import positive_float as _positive_float
+from segdesk.cli.argtypes import positive_int as _positive_int
+from segdesk.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, _err, log
+from segdesk.cli.model import cmd_predict, cmd_train
+from segdesk.cli.project import cmd_add, cmd_demo, cmd_export, cmd_import_labels, cmd_info, cmd_new, cmd_open
 from segdesk.core.errors import SegdeskError
 
 
