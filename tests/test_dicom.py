@@ -67,7 +67,7 @@ def test_signed_16_bit_without_rescale(tmp_path):
     img = imageio.read_image(write(tmp_path / "s.dcm", dataset(values)))
     assert img.pixels.dtype == np.int16
     np.testing.assert_array_equal(img.pixels, values)
-    assert display.default_window(img) == imageio.auto_window(values)  # no window in the file
+    assert display.default_window(img) == display.auto_window(values)  # no window in the file
 
 
 def test_monochrome1_is_inverted_on_screen_only(tmp_path):
@@ -77,7 +77,7 @@ def test_monochrome1_is_inverted_on_screen_only(tmp_path):
     assert img.invert
     np.testing.assert_array_equal(img.pixels, stored)  # stored values as in the file
     window = display.default_window(img)
-    np.testing.assert_array_equal(display.render(img, window), 255 - imageio.to_display(stored, window))
+    np.testing.assert_array_equal(display.render(img, window), 255 - display.to_display(stored, window))
 
 
 def test_voi_lut_is_used_for_display(tmp_path):

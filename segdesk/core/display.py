@@ -1,5 +1,6 @@
-"""What the screen shows of an image: its default display window, window presets, the 8-bit
-rendering, and one line describing a DICOM image. Display only: stored values never change.
+"""What the screen shows of an image: the automatic window, its default display window, window
+presets, the 8-bit rendering, and one line describing a DICOM image. Display only: stored values
+never change.
 
 A window is (low, high) in stored values (Hounsfield units for CT): low maps to black, high to
 white. Radiology speaks of level (centre) and width: low = level - width / 2, high = level + width / 2.
@@ -12,7 +13,6 @@ import numpy as np
 
 from segdesk.core.dicom_image import DicomImage, window_from_center_width
 from segdesk.core.image import Image
-from segdesk.core.imageio import auto_window, to_display
 
 # (name, level, width) in Hounsfield units, the usual radiology presets.
 CT_PRESETS = (
@@ -23,6 +23,58 @@ CT_PRESETS = (
 )
 AUTO = "Auto (0.5-99.5 percentile)"
 VOI_LUT = "File: VOI LUT"
+_MAX_WINDOW_SAMPLES = 1_000_000
+
+
+def auto_window(pixels: np.ndarray) -> tuple[float, float]:
+    """Display window (low, high) from the 0.5 and 99.5 percentiles; (0, 255) for uint8.
+
+    Percentiles rather than min/max so a few hot pixels do not leave the image dark. Large images
+    are subsampled (every k-th value, at most ~1M values) to keep this fast.
+    """
+    if pixels.dtype == np.uint8:
+        return 0.0, 255.0
+    flat = pixels.reshape(-1)
+    values = flat[:: max(1, flat.size // _MAX_WINDOW_SAMPLES)]
+    if values.dtype.kind == "f":
+        values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    if high <= low:  # nearly flat: the full range, then a unit step
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        high = low + max(1.0, abs(low) * 1e-6)
+    return low, high
+
+
+def to_display(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
+    """uint8 H x W x 3 RGB for the screen: window low..high mapped linearly to 0..255, clipped."""
+    if pixels.ndim == 3 and pixels.shape[2] in (1, 4):
+        pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels[:, :, :3]
+    if pixels.dtype == bool:
+        pixels = pixels.astype(np.uint8) * 255
+    if pixels.dtype == np.uint8 and window is None:
+        out = pixels.copy()
+    else:
+        low, high = (float(v) for v in (window if window is not None else auto_window(pixels)))
+        if not high > low:
+            raise ValueError(f"display window needs high > low, got ({low}, {high})")
+        scale = 255.0 / (high - low)
+        if pixels.dtype == np.uint8:
+            lut = np.clip(np.rint((np.arange(256) - low) * scale), 0, 255).astype(np.uint8)
+            out = cv2.LUT(pixels, lut)
+        elif pixels.dtype.itemsize == 2 and pixels.dtype.kind in "iu" and pixels.dtype.isnative:
+            # A table over all 65536 codes: one gather, no float copy of the image.
+            codes = np.arange(65536, dtype=np.uint16).view(pixels.dtype)
+            lut = np.clip(np.rint((codes - low) * scale), 0, 255).astype(np.uint8)
+            out = lut[np.ascontiguousarray(pixels).view(np.uint16)]
+        else:
+            clipped = np.clip(pixels.astype(np.float32, copy=False), low, high)
+            out = cv2.convertScaleAbs(clipped, alpha=scale, beta=-low * scale)  # >= 0, so abs is a no-op
+    if out.ndim == 2:
+        return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(out)
 
 
 def voi_window(image: Image) -> tuple[float, float] | None:

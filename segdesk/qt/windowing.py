@@ -16,7 +16,8 @@ from PySide6.QtWidgets import QComboBox, QLabel
 
 from segdesk.core import display
 from segdesk.core.dicom_image import center_width, window_from_center_width
-from segdesk.core.imageio import Image, auto_window
+from segdesk.core.display import auto_window
+from segdesk.core.image import Image
 
 REDRAW_MS = 30
 # Drag sensitivity relative to the window at the press, so a narrow brain window and a wide lung

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segdesk.core import imageio, storage
+from segdesk.core import display, imageio, storage
 from segdesk.core.errors import ImageReadError, LabelError, ProjectError
 from segdesk.core.project import PROJECT_FILE, STATUSES, Project
 from segdesk.ml.normalise import normalise_hwc
@@ -175,8 +175,8 @@ def _usable_image(img: imageio.Image) -> None:
     px = img.pixels
     assert px.ndim == 2 or (px.ndim == 3 and px.shape[2] == 3), px.shape
     assert px.shape[0] > 0 and px.shape[1] > 0 and px.flags.c_contiguous
-    window = imageio.auto_window(px) if img.bit_depth > 8 or px.dtype != np.uint8 else None
-    shown = imageio.to_display(px, window)
+    window = display.auto_window(px) if img.bit_depth > 8 or px.dtype != np.uint8 else None
+    shown = display.to_display(px, window)
     assert shown.shape == px.shape[:2] + (3,) and shown.dtype == np.uint8
     normalised = normalise_hwc(px)
     assert normalised.shape == px.shape[:2] + (3,)
