@@ -242,7 +242,7 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     import torch
 
     from segdesk.ml.checkpoints import CheckpointStore
-    from segdesk.ml.inference import to_label
+    from segdesk.core.encoding import mask_to_label
     from segdesk.ml.unet import UNet
 
     for name in ("a", "b"):
@@ -260,7 +260,7 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     predictor = Predictor.from_checkpoint(project.root / "models", learning, device="cpu")
     predictor.gate = False
     first, second = project.images
-    ungated = to_label(predictor.predict(project.read_image(first).pixels))
+    ungated = mask_to_label(predictor.predict(project.read_image(first).pixels).classes)
     assert (ungated == 2).any() and (ungated == 1).any()
 
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu",

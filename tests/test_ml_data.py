@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from segdesk.core.encoding import IGNORE
 from segdesk.core.project import Project
 from segdesk.ml.data import LabelledSet, held_out_ids
-from segdesk.ml.losses import IGNORE
 from segdesk.ml.planning import choose_working_scale
 from segdesk.ml.synthetic import make_project
 

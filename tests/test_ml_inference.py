@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 from segdesk.ml.config import TrainConfig
-from segdesk.ml.inference import Predictor, to_label
+from segdesk.core.encoding import mask_to_label
+from segdesk.ml.inference import Predictor
 from segdesk.ml.normalise import NORMALISATION
 
 
@@ -47,7 +48,7 @@ def test_working_scale_and_output_shape():
     assert prediction.confidence.shape == (37, 53) and prediction.confidence.dtype == np.float32
     assert prediction.classes.max() <= 2 and prediction.checkpoint is None
     assert np.all((prediction.confidence >= 1 / 3 - 1e-6) & (prediction.confidence <= 1))
-    label = to_label(prediction)
+    label = mask_to_label(prediction.classes)
     assert label.dtype == np.uint8 and label.min() >= 1 and np.array_equal(label - 1, prediction.classes)
 
 

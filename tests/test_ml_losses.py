@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from segdesk.ml.losses import IGNORE, masked_ce_dice
+from segdesk.core.encoding import IGNORE
+from segdesk.ml.losses import masked_ce_dice
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

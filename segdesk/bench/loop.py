@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 
 from segdesk.core import effort as fx
+from segdesk.core.encoding import label_to_mask, mask_to_label, mean_dice
 from segdesk.core import imageio
 from segdesk.core.errors import SegdeskError
 
@@ -155,7 +156,7 @@ def validation_effort(predictor, project, validation_ids: list[str]) -> tuple[fl
         label = project.read_label(image_id)
         if label is None:
             continue
-        truth = (label.astype(np.int16) - 1).clip(0).astype(np.uint8)
+        truth = label_to_mask(label)
         spec, predictor.postprocess = predictor.postprocess, None
         try:
             raw = predictor.predict(project.read_image(project.image(image_id)).pixels).classes
@@ -172,7 +173,7 @@ def validation_effort(predictor, project, validation_ids: list[str]) -> tuple[fl
 def score(proposal: np.ndarray, truth: np.ndarray, suffix: str = "") -> dict:
     """Dice, effort and region effort of one proposal, keys ending in ``suffix``."""
     return {
-        f"dice{suffix}": round(fx.dice(proposal, truth), 4),
+        f"dice{suffix}": round(mean_dice(proposal, truth), 4),
         f"effort{suffix}": round(fx.effort(proposal, truth), 1),
         f"region_effort{suffix}": round(fx.region_effort(proposal, truth), 1),
     }
@@ -265,7 +266,7 @@ def run(
                 area = predictor.area_factor(*raw.shape)  # the spec's areas in this image's pixels
                 proposal = pp.apply(raw, spec, area)
                 ungated = pp.apply(raw, spec, area, gate=False)
-                project.save_proposal(entry.id, (proposal + 1).astype(np.uint8), loaded_id)
+                project.save_proposal(entry.id, mask_to_label(proposal), loaded_id)
             proposal_s = time.perf_counter() - t0
             post = (predictor.postprocess or {}) if predictor is not None else {}
             record = {
@@ -288,7 +289,7 @@ def run(
                 **score(ungated, truth, "_no_gate"),  # the model's own proposal
                 **score(raw, truth, "_raw"),
             }
-            project.accept(entry.id, (truth + 1).astype(np.uint8), proposal_checkpoint=record["checkpoint"])
+            project.accept(entry.id, mask_to_label(truth), proposal_checkpoint=record["checkpoint"])
             t0 = time.perf_counter()
             steps_before = trainer.step_count
             if i < len(entries) - 1:  # nothing learns from the last image before the run ends

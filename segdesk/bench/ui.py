@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segdesk.core.encoding import mask_to_label
+
 log = logging.getLogger(__name__)
 
 TICK_MS = 5
@@ -38,7 +40,7 @@ def _project_from(data: Path, root: Path, n_images: int, n_accept: int):
     project.add_images(images)
     for entry in project.images[:n_accept]:
         mask = cv2.imread(str(masks[Path(entry.source).stem]), cv2.IMREAD_UNCHANGED)
-        project.accept(entry.id, (mask + 1).astype(np.uint8))
+        project.accept(entry.id, mask_to_label(mask))
     return project
 
 

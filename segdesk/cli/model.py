@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from segdesk.cli.common import EXIT_OK, _err, _fail, log
-from segdesk.core import exchange, imageio
+from segdesk.cli.common import EXIT_OK, fail, log, print_err
+from segdesk.core import encoding, exchange, imageio
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import STATUS_ACCEPTED, Project, file_sha256
 
@@ -32,13 +32,13 @@ def _load_predictor(project: Project, device: str | None, checkpoint: str | None
 
     models = project.root / "models"
     if checkpoint is None and not CheckpointStore(models).list():
-        raise _fail(NO_MODEL)
+        raise fail(NO_MODEL)
     predictor = Predictor.from_checkpoint(models, checkpoint_id=checkpoint, device=device)
     check_compatible(predictor.meta, project.n_classes)  # e.g. trained before classes were added
     spec = predictor.postprocess
     if postprocess.withholds(spec):  # the GUI shows none of its proposals; a batch run asked for masks
         predictor.gate = False
-        _err(f"note: model {predictor.checkpoint} is still learning: {postprocess.why_withheld(spec)}. "
+        print_err(f"note: model {predictor.checkpoint} is still learning: {postprocess.why_withheld(spec)}. "
              f"Its masks are written anyway; check them.")
     return predictor
 
@@ -116,7 +116,7 @@ class _StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        _err("stopping after this step (Ctrl-C again to abort)")
+        print_err("stopping after this step (Ctrl-C again to abort)")
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -138,11 +138,11 @@ def cmd_train(args) -> int:
     try:
         config = TrainConfig(**overrides)
     except (TypeError, ValueError) as exc:
-        raise _fail(f"invalid training option: {exc}") from exc
+        raise fail(f"invalid training option: {exc}") from exc
     trainer = Trainer(project.root, config, device=device,
                       init=None if args.from_scratch else "current")
     if not trainer.has_data:
-        raise _fail("no labels to train on yet: accept or correct some images, "
+        raise fail("no labels to train on yet: accept or correct some images, "
                     "or run segdesk import-labels first")
     parent = trainer.parent
     max_seconds = args.minutes * 60 if args.minutes is not None else None
@@ -191,7 +191,7 @@ def _expand_files(paths: Sequence[str]) -> tuple[list[Path], list[tuple[str, str
 def cmd_predict(args) -> int:
     project = Project.open(args.project)
     if args.files and not args.out:
-        raise _fail("--out DIR is required when predicting FILES")
+        raise fail("--out DIR is required when predicting FILES")
     device = _check_device(args.device)
     out = exchange.prepare_out_dir(args.out) if args.out else None
     predictor = _load_predictor(project, device, args.checkpoint)
@@ -209,13 +209,13 @@ def cmd_predict(args) -> int:
             continue
         pred = predictor.predict(image.pixels)
         checkpoint = pred.checkpoint
-        project.save_proposal(entry.id, exchange.prediction_to_label(pred.classes), pred.checkpoint)
+        project.save_proposal(entry.id, encoding.mask_to_label(pred.classes), pred.checkpoint)
         if out is not None:
             exchange.write_mask(out / names[entry.id], pred.classes)
         done += 1
         log.debug("proposal for %s", entry.id)
     for path, reason in skipped:
-        _err(f"skipped {path}: {reason}")
+        print_err(f"skipped {path}: {reason}")
     where = f"; masks in {out}" if out is not None else ""
     print(f"stored {done} proposal{'s' if done != 1 else ''} from checkpoint {checkpoint or '-'}{where}"
           + (f", skipped {len(skipped)}" if skipped else ""))
@@ -244,7 +244,7 @@ def _predict_files(predictor, paths: Sequence[str], out: Path) -> int:
         written.add(name.lower())
         done += 1
     for path, reason in skipped:
-        _err(f"skipped {path}: {reason}")
+        print_err(f"skipped {path}: {reason}")
     print(f"wrote {done} mask{'s' if done != 1 else ''} to {out} from checkpoint {checkpoint or '-'}"
           + (f", skipped {len(skipped)}" if skipped else ""))
     return EXIT_OK

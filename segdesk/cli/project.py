@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from segdesk.cli.common import EXIT_ERROR, EXIT_OK, _err, _fail, open_project
-from segdesk.core import exchange
+from segdesk.cli.common import EXIT_ERROR, EXIT_OK, fail, open_project, print_err
+from segdesk.core import encoding, exchange
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import (DEFAULT_COLOURS, STATUS_ACCEPTED, STATUS_IN_PROGRESS, STATUS_NEW,
                                   STATUSES, LabelClass, Project)
@@ -20,7 +20,7 @@ def _parse_classes(text: str) -> list[LabelClass]:
         name, _, colour = item.partition(":")
         name = name.strip()
         if not name:
-            raise _fail(f"empty class name in {text!r}; give names separated by commas, e.g. lung,heart")
+            raise fail(f"empty class name in {text!r}; give names separated by commas, e.g. lung,heart")
         classes.append(LabelClass(name, colour.strip() or DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]))
     return classes
 
@@ -44,10 +44,10 @@ def cmd_add(args) -> int:
     report = project.add_images(args.paths)
     failed = [(path, reason) for path, reason in report.skipped if reason != _DUPLICATE]
     for path, reason in failed:
-        _err(f"skipped {path}: {reason}")
+        print_err(f"skipped {path}: {reason}")
     empty = _folders_without_images(args.paths, report, project.root)
     for folder in empty:
-        _err(f"no images found in {folder}")
+        print_err(f"no images found in {folder}")
     n, duplicates = len(report.added), len(report.skipped) - len(failed)
     print(f"added {n} image{'s' if n != 1 else ''}"
           + (f", {duplicates} already in the project" if duplicates else "")
@@ -68,7 +68,7 @@ def cmd_import_labels(args) -> int:
     project = open_project(args.project)
     masks = exchange.list_masks(args.mask_dir)
     if not masks:
-        raise _fail(f"no PNG masks in {args.mask_dir}")
+        raise fail(f"no PNG masks in {args.mask_dir}")
     match = exchange.match_masks(masks, project.images)
     skipped = list(match.skipped)
     imported = unchanged = invalid = 0
@@ -79,7 +79,7 @@ def cmd_import_labels(args) -> int:
             skipped.append((path, str(exc)))
             invalid += 1
             continue
-        label = exchange.mask_to_label(mask)
+        label = encoding.mask_to_label(mask)
         if entry.status != STATUS_NEW and not args.overwrite:
             current = project.read_label(entry.id) if entry.status == STATUS_ACCEPTED else None
             if current is not None and (current == label).all():
@@ -91,7 +91,7 @@ def cmd_import_labels(args) -> int:
         project.accept(entry.id, label)
         imported += 1
     for path, reason in skipped:
-        _err(f"skipped {path}: {reason}")
+        print_err(f"skipped {path}: {reason}")
     parts = [f"imported {imported} mask{'s' if imported != 1 else ''} as accepted labels"]
     if unchanged:
         parts.append(f"{unchanged} unchanged")
@@ -117,15 +117,15 @@ def cmd_export(args) -> int:
         try:  # a missing or damaged label file skips its image; the others are still exported
             label = project.read_label(entry.id)
             if label is None:
-                raise _fail("its label file is missing")
+                raise fail("its label file is missing")
         except SegdeskError as exc:
-            _err(f"skipped {entry.id}: {exc}")
+            print_err(f"skipped {entry.id}: {exc}")
             skipped += 1
             continue
-        exchange.write_mask(out / names[entry.id], exchange.label_to_mask(label))
+        exchange.write_mask(out / names[entry.id], encoding.label_to_mask(label))
         count += 1
     print(f"exported {count} mask{'s' if count != 1 else ''} to {out} "
-          f"(0 = background, " + ", ".join(f"{i} = {c.name}" for i, c in enumerate(project.classes, 1))
+          f"(0 = background, " + ", ".join(f"{encoding.class_number(i)} = {c.name}" for i, c in enumerate(project.classes))
           + ")")
     return EXIT_ERROR if skipped else EXIT_OK
 
@@ -141,12 +141,12 @@ def _export_volumes(project: Project, out: Path, wanted: set[str], args) -> int:
 
         report = export_nifti(project, out, wanted)
     for what, reason in report.skipped:
-        _err(f"skipped {what}: {reason}")
+        print_err(f"skipped {what}: {reason}")
     for note in report.notes:
-        _err(f"note: {note}")
+        print_err(f"note: {note}")
     n = len(report.written)
     print(f"exported {n} {args.format} file{'s' if n != 1 else ''} to {out} (0 = background, "
-          + ", ".join(f"{i} = {c.name}" for i, c in enumerate(project.classes, 1)) + ")")
+          + ", ".join(f"{encoding.class_number(i)} = {c.name}" for i, c in enumerate(project.classes)) + ")")
     return EXIT_ERROR if report.skipped else EXIT_OK
 
 
@@ -161,8 +161,8 @@ def cmd_info(args) -> int:
     info = {
         "name": project.name,
         "root": str(project.root),
-        "classes": [{"name": c.name, "colour": c.color, "value": i}
-                    for i, c in enumerate(project.classes, 1)],
+        "classes": [{"name": c.name, "colour": c.color, "value": encoding.class_number(i)}
+                    for i, c in enumerate(project.classes)],
         "images": [{"id": e.id, "source": e.source, "status": e.status,
                     "size": {"width": e.width, "height": e.height}} for e in project.images],
         "counts": counts,
@@ -177,7 +177,7 @@ def cmd_open(args) -> int:
     try:
         from segdesk.app import run_app
     except ImportError as exc:  # a build without the desktop app (or without Qt)
-        raise _fail(f"the desktop app is not available: {exc}") from exc
+        raise fail(f"the desktop app is not available: {exc}") from exc
     return run_app(args.project)
 
 
@@ -190,4 +190,4 @@ def cmd_demo(args) -> int:
     try:
         return demo.run_gui(args.into)
     except ImportError as exc:  # a build without the desktop app (or without Qt)
-        raise _fail(f"the desktop app is not available: {exc}; use segdesk demo --no-gui") from exc
+        raise fail(f"the desktop app is not available: {exc}; use segdesk demo --no-gui") from exc

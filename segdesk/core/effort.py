@@ -145,20 +145,6 @@ def region_scratch_effort(truth: np.ndarray, radius: int | None = None) -> float
     return region_effort(np.zeros_like(truth), truth, radius)
 
 
-def dice(proposal: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of P against G, averaged over the classes present in G or in P (a class P invents
-    scores 0). 1.0 when neither has any foreground: the empty proposal was right."""
-    _check_pair(proposal, truth)
-    classes = sorted((set(np.unique(truth).tolist()) | set(np.unique(proposal).tolist())) - {0})
-    if not classes:
-        return 1.0
-    scores = []
-    for c in classes:
-        p, g = proposal == c, truth == c
-        scores.append(2.0 * float(np.count_nonzero(p & g)) / float(np.count_nonzero(p) + np.count_nonzero(g)))
-    return float(np.mean(scores))
-
-
 def _check_pair(proposal: np.ndarray, truth: np.ndarray) -> None:
     if proposal.shape != truth.shape or proposal.ndim != 2:
         raise ValueError(

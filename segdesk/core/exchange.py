@@ -38,25 +38,6 @@ class _Entry(Protocol):  # the parts of project.ImageEntry used here
     height: int
 
 
-# ----- encodings
-
-
-def mask_to_label(mask: np.ndarray) -> np.ndarray:
-    """Exchange mask (0 = background, 1..K) -> fully labelled project label (1 = background, 2..)."""
-    return (np.asarray(mask, dtype=np.uint8) + 1).astype(np.uint8)
-
-
-def label_to_mask(label: np.ndarray) -> np.ndarray:
-    """Project label -> exchange mask; pixels not labelled become background (0)."""
-    label = np.asarray(label, dtype=np.uint8)
-    return np.where(label > storage.BACKGROUND, label - 1, 0).astype(np.uint8)
-
-
-def prediction_to_label(classes: np.ndarray) -> np.ndarray:
-    """Model prediction (0 = background, 1..K) -> label encoding for a stored proposal."""
-    return mask_to_label(classes)
-
-
 # ----- files
 
 

@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
 from segdesk import __version__
-from segdesk.core import deid, storage
+from segdesk.core import deid, encoding, storage
 from segdesk.core.dicom_series import Series, normal
 from segdesk.core.export_series import ExportReport, collect, series_shape
 
@@ -48,7 +48,7 @@ def _segments(classes) -> list[hd.seg.SegmentDescription]:
         name="segdesk", family=codes.cid7162.ArtificialIntelligence, version=__version__)
     return [
         hd.seg.SegmentDescription(
-            segment_number=i,
+            segment_number=encoding.class_number(i),
             segment_label=c.name[:64],
             segmented_property_category=codes.SCT.Tissue,
             segmented_property_type=codes.SCT.Tissue,
@@ -57,7 +57,7 @@ def _segments(classes) -> list[hd.seg.SegmentDescription]:
             algorithm_identification=algorithm,
             display_color=hd.color.CIELabColor.from_rgb(*c.rgb),
         )
-        for i, c in enumerate(classes, start=1)
+        for i, c in enumerate(classes)
     ]
 
 

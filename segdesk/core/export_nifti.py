@@ -22,7 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from segdesk.core import exchange, storage
+from segdesk.core import encoding, exchange, storage
 from segdesk.core.dicom_series import Series, normal
 from segdesk.core.export_series import ExportReport, collect, series_shape
 
@@ -97,6 +97,7 @@ def export_nifti(project, out_dir: Path, statuses: set[str]) -> ExportReport:
         report.written.append(path)
     if report.written:
         labels = [{"value": 0, "name": "background"}]
-        labels += [{"value": i, "name": c.name, "colour": c.color} for i, c in enumerate(project.classes, 1)]
+        labels += [{"value": encoding.class_number(i), "name": c.name, "colour": c.color}
+                   for i, c in enumerate(project.classes)]
         storage.atomic_write_json(out_dir / "classes.json", {"labels": labels})
     return report

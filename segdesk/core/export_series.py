@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segdesk.core import exchange
+from segdesk.core import encoding, exchange
 from segdesk.core.dicom_series import Series, group_series
 from segdesk.core.errors import SegdeskError
 
@@ -45,7 +45,7 @@ def collect(project, statuses: set[str]) -> Labelled:
         if label is None:
             report.skipped.append((entry.id, "its label file is missing"))
             continue
-        masks[entry.id] = exchange.label_to_mask(label)
+        masks[entry.id] = encoding.label_to_mask(label)
     dicom_like = [e for e in project.images if e.id.startswith(exchange.DICOM_ID_PREFIX)]
     series, problems = group_series((e, project.source_path(e), e.frame) for e in dicom_like)
     for entry, reason in problems:

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from segdesk.core import imageio, project_schema, storage
+from segdesk.core import encoding, imageio, project_schema, storage
 from segdesk.core.errors import ImageReadError, LabelError, ProjectError, SegdeskError
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ _COLOUR_RE = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 @dataclass
 class LabelClass:
-    """A named, coloured structure to label. Its label value on disk is its index + 2."""
+    """A named, coloured structure to label; numbered from 1 in the project's order (segdesk.core.encoding)."""
 
     name: str
     color: str
@@ -112,7 +112,7 @@ def _check_classes(classes: list[LabelClass]) -> None:
     if len(set(names)) != len(names):
         raise ProjectError("Class names must be different from each other.")
     if "background" in names:
-        raise ProjectError("'background' is built in (label value 1); do not add it as a class.")
+        raise ProjectError("'background' is built in (class number 0); do not add it as a class.")
     for c in classes:
         if not _COLOUR_RE.match(c.color):
             raise ProjectError(f"Class '{c.name}' has colour {c.color!r}; use #rrggbb.")
@@ -307,7 +307,7 @@ class Project:
         entry = self.image(image_id)
         self._check_label(entry, label)
         storage.write_label(self.label_path(image_id), label)
-        self.label_saved(image_id, bool(label.any()), bool((label == storage.UNLABELLED).any()))
+        self.label_saved(image_id, bool(label.any()), bool((label == encoding.UNLABELLED).any()))
 
     def label_saved(self, image_id: str, painted: bool, has_unlabelled: bool) -> None:
         """Update an image's status after its label file was written.
@@ -331,8 +331,7 @@ class Project:
         """
         entry = self.image(image_id)
         self._check_label(entry, label)
-        accepted = label.copy()
-        accepted[accepted == storage.UNLABELLED] = storage.BACKGROUND
+        accepted = encoding.merge_accept(label)
         storage.write_label(self.label_path(image_id), accepted)
         before = (entry.status, entry.accepted_at, entry.seconds_spent)
         entry.status = STATUS_ACCEPTED
@@ -352,7 +351,7 @@ class Project:
             raise LabelError(
                 f"Label for {entry.id} is {label.dtype} {label.shape}, expected uint8 {entry.shape}."
             )
-        if label.size and int(label.max()) > self.n_classes + 1:
+        if label.size and int(label.max()) > encoding.max_label_value(self.n_classes):
             raise LabelError(f"Label for {entry.id} uses a class the project does not have.")
 
     # ----- proposals (a disposable cache; never training data by itself)

@@ -16,17 +16,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segdesk.core import decode_limits
+from segdesk.core import decode_limits, encoding
 from segdesk.core.errors import LabelError, StorageError
 
 log = logging.getLogger(__name__)
 
 TMP_PREFIX = ".segdesk-tmp-"
-
-# Label encoding on disk (DESIGN.md): 0 = not labelled, 1 = background, 2.. = classes.
-UNLABELLED = 0
-BACKGROUND = 1
-
 
 def _fsync_dir(folder: Path) -> None:
     try:
@@ -162,6 +157,6 @@ def read_label(path: str | os.PathLike, shape: tuple[int, int], n_classes: int) 
             f"{shape[1]}x{shape[0]}; it was kept on disk and not loaded."
         )
     top = int(label.max()) if label.size else 0
-    if top > n_classes + 1:
+    if top > encoding.max_label_value(n_classes):
         raise LabelError(f"Label {path.name} holds value {top} but the project has {n_classes} classes.")
     return label

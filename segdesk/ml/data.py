@@ -23,10 +23,10 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from segdesk.core.encoding import IGNORE, label_to_target
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import STATUS_ACCEPTED, STATUS_IN_PROGRESS, Project
 from segdesk.ml.augment_plan import AugmentationPlan, plan_for
-from segdesk.ml.losses import IGNORE
 from segdesk.ml.normalise import normalise_hwc
 from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints
 
@@ -55,13 +55,6 @@ def held_out_ids(accepted: list[str]) -> list[str]:
     ranked = sorted(accepted, key=_id_hash)
     chosen = [i for i in ranked if _id_hash(i) % HOLD_OUT_EVERY == 0] or ranked[:1]
     return chosen[: max(1, math.ceil(len(accepted) / 4))]
-
-
-def to_target(label: np.ndarray) -> np.ndarray:
-    """Disk label encoding (0 unlabelled, 1 background, 2.. classes) to int64 loss targets."""
-    target = label.astype(np.int64) - 1
-    target[label == 0] = IGNORE
-    return target
 
 
 @dataclass(frozen=True)
@@ -251,7 +244,7 @@ class LabelledSet:
             y0 = int(rng.integers(min(0, h - size), max(0, h - size) + 1))
             x0 = int(rng.integers(min(0, w - size), max(0, w - size) + 1))
         image = _cut(loaded.image, y0, x0, size, 0.0)
-        target = to_target(_cut(loaded.label, y0, x0, size, 0))
+        target = label_to_target(_cut(loaded.label, y0, x0, size, 0))
 
         if self.augmentation.rot90:  # 90-degree turns are exact, so done here rather than resampled
             k = int(rng.integers(4))
@@ -276,7 +269,7 @@ class LabelledSet:
             loaded = self._load(image_id, corrected=False)
             if loaded is None:
                 continue
-            yield image_id, np.ascontiguousarray(loaded.image.transpose(2, 0, 1)), to_target(loaded.label)
+            yield image_id, np.ascontiguousarray(loaded.image.transpose(2, 0, 1)), label_to_target(loaded.label)
 
 
 def label_signature(project: Project) -> tuple:

@@ -46,11 +46,6 @@ class Prediction:
     withheld: bool = False  # the model's proposals cost more to correct than drawing (postprocess.py)
 
 
-def to_label(prediction: Prediction) -> np.ndarray:
-    """The prediction in the on-disk label encoding (1 = background, 2.. = classes)."""
-    return (prediction.classes + 1).astype(np.uint8)
-
-
 def autocast(device: torch.device):
     """bf16 autocast on CUDA, nothing elsewhere (CPU bf16 is slow on most laptops, MPS patchy)."""
     if device.type == "cuda":

@@ -1,6 +1,6 @@
 """Loss on labelled pixels only: cross-entropy plus soft Dice.
 
-Unlabelled pixels (target -100) carry no information (the user has not painted them), so they
+Unlabelled pixels (target ``IGNORE``) carry no information (the user has not painted them), so they
 contribute to neither term. Dice is computed over the whole batch ("batch Dice", as nnU-Net) for the
 foreground classes 1..K; background is covered by cross-entropy.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from segdesk.core.encoding import IGNORE
 _SMOOTH = 1e-5
 
 

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from segdesk.core import effort as fx
+from segdesk.core.encoding import IGNORE, dice
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,6 @@ MIN_IMAGES = 1  # validation images needed to decide anything
 # Proposals are withheld while correcting them cost at least this fraction of drawing from scratch
 # on the held-out images (measured: docs/benchmarks.md).
 MAX_EFFORT_RATIO = 1.0
-_IGNORE = -100  # unlabelled target pixels (segdesk.ml.losses.IGNORE)
 
 
 # ----- applying
@@ -129,20 +129,12 @@ def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0, gate
 # ----- choosing
 
 
-def _dice(pred: np.ndarray, truth: np.ndarray, labelled: np.ndarray) -> float | None:
-    p, g = pred & labelled, truth & labelled
-    total = int(p.sum()) + int(g.sum())
-    if total == 0:
-        return None
-    return 2.0 * float((p & g).sum()) / total
-
-
 def _mean_dice(pairs: list[tuple[np.ndarray, np.ndarray]], value: int, transform=None) -> float | None:
     scores = []
     for pred, target in pairs:
         if transform is not None:
             pred = transform(pred)
-        d = _dice(pred == value, target == value, target != _IGNORE)
+        d = dice(pred == value, target == value, target != IGNORE)
         if d is not None:
             scores.append(d)
     return float(np.mean(scores)) if scores else None
@@ -233,7 +225,7 @@ def _gate(spec: dict, pairs: list[tuple[np.ndarray, np.ndarray]], area_scale: fl
 
     e = s = region_e = region_s = 0.0
     for pred, target in pairs:
-        known = target != _IGNORE
+        known = target != IGNORE
         truth = np.where(known, target, 0).astype(np.uint8)
         shown = np.where(known, apply(pred, spec, 1.0 / area_scale, gate=False), 0).astype(np.uint8)
         e += fx.effort(shown, truth)

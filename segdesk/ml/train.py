@@ -18,6 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from segdesk.core.encoding import IGNORE, dice_per_class, mean_dice
 from segdesk.core.errors import CheckpointError, SegdeskError
 from segdesk.core.project import Project
 from segdesk.ml import postprocess
@@ -27,7 +28,7 @@ from segdesk.ml.config import TrainConfig
 from segdesk.ml.data import MIN_ACCEPTED_FOR_VALIDATION, LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
 from segdesk.ml.inference import autocast, predict_probabilities
-from segdesk.ml.losses import IGNORE, masked_ce_dice
+from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
 from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints, scale_setting
 from segdesk.ml.states import ERROR, IMPROVED, STOPPED, TRAINING, WAITING  # noqa: F401 (re-exported)
@@ -57,22 +58,6 @@ class Progress:
     state: str  # WAITING, TRAINING, IMPROVED, STOPPED or ERROR
     augmentation: str | None = None  # the flips and turns in use, in words
     working_resolution: str | None = None  # the scale rule in use, in words
-
-
-def dice_scores(probs_or_classes: np.ndarray, target: np.ndarray, n_classes: int) -> list[float | None]:
-    """Per-class Dice (classes 1..K) of predicted classes against a target (IGNORE skipped).
-    None for a class absent from the target."""
-    labelled = target != IGNORE
-    scores: list[float | None] = []
-    for c in range(1, n_classes + 1):
-        truth = (target == c) & labelled
-        n_truth = int(truth.sum())
-        if n_truth == 0:
-            scores.append(None)
-            continue
-        pred = (probs_or_classes == c) & labelled
-        scores.append(2.0 * float((pred & truth).sum()) / (float(pred.sum()) + n_truth))
-    return scores
 
 
 class Trainer:
@@ -277,8 +262,9 @@ class Trainer:
 
     def validate(self) -> tuple[float | None, list[float | None] | None]:
         """(mean Dice, per-class Dice) on the held-out images at working scale; (None, None)
-        without held-out images or foreground in them. Per image, Dice is averaged over the classes
-        present in its truth; the mean is over images, per class over images showing that class."""
+        without held-out images or foreground in them. Per image, segdesk.core.encoding.mean_dice
+        (the benchmarks' Dice; an image where nothing was there and nothing was found is skipped);
+        the mean is over images, per class over the images showing that class."""
         per_image: list[float] = []
         per_class: list[list[float]] = [[] for _ in range(self.n_classes)]
         self._val_pairs = []
@@ -289,11 +275,11 @@ class Trainer:
                 classes = probs.argmax(dim=0).cpu().numpy()
                 if len(self._val_pairs) < _POSTPROCESS_IMAGES:
                     self._val_pairs.append((classes.astype(np.uint8), target.astype(np.int16)))
-                scores = dice_scores(classes, target, self.n_classes)
-                present = [s for s in scores if s is not None]
-                if present:
-                    per_image.append(float(np.mean(present)))
-                for c, s in enumerate(scores):
+                counted = target != IGNORE
+                truth = np.where(counted, target, 0)
+                if truth.any() or (classes * counted).any():
+                    per_image.append(mean_dice(classes, truth, counted))
+                for c, s in enumerate(dice_per_class(classes, truth, self.n_classes, counted)):
                     if s is not None:
                         per_class[c].append(s)
         if not per_image:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from segdesk.core import storage
+from segdesk.core import encoding, storage
 from segdesk.core.errors import SegdeskError
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Autosaver(QObject):
             self.failed.emit(image_id, version, f"Could not save the label: {exc}")
             return
         self._saved_versions[image_id] = version
-        self.saved.emit(image_id, version, bool(label.any()), bool((label == storage.UNLABELLED).any()))
+        self.saved.emit(image_id, version, bool(label.any()), bool((label == encoding.UNLABELLED).any()))
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every submitted write has finished (its signal is queued, not yet delivered)."""

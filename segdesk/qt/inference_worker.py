@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
-from segdesk.core import imageio, storage
+from segdesk.core import encoding, imageio, storage
 from segdesk.core.errors import SegdeskError
 from segdesk.ml import postprocess
 
@@ -101,7 +101,7 @@ class InferenceWorker(QObject):
                 self.prediction_withheld.emit(request_id, image_id, checkpoint)
                 return
             learning = ungated and postprocess.withholds(self._predictor.postprocess)
-            label = (prediction.classes + 1).astype(np.uint8)  # label encoding: 1 = background
+            label = encoding.mask_to_label(prediction.classes)
             self._cache(image_id, label, checkpoint, learning)
         except SegdeskError as exc:
             self.prediction_failed.emit(request_id, image_id, str(exc))

@@ -14,7 +14,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QActionGroup, QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QProgressDialog
 
-from segdesk.core import display, label_files
+from segdesk.core import display, encoding, label_files
 from segdesk.core.errors import SegdeskError
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.project import STATUS_ACCEPTED, Project
@@ -381,9 +381,7 @@ class MainWindow(QMainWindow):
         self.controller.finish_stroke()
         cur = self.current
         self.saver.flush()
-        label = cur.doc.label
-        if cur.proposal is not None:
-            label = np.where(label != 0, label, cur.proposal).astype(np.uint8)
+        label = encoding.merge_accept(cur.doc.label, cur.proposal)
         seconds = self._spent.pop(cur.image_id, 0.0) + cur.seconds_open()
         try:
             accepted = self.project.accept(cur.image_id, label, seconds, proposal_checkpoint=cur.proposal_checkpoint)

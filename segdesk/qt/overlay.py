@@ -12,6 +12,7 @@ from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor, QImage, QPainter
 from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 
+from segdesk.core import encoding
 from segdesk.core.history import Box
 
 BACKGROUND_RGB = (70, 90, 140)
@@ -26,9 +27,9 @@ def colour_table(class_rgbs: list[tuple[int, int, int]]) -> np.ndarray:
         r, g, b = (c * alpha // 255 for c in rgb)
         lut[value] = (b, g, r, alpha)
 
-    put(1, BACKGROUND_RGB, BACKGROUND_ALPHA)
+    put(encoding.BACKGROUND, BACKGROUND_RGB, BACKGROUND_ALPHA)
     for i, rgb in enumerate(class_rgbs):
-        put(i + 2, rgb, 255)
+        put(encoding.class_value(i), rgb, 255)
     return lut
 
 
@@ -50,7 +51,7 @@ def proposal_tables(class_rgbs: list[tuple[int, int, int]]) -> tuple[np.ndarray,
     for i, rgb in enumerate(class_rgbs):
         for table, alpha in ((fill, 70), (edge, 255)):
             r, g, b = (c * alpha // 255 for c in rgb)
-            table[i + 2] = (b, g, r, alpha)
+            table[encoding.class_value(i)] = (b, g, r, alpha)
     return fill, edge
 
 
@@ -67,7 +68,7 @@ def learning_proposal_tables(class_rgbs: list[tuple[int, int, int]]) -> tuple[np
     alpha = LEARNING_EDGE_ALPHA
     for i, rgb in enumerate(class_rgbs):
         r, g, b = (c * alpha // 255 for c in rgb)
-        edge[i + 2] = (b, g, r, alpha)
+        edge[encoding.class_value(i)] = (b, g, r, alpha)
     return fill, edge
 
 

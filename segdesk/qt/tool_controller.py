@@ -7,13 +7,14 @@ from enum import Enum
 
 from PySide6.QtCore import QObject, Qt, Signal
 
+from segdesk.core import encoding
 from segdesk.core.label_document import LabelDocument
 from segdesk.qt.canvas import Canvas
 
 log = logging.getLogger(__name__)
 
 MIN_RADIUS, MAX_RADIUS = 0.5, 200.0
-ERASE = 0  # painting 0 = not labelled
+ERASE = encoding.UNLABELLED
 
 
 class Tool(str, Enum):
@@ -40,7 +41,7 @@ class ToolController(QObject):
         self._canvas = canvas
         self._doc: LabelDocument | None = None
         self._tool = Tool.BRUSH
-        self._value = 2
+        self._value = encoding.class_value(0)  # the first class
         self._radius = 5.0
         self._stroking = False
         self._polygon: list[tuple[float, float]] = []

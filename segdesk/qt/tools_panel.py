@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from segdesk.core import encoding
 from segdesk.core.project import LabelClass
 from segdesk.qt.overlay import BACKGROUND_RGB
 from segdesk.qt.tool_controller import MAX_RADIUS, ToolController
@@ -128,11 +129,12 @@ class ToolsPanel(QWidget):
         self.class_list.blockSignals(True)
         self.class_list.clear()
         background = QListWidgetItem(_swatch(BACKGROUND_RGB), "0  background")
-        background.setData(Qt.ItemDataRole.UserRole, 1)
+        background.setData(Qt.ItemDataRole.UserRole, encoding.BACKGROUND)
         self.class_list.addItem(background)
         for i, c in enumerate(classes):
-            item = QListWidgetItem(_swatch(c.rgb), f"{i + 1}  {c.name}")
-            item.setData(Qt.ItemDataRole.UserRole, i + 2)
+            number = encoding.class_number(i)
+            item = QListWidgetItem(_swatch(c.rgb), f"{number}  {c.name}")
+            item.setData(Qt.ItemDataRole.UserRole, encoding.label_value(number))
             self.class_list.addItem(item)
         self.class_list.blockSignals(False)
         self._show_value(self._controller.value)

@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segdesk.core import storage
+from segdesk.core import encoding, storage
 from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.core.project_lock import ProjectLock
 
@@ -153,8 +153,7 @@ def child(root: Path, journal_path: Path, seed: int) -> None:
                 project.save_label(image_id, doc.label)
                 journal.write(kind="write-done", op="save_label", image=image_id, hash=label_hash(doc.label))
             else:
-                expected = doc.label.copy()
-                expected[expected == storage.UNLABELLED] = storage.BACKGROUND
+                expected = encoding.merge_accept(doc.label)
                 journal.write(kind="write-intent", op="accept", image=image_id, hash=label_hash(expected))
                 accepted = project.accept(image_id, doc.label, seconds_spent=rng.uniform(1, 60))
                 journal.write(kind="write-done", op="accept", image=image_id, hash=label_hash(accepted))

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segdesk.core import encoding
+
 log = logging.getLogger(__name__)
 
 _STATUS = Path("/proc/self/status")
@@ -165,7 +167,7 @@ class Soak:
                 w.saver.edited()
                 truth = self._truth(cur.image_id)
                 if truth is not None and self.rng.random() < 0.7:
-                    doc.set_label(truth + 1)  # the user corrected it all the way
+                    doc.set_label(encoding.mask_to_label(truth))  # the user corrected it all the way
                 w.accept_current()
                 self.accepts += 1
             self._index = (self._index + 1) % len(ids)
@@ -239,8 +241,8 @@ def run(minutes: float, out: Path | None = None, work: Path | None = None, every
     # three accepted images to start from, as a user would have after a few minutes
     for entry in project.images[:3]:
         truth = truths.get(Path(entry.source).name)
-        label = truth + 1 if truth is not None else np.ones(entry.shape, np.uint8)
-        project.accept(entry.id, label.astype(np.uint8))
+        label = encoding.mask_to_label(truth) if truth is not None else encoding.merge_accept(np.zeros(entry.shape, np.uint8))
+        project.accept(entry.id, label)
 
     dialogs: list[str] = []
     saved_boxes = (QMessageBox.warning, QMessageBox.information)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from segdesk.core import effort as fx
+from segdesk.core.encoding import mean_dice
 
 SQRT2 = math.sqrt(2)
 
@@ -114,7 +115,7 @@ def test_a_wrong_class_is_an_error_even_where_both_are_foreground():
     assert fx.region_effort(square(value=1), truth) == pytest.approx(opened_rectangle(10, 10), abs=1e-4)
     # new measure: class 2 is missed (its whole outline) and class 1 is a false island (one click)
     assert fx.effort(square(value=1), truth) == pytest.approx(opened_rectangle(10, 10) + 2, abs=1e-4)
-    assert fx.dice(square(value=1), truth) == 0.0
+    assert mean_dice(square(value=1), truth) == 0.0
 
 
 # ----- the effort measure: the new outline the user must draw
@@ -230,16 +231,16 @@ def test_a_large_mask_with_hundreds_of_objects_is_quick():
 
 def test_dice_is_averaged_over_the_classes_present():
     truth = square(value=1) + square(y=60, x=60, value=2)
-    assert fx.dice(truth, truth) == 1.0
+    assert mean_dice(truth, truth) == 1.0
     half = truth.copy()
     half[60:70, 65:70] = 0  # class 2 loses half its pixels: 2 x 50 / (50 + 100) = 2/3
-    assert fx.dice(half, truth) == pytest.approx((1.0 + 2 / 3) / 2)
+    assert mean_dice(half, truth) == pytest.approx((1.0 + 2 / 3) / 2)
     extra = truth.copy()
     extra[0:5, 0:5] = 3  # a class the truth lacks scores 0 and counts in the mean
-    assert fx.dice(extra, truth) == pytest.approx(2 / 3)
+    assert mean_dice(extra, truth) == pytest.approx(2 / 3)
     empty = np.zeros_like(truth)
-    assert fx.dice(empty, truth) == 0.0
-    assert fx.dice(empty, empty) == 1.0  # nothing to find, nothing found
+    assert mean_dice(empty, truth) == 0.0
+    assert mean_dice(empty, empty) == 1.0  # nothing to find, nothing found
 
 
 def test_mismatched_shapes_are_refused():

@@ -1,0 +1,109 @@
+"""The label encoding: one home for how classes become numbers (DESIGN.md "On-disk project").
+
+Two numberings meet here, and nothing else in segdesk spells them:
+
+- a **label** (a label PNG, the label being painted, a stored proposal) says for every pixel what
+  the user has said about it: 0 = not labelled yet, 1 = background, ``k + 1`` = class k;
+- a **class mask** (a model's prediction, an imported or exported mask, a benchmark's truth) is
+  fully decided: 0 = background, ``k`` = class k.
+
+Classes are numbered from 1 in the project's order, and that number is the one users see: in
+``segdesk info``, exported masks, NIfTI and DICOM SEG segment numbers and the GUI's class list.
+The label value ``k + 1`` is internal to the label files.
+
+Training targets are class masks with ``IGNORE`` where the user has said nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+UNLABELLED = 0  # label value: the user has not said
+BACKGROUND = 1  # label value: the user said "none of the classes"
+IGNORE = -100  # training target value where the label is UNLABELLED (PyTorch's ignore_index)
+
+
+def class_number(index: int) -> int:
+    """The number users see for the class at 0-based ``index`` of the project's class list."""
+    return index + 1
+
+
+def label_value(number: int) -> int:
+    """The label value of class ``number`` (1..K); 0 (background) gives BACKGROUND."""
+    return number + 1
+
+
+def class_value(index: int) -> int:
+    """The label value of the class at 0-based ``index`` of the project's class list."""
+    return label_value(class_number(index))
+
+
+def max_label_value(n_classes: int) -> int:
+    """The largest label value a project with ``n_classes`` classes may hold."""
+    return label_value(n_classes)
+
+
+def mask_to_label(mask: np.ndarray) -> np.ndarray:
+    """Class mask (0 = background, 1..K) -> fully labelled label (1 = background, 2..)."""
+    return (np.asarray(mask, dtype=np.uint8) + 1).astype(np.uint8)
+
+
+def label_to_mask(label: np.ndarray) -> np.ndarray:
+    """Label -> class mask; pixels not labelled become background (0)."""
+    label = np.asarray(label, dtype=np.uint8)
+    return np.where(label > BACKGROUND, label - 1, 0).astype(np.uint8)
+
+
+def label_to_target(label: np.ndarray) -> np.ndarray:
+    """Label -> int64 training target: class mask with IGNORE where not labelled."""
+    target = label.astype(np.int64) - 1
+    target[label == UNLABELLED] = IGNORE
+    return target
+
+
+def merge_accept(painted: np.ndarray, proposal: np.ndarray | None = None) -> np.ndarray:
+    """What accepting stores: the user's pixels win, the proposal fills what they left, and
+    whatever neither labelled is background."""
+    merged = np.asarray(painted, dtype=np.uint8).copy()
+    if proposal is not None:
+        unsaid = merged == UNLABELLED
+        merged[unsaid] = np.asarray(proposal, dtype=np.uint8)[unsaid]
+    merged[merged == UNLABELLED] = BACKGROUND
+    return merged
+
+
+# ----- agreement
+
+
+def dice(pred: np.ndarray, truth: np.ndarray, counted: np.ndarray | None = None) -> float | None:
+    """Hard Dice of two boolean masks over the ``counted`` pixels (all when None); None when
+    both are empty there, since nothing was there to find."""
+    if counted is not None:
+        pred, truth = pred & counted, truth & counted
+    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
+    if total == 0:
+        return None
+    return 2.0 * float(np.count_nonzero(pred & truth)) / total
+
+
+def mean_dice(pred: np.ndarray, truth: np.ndarray, counted: np.ndarray | None = None) -> float:
+    """Dice of class masks, averaged over the classes present in the truth or the prediction (a
+    class the prediction invents scores 0); 1.0 when neither has any: the empty answer was right.
+    The one per-image Dice of validation and benchmarks alike."""
+    if counted is not None:
+        pred, truth = np.where(counted, pred, 0), np.where(counted, truth, 0)
+    classes = sorted((set(np.unique(truth).tolist()) | set(np.unique(pred).tolist())) - {0})
+    if not classes:
+        return 1.0
+    return float(np.mean([dice(pred == c, truth == c) for c in classes]))
+
+
+def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int,
+                   counted: np.ndarray | None = None) -> list[float | None]:
+    """Dice of classes 1..n_classes; None for a class absent from the truth (its Dice over the
+    images that show it is what a per-class figure means)."""
+    scores: list[float | None] = []
+    for c in range(1, n_classes + 1):
+        g = truth == c if counted is None else (truth == c) & counted
+        scores.append(dice(pred == c, g, counted) if g.any() else None)
+    return scores
