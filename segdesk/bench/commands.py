@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from segdesk.core.errors import SegdeskError
 from segdesk.cli.argtypes import positive_float as _positive_float
 from segdesk.cli.argtypes import positive_int as _positive_int
+from segdesk.core.errors import SegdeskError
 
 
 def _err(line: str) -> None:

@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from segdesk import __version__
-from segdesk.cli.argtypes import positive_float as _positive_float
-from segdesk.cli.argtypes import positive_int as _positive_int
-from segdesk.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, _err, log
+from segdesk.cli.argtypes import positive_float, positive_int
+from segdesk.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, log, print_err
 from segdesk.cli.model import cmd_predict, cmd_train
 from segdesk.cli.project import cmd_add, cmd_demo, cmd_export, cmd_import_labels, cmd_info, cmd_new, cmd_open
 from segdesk.core.errors import SegdeskError
@@ -92,22 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", cmd_train, "train the project's model on its accepted and corrected labels")
     p.add_argument("project", metavar="PROJECT")
     budget = p.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive_int, metavar="N", help="stop after N steps")
-    budget.add_argument("--minutes", type=_positive_float, metavar="M", help="stop after M minutes")
+    budget.add_argument("--steps", type=positive_int, metavar="N", help="stop after N steps")
+    budget.add_argument("--minutes", type=positive_float, metavar="M", help="stop after M minutes")
     p.epilog = ("Without --steps or --minutes, training goes on until validation stops improving. "
                 "Ctrl-C stops after the current step; the best checkpoint is kept either way.")
     p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--from-scratch", action="store_true",
                    help="start from fresh weights instead of the current checkpoint")
     adv = p.add_argument_group("advanced (model and training settings)")
-    adv.add_argument("--crop", type=_positive_int, metavar="PX", help="training crop size in pixels")
-    adv.add_argument("--batch", type=_positive_int, metavar="N", help="batch size")
-    adv.add_argument("--lr", type=_positive_float, metavar="LR", help="learning rate")
-    adv.add_argument("--base-width", type=_positive_int, metavar="C",
+    adv.add_argument("--crop", type=positive_int, metavar="PX", help="training crop size in pixels")
+    adv.add_argument("--batch", type=positive_int, metavar="N", help="batch size")
+    adv.add_argument("--lr", type=positive_float, metavar="LR", help="learning rate")
+    adv.add_argument("--base-width", type=positive_int, metavar="C",
                      help="U-Net channels at full resolution (only for a new model)")
-    adv.add_argument("--depth", type=_positive_int, metavar="N",
+    adv.add_argument("--depth", type=positive_int, metavar="N",
                      help="U-Net levels (only for a new model)")
-    adv.add_argument("--val-every", type=_positive_int, metavar="N", help="validate every N steps")
+    adv.add_argument("--val-every", type=positive_int, metavar="N", help="validate every N steps")
     adv.add_argument("--augment", type=_augmentation, metavar="LIST",
                      help="flips and turns to use instead of those planned from the labels and the "
                           "project's augmentation setting: a comma list of flip-lr, flip-ud, rot90; "
@@ -197,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
-        _err(f"{PROG}: error: {exc}")
+        print_err(f"{PROG}: error: {exc}")
         return EXIT_USAGE
     except SystemExit as exc:  # --help / --version
         return exc.code if isinstance(exc.code, int) else EXIT_OK
@@ -211,10 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SegdeskError, OSError) as exc:
         log.debug("command failed", exc_info=True)
         message = " ".join(str(exc).split()) or type(exc).__name__
-        _err(f"{PROG}: error: {message}")
+        print_err(f"{PROG}: error: {message}")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _err(f"{PROG}: interrupted")
+        print_err(f"{PROG}: interrupted")
         return EXIT_INTERRUPTED
     finally:
         logging.getLogger("segdesk").removeHandler(handler)

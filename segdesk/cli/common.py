@@ -19,16 +19,18 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
-def _fail(message: str) -> SegdeskError:
+def fail(message: str) -> SegdeskError:
+    """The error that ends a command with one line ``segdesk: error: <message>`` (exit status 1)."""
     return SegdeskError(message)
 
 
-def _err(line: str) -> None:
+def print_err(line: str) -> None:
+    """One line on stderr: progress, notes, skipped files."""
     print(line, file=sys.stderr)
 
 
 def open_project(path: str | os.PathLike, clean: bool = True) -> Project:
     """Project.open, except that a path that does not exist says so (not "is not a project")."""
     if not Path(path).expanduser().exists():
-        raise _fail(f"{path} does not exist")
+        raise fail(f"{path} does not exist")
     return Project.open(path, clean=clean)
