@@ -37,8 +37,8 @@ _gpu_warned = False
 
 class LoopController(QObject):
     # image id, label (1 = background, 2.. classes), checkpoint, learning (a model still learning,
-    # shown on request)
-    proposal_ready = Signal(str, object, str, bool)
+    # shown on request), request id (the one segment() returned; a newer request has a larger id)
+    proposal_ready = Signal(str, object, str, bool, int)
     proposal_failed = Signal(str, str)  # image id, message
     message = Signal(str)  # for the status bar
     error = Signal(str, str)  # title, message: shown once in a dialog
@@ -105,34 +105,38 @@ class LoopController(QObject):
 
     # ----- proposals
 
-    def segment(self, image_id: str, prefetch: bool = False, anyway: bool = False) -> bool:
-        """Ask for the proposal of an image. False (with a message) when there is no model yet, or
-        when the model is still learning and ``anyway`` (the user's "show anyway") is not given."""
+    def segment(self, image_id: str, prefetch: bool = False, anyway: bool = False) -> int:
+        """Ask for the proposal of an image; the request id its answer will carry. 0 (with a message)
+        when there is no model yet, or when the model is still learning and ``anyway`` (the user's
+        "show anyway") is not given."""
         if self.active_checkpoint is None:
             if not prefetch:
                 n = self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START)
                 self.message.emit(f"No trained model yet: accept {n} images and training starts by itself.")
-            return False
+            return 0
         reason = self.withheld_reason()
         if reason and not anyway:  # told for prefetches too: the window shows it only for the image on screen
             self.proposal_failed.emit(image_id, reason)
-            return False
+            return 0
         ungated = bool(reason)  # "anyway" on a model that proposes is a plain Segment
         cached = self._cache.get((image_id, ungated))
+        pending = self._pending.get((image_id, ungated))
+        if prefetch and pending is not None and pending[0] == self.active_checkpoint:
+            return pending[1]  # already on its way
+        self._next_id += 1
+        request_id = self._next_id
         if cached is not None and cached[0] == self.active_checkpoint:
             if not prefetch:  # next turn of the event loop: the image paints first, then its proposal
-                QTimer.singleShot(0, lambda: self.proposal_ready.emit(image_id, cached[1], cached[0], ungated))
-            return True
-        if prefetch and self._pending.get((image_id, ungated), (None,))[0] == self.active_checkpoint:
-            return True  # already on its way
-        self._next_id += 1
+                QTimer.singleShot(0, lambda: self.proposal_ready.emit(image_id, cached[1], cached[0], ungated,
+                                                                      request_id))
+            return request_id
         self._pending[(image_id, ungated)] = (self.active_checkpoint, self._next_id)
         self._inference.supersede(self._next_id, prefetch)
         entry = self.project.image(image_id)
         path = str(self.project.source_path(entry))
         frame = -1 if entry.frame is None else entry.frame
         self._request.emit(self._next_id, image_id, path, frame, prefetch, ungated)
-        return True
+        return request_id
 
     def withheld_reason(self, checkpoint: str | None = None) -> str:
         """Why a model (default: the active one) shows no proposals, or "" when it does. A model
@@ -164,7 +168,7 @@ class LoopController(QObject):
         self._cache.move_to_end((image_id, learning))
         while len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
-        self.proposal_ready.emit(image_id, label, checkpoint, learning)
+        self.proposal_ready.emit(image_id, label, checkpoint, learning, request_id)
 
     def _on_prediction_withheld(self, request_id: int, image_id: str, checkpoint: str) -> None:
         """A plain request reached a model still learning (it was loaded after the request)."""

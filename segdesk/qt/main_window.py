@@ -306,7 +306,7 @@ class MainWindow(QMainWindow):
         self.status.proposal.setText("")
         if entry.status != STATUS_ACCEPTED and self.loop is not None:
             if self.actions_by_name["auto_propose"].isChecked():
-                self.loop.segment(image_id, prefetch=self.loop.cached(image_id) is None)
+                self.current.asked(self.loop.segment(image_id, prefetch=self.loop.cached(image_id) is None))
             self._prefetch_next()
         return True
 
@@ -344,7 +344,7 @@ class MainWindow(QMainWindow):
         """The one button: show the model's proposal for the current image. ``anyway``: also when
         the model is still learning (its proposals cost more to correct than drawing)."""
         if self.current is not None and self.loop is not None:
-            if self.loop.segment(self.current.image_id, anyway=anyway):
+            if self.current.asked(self.loop.segment(self.current.image_id, anyway=anyway)):
                 self.status.proposal.setText("segmenting…")
 
     def _prefetch_next(self) -> None:
@@ -353,14 +353,16 @@ class MainWindow(QMainWindow):
             if following is not None and following != self.current.image_id:
                 self.loop.segment(following, prefetch=True)
 
-    def _on_proposal(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool) -> None:
+    def _on_proposal(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool,
+                     request_id: int) -> None:
         """Show a proposal under the label. ``learning``: from a model still learning, shown on
         request; drawn as a dashed outline without tint, and said so, as not yet helpful."""
         cur = self.current
         if cur is None or cur.image_id != image_id or self.project.image(image_id).status == STATUS_ACCEPTED:
             return  # a prefetch, or an answer for an image the user has left: cached, not shown
-        if label.shape != cur.doc.shape:
-            return
+        if request_id < cur.newest_request or label.shape != cur.doc.shape:
+            return  # stale: a newer request for this image is on its way
+        cur.newest_request = request_id  # an older answer arriving later is stale too
         cur.proposal, cur.proposal_checkpoint, cur.proposal_learning = label, checkpoint, learning
         fill, edge = self._learning_luts if learning else self._proposal_luts
         item = LabelOverlayItem(label, fill, edge_lut=edge, dash=LEARNING_DASH if learning else 0)
