@@ -3,7 +3,8 @@
 One Trainer owns one model and optimizer and reads labels only from disk. It keeps a checkpoint
 only when validation Dice improves on the held-out accepted images (with no held-out images yet:
 when the smoothed training loss dropped by more than 5% since the last checkpoint). Everything runs
-in the caller's thread; ``run`` checks ``should_stop`` after every step.
+in the caller's thread; ``run`` checks for a stop after every step. Its waits (for labels, for a
+running proposal) go through one TrainingGate (segdesk.ml.gate) that other threads announce to.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.data import MIN_ACCEPTED_FOR_VALIDATION, LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
+from segdesk.ml.gate import TrainingGate
 from segdesk.ml.inference import autocast, predict_probabilities
 from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
@@ -41,7 +43,8 @@ LOSS_IMPROVEMENT = 0.05  # without validation images: a checkpoint per 5% drop o
 _LOSS_SMOOTHING = 0.9  # exponential moving average factor
 _PROGRESS_EVERY = 5  # steps between on_progress calls (besides validations)
 _GRAD_CLIP = 12.0  # as nnU-Net
-_WAIT_POLL_S = 2.0  # how often to look for labels while waiting
+_LABEL_CHECK_S = 0.5  # while waiting: how often to re-read labels nobody announced (another process's)
+MAX_YIELD_S = 10.0  # a stuck proposal never pauses training for longer
 _VALIDATION_TILE = 512
 _POSTPROCESS_IMAGES = 32  # held-out predictions kept to choose post-processing from (memory bound)
 _REPLAN_FACTOR = 1.25  # a planned per-image side is replaced when a re-plan moves it by more
@@ -69,8 +72,11 @@ class Trainer:
         config: TrainConfig | None = None,
         device: torch.device | str | None = None,
         init: str | None = "current",
+        gate: TrainingGate | None = None,
     ):
+        """``gate``: shared with the threads that announce labels, stop training or propose."""
         self.root = Path(project_root)
+        self.gate = gate or TrainingGate()
         self.config = config or TrainConfig()
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.store = CheckpointStore(self.root / "models")
@@ -359,21 +365,19 @@ class Trainer:
 
     # ----- the loop
 
-    def wait_for_labels(self, should_stop: Callable[[], bool] | None = None, timeout: float | None = None) -> bool:
-        """Poll for changed labels until some arrive (True), should_stop() or the timeout (False)."""
+    def wait_for_labels(self, timeout: float | None = None, should_stop: Callable[[], bool] | None = None) -> bool:
+        """Wait on the gate until labels changed (True), or a stop or the timeout (False). Announced
+        labels and the gate's stop wake it at once; labels written by another process, and
+        ``should_stop``, are looked at every _LABEL_CHECK_S."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        next_poll = time.monotonic() + _WAIT_POLL_S
-        while True:
-            if should_stop is not None and should_stop():
+        while not self.gate.stopped and not (should_stop is not None and should_stop()):
+            remaining = _LABEL_CHECK_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
                 return False
-            now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return False
-            if now >= next_poll:
-                if self.refresh_labels():
-                    return True
-                next_poll = now + _WAIT_POLL_S
-            time.sleep(0.05)
+            self.gate.wait_for_labels(min(remaining, _LABEL_CHECK_S))
+            if self.refresh_labels():
+                return True
+        return False
 
     def run(
         self,
@@ -382,10 +386,15 @@ class Trainer:
         on_progress: Callable[[Progress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> Progress:
-        """Train until should_stop(), max_steps, max_seconds or (open-ended runs only) patience runs
-        out. Validates every ``val_every`` steps and at the end; returns the final Progress."""
+        """Train until the gate's stop, should_stop(), max_steps, max_seconds or (open-ended runs
+        only) patience runs out. Before every step a running proposal gets the device (DESIGN.md
+        "Threads"). Validates every ``val_every`` steps and at the end; returns the final Progress."""
         report = on_progress or (lambda p: None)
-        stop = should_stop or (lambda: False)
+
+        def stop() -> bool:
+            self.gate.wait_while_proposing(MAX_YIELD_S)
+            return self.gate.stopped or (should_stop is not None and should_stop())
+
         open_ended = max_steps is None and max_seconds is None
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
         steps_here = 0
@@ -398,7 +407,7 @@ class Trainer:
                     if max_seconds is None and max_steps is not None:
                         return self.progress(WAITING)  # a step budget cannot be spent waiting
                     remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    if not self.wait_for_labels(stop, remaining):
+                    if not self.wait_for_labels(remaining, should_stop):
                         return self.progress(STOPPED if stop() else WAITING)
                     continue
                 if self._baseline_pending:

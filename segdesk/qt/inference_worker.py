@@ -21,6 +21,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 from segdesk.core import encoding, imageio, storage
 from segdesk.core.errors import SegdeskError
 from segdesk.ml import postprocess
+from segdesk.ml.gate import TrainingGate
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,10 @@ class InferenceWorker(QObject):
     models_listed = Signal(object, str)  # list of checkpoint metadata dicts, current id ("" if none)
 
     def __init__(self, models_dir: Path, proposals_dir: Path, n_classes: int, device: str | None = None,
-                 proposing: threading.Event | None = None):
-        """``proposing`` is set while a proposal is computed (the training worker pauses for it)."""
+                 gate: TrainingGate | None = None):
+        """``gate``: shared with the training worker, which pauses while a proposal is computed."""
         super().__init__()
-        self._proposing = proposing or threading.Event()
+        self._gate = gate or TrainingGate()
         self._models_dir = Path(models_dir)
         self._proposals_dir = Path(proposals_dir)
         self._n_classes = n_classes
@@ -91,11 +92,8 @@ class InferenceWorker(QObject):
         try:
             image = imageio.read_image(path, frame=None if frame < 0 else frame)
             self._predictor.gate = not ungated
-            self._proposing.set()
-            try:
+            with self._gate.proposing():
                 prediction = self._predictor.predict(image.pixels)
-            finally:
-                self._proposing.clear()
             checkpoint = prediction.checkpoint or ""
             if prediction.withheld:  # the model changed to one still learning since the GUI asked
                 self.prediction_withheld.emit(request_id, image_id, checkpoint)

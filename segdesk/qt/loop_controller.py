@@ -12,7 +12,6 @@ apart from ordinary ones, so Segment never serves it.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -20,6 +19,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from segdesk.core.project import Project
 from segdesk.ml import postprocess
+from segdesk.ml.gate import TrainingGate
 from segdesk.qt.actions import shortcut_text
 from segdesk.qt.inference_worker import InferenceWorker
 from segdesk.qt.models_panel import ModelsPanel
@@ -67,9 +67,9 @@ class LoopController(QObject):
         self._follow_latest = True
         self.training_running = False
 
-        proposing = threading.Event()  # training yields the device to a proposal after one step
+        gate = TrainingGate()  # training yields the device to a proposal after one step
         self._inference = InferenceWorker(project.root / "models", project.root / "proposals",
-                                          project.n_classes, device, proposing)
+                                          project.n_classes, device, gate)
         self._inference_thread = WorkerThread(self._inference, "segdesk-inference")
         self._load.connect(self._inference.load_checkpoint)
         self._request.connect(self._inference.request)
@@ -83,7 +83,7 @@ class LoopController(QObject):
         self._inference.prediction_withheld.connect(self._on_prediction_withheld)
         self._inference.device_probed.connect(self._on_device)
 
-        self._trainer = TrainingWorker(project.root, train_config, device, proposing)
+        self._trainer = TrainingWorker(project.root, train_config, device, gate)
         self._trainer_thread = WorkerThread(self._trainer, "segdesk-training")
         self._train.connect(self._trainer.run)
         self._trainer.progress.connect(training.show_progress)

@@ -1,26 +1,24 @@
 """The training worker: its own model and optimizer on its own thread (DESIGN.md "Threads").
 
 It reads saved labels from disk (never the GUI's arrays), stops within one step when cancelled,
-reports progress as plain dicts, and publishes weights only as finished checkpoint files.
+reports progress as plain dicts, and publishes weights only as finished checkpoint files. Every wait
+(for labels, for a stop, for a running proposal) is on the TrainingGate it shares with the
+inference worker (segdesk.ml.gate).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
-import time
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from segdesk.core.errors import SegdeskError
+from segdesk.ml.gate import TrainingGate
 from segdesk.ml.states import ERROR, STOPPED, TRAINING, WAITING
 
 log = logging.getLogger(__name__)
-
-IDLE_POLL_S = 0.5
-MAX_YIELD_S = 10.0  # a stuck proposal never stops training for longer
 
 
 class TrainingWorker(QObject):
@@ -31,29 +29,26 @@ class TrainingWorker(QObject):
     finished = Signal()
 
     def __init__(self, project_root: Path, config=None, device: str | None = None,
-                 proposing: threading.Event | None = None):
-        """``proposing`` is set while the inference worker segments: training then pauses after its
-        current step, so a proposal never waits behind more than one training step."""
+                 gate: TrainingGate | None = None):
+        """``gate``: shared with the inference worker, which holds it while it segments: training
+        then pauses after its current step, so a proposal never waits behind more than one step."""
         super().__init__()
-        self._proposing = proposing or threading.Event()
+        self._gate = gate or TrainingGate()
         self._root = Path(project_root)
         self._config = config
         self._device = device
-        self._stop = threading.Event()
-        self._labels_changed = threading.Event()
         self._last_checkpoint: str | None = None
 
     # thread-safe, called from the GUI thread
     def cancel(self) -> None:
-        self._stop.set()
-        self._labels_changed.set()  # wake a waiting loop
+        self._gate.stop()
 
     def labels_changed(self) -> None:
-        self._labels_changed.set()
+        self._gate.announce_labels()
 
     @Slot()
     def run(self) -> None:
-        self._stop.clear()
+        self._gate.clear_stop()
         try:
             self._train()
         except SegdeskError as exc:
@@ -77,29 +72,20 @@ class TrainingWorker(QObject):
         from segdesk.ml.train import Trainer
 
         ml_device.limit_cpu_threads()
-        trainer = Trainer(self._root, self._config or TrainConfig(), device=self._device)
-        while not self._stop.is_set():
-            self._labels_changed.clear()
-            trainer.refresh_labels()
+        trainer = Trainer(self._root, self._config or TrainConfig(), device=self._device, gate=self._gate)
+        while not self._gate.stopped:
             if not trainer.has_data:
                 self.state_changed.emit(WAITING)
-                self._labels_changed.wait(IDLE_POLL_S)
+                trainer.wait_for_labels()
                 continue
             self.state_changed.emit(TRAINING)
-            trainer.run(on_progress=self._report, should_stop=self._should_stop)
-            if self._stop.is_set():
+            trainer.run(on_progress=self._report)
+            if self._gate.stopped:
                 return
-            # patience ran out: wait for new labels, which restart it
+            # patience ran out: announced labels restart it
             self.state_changed.emit(STOPPED)
-            while not self._stop.is_set() and not self._labels_changed.wait(IDLE_POLL_S):
-                pass
-
-    def _should_stop(self) -> bool:
-        """Called by the trainer after every step: stop, or yield the device to a proposal."""
-        deadline = time.monotonic() + MAX_YIELD_S
-        while self._proposing.is_set() and not self._stop.is_set() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return self._stop.is_set()
+            if self._gate.wait_for_labels():
+                trainer.refresh_labels()
 
     def _report(self, progress) -> None:
         data = dataclasses.asdict(progress) if dataclasses.is_dataclass(progress) else dict(progress)
