@@ -357,15 +357,13 @@ class Project:
     # ----- proposals (a disposable cache; never training data by itself)
 
     def proposal_path(self, image_id: str) -> Path:
-        return self.root / "proposals" / f"{image_id}.png"
+        return _proposal_file(self.root / "proposals", image_id)
 
     def save_proposal(self, image_id: str, label: np.ndarray, checkpoint: str | None) -> None:
         """Store a proposal (label encoding, 1 = background) and the checkpoint that made it."""
         entry = self.image(image_id)
         self._check_label(entry, label)
-        storage.write_label(self.proposal_path(image_id), label)
-        meta = {"image": image_id, "checkpoint": checkpoint, "time": round(time.time(), 3)}
-        storage.atomic_write_json(self.proposal_path(image_id).with_suffix(".json"), meta)
+        write_proposal(self.root / "proposals", image_id, label, checkpoint)
 
     def read_proposal(self, image_id: str) -> tuple[np.ndarray, dict] | None:
         """The cached proposal and its metadata, or None when absent or unreadable."""
@@ -386,6 +384,24 @@ class Project:
 
     def accepted_ids(self) -> list[str]:
         return [e.id for e in self.images if e.status == STATUS_ACCEPTED]
+
+
+def _proposal_file(proposals_dir: Path, image_id: str) -> Path:
+    return proposals_dir / f"{image_id}.png"
+
+
+def write_proposal(proposals_dir: Path, image_id: str, label: np.ndarray, checkpoint: str | None,
+                   learning: bool = False) -> None:
+    """``Project.save_proposal`` without the project: writes the proposal's two files and reads no
+    project state, so the inference worker's thread may call it (the GUI thread owns the open
+    Project). The caller vouches that the label fits the image. ``learning``: made by a model that
+    withholds its proposals, and shown on request."""
+    path = _proposal_file(Path(proposals_dir), image_id)
+    storage.write_label(path, label)
+    meta = {"image": image_id, "checkpoint": checkpoint, "time": round(time.time(), 3)}
+    if learning:
+        meta["learning"] = True
+    storage.atomic_write_json(path.with_suffix(".json"), meta)
 
 
 def _expand(paths: Iterable[str | os.PathLike], report: AddReport) -> list[Path]:

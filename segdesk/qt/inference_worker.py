@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal, Slot
 
-from segdesk.core import encoding, imageio, storage
+from segdesk.core import encoding, imageio
 from segdesk.core.errors import SegdeskError
+from segdesk.core.project import write_proposal
 from segdesk.ml import postprocess
 from segdesk.ml.gate import TrainingGate
 
@@ -115,17 +116,10 @@ class InferenceWorker(QObject):
 
     def _cache(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool) -> None:
         """Store the proposal with the checkpoint that made it (provenance) and whether that model
-        was still learning (shown on request); a failure is not fatal."""
-        import json
-        import time
-
-        path = self._proposals_dir / f"{image_id}.png"
+        was still learning (shown on request); a failure is not fatal. Through the project's own
+        writer, which touches no Project object: the GUI thread owns the open project."""
         try:
-            storage.write_label(path, label)
-            meta = {"image": image_id, "checkpoint": checkpoint, "time": round(time.time(), 3)}
-            if learning:
-                meta["learning"] = True
-            storage.atomic_write_text(path.with_suffix(".json"), json.dumps(meta))
+            write_proposal(self._proposals_dir, image_id, label, checkpoint, learning)
         except SegdeskError as exc:
             log.warning("proposal for %s not cached: %s", image_id, exc)
 
