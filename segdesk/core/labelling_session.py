@@ -1,0 +1,141 @@
+"""The labelling session: one image after another, each labelled (on top of a proposal) until accepted.
+
+Qt-free state and rules: which image is open, which proposal answer it shows (answers to older
+requests are stale and dropped, DESIGN.md "Threads"), the time spent on each image until it is
+accepted, and what accept stores (durable, through Project.accept). qt/labelling_session.py puts
+the session on screen.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from segdesk.core import display, encoding
+from segdesk.core.errors import ImageReadError
+from segdesk.core.image import Image
+from segdesk.core.label_document import LabelDocument
+from segdesk.core.project import STATUS_ACCEPTED, Project
+
+
+class ImageChanged(ImageReadError):
+    """The image file no longer has the size the project recorded: it was changed outside segdesk."""
+
+
+@dataclass
+class OpenImage:
+    """The image being labelled: its pixels, display window, label document and proposal."""
+
+    image_id: str
+    image: Image
+    doc: LabelDocument
+    window: tuple[float, float] | None  # display window for images with more than 8 bits
+    opened_at: float  # on the session's clock; restarts when the image is accepted
+    proposal: np.ndarray | None = None  # label encoding (1 = background); shown under the label
+    proposal_checkpoint: str | None = None
+    proposal_learning: bool = False  # from a model still learning, shown on request ("show anyway")
+    newest_request: int = 0  # answers to older proposal requests for this image are stale
+
+
+class LabellingSession:
+    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic):
+        self.project = project
+        self.current: OpenImage | None = None
+        self._clock = clock
+        self._spent: dict[str, float] = {}  # seconds on images not yet accepted, open time not included
+
+    # ----- which image
+
+    def first(self) -> str | None:
+        """The image to start with: the first not accepted, else the first; None in an empty project."""
+        images = self.project.images
+        entry = next((e for e in images if e.status != STATUS_ACCEPTED), images[0] if images else None)
+        return entry.id if entry is not None else None
+
+    def step(self, step: int) -> str | None:
+        """The image ``step`` places from the open one, wrapping around; the first when none is open."""
+        ids = [e.id for e in self.project.images]
+        if not ids:
+            return None
+        index = ids.index(self.current.image_id) if self.current else -step
+        return ids[(index + step) % len(ids)]
+
+    def following(self) -> str | None:
+        """The next image not accepted after the open one, worth a proposal in advance."""
+        if self.current is None:
+            return None
+        following = self.project.next_unaccepted(self.current.image_id)
+        return following if following != self.current.image_id else None
+
+    def needs_proposal(self) -> bool:
+        return self.current is not None and self.project.image(self.current.image_id).status != STATUS_ACCEPTED
+
+    # ----- open and leave
+
+    def read(self, image_id: str) -> Image:
+        """The image's pixels; ImageReadError when the file is unreadable, ImageChanged when its size
+        is not the one the project recorded."""
+        entry = self.project.image(image_id)
+        image = self.project.read_image(entry)
+        if image.shape2d != entry.shape:
+            raise ImageChanged(f"{entry.source} is now {image.width}x{image.height}, but the project recorded "
+                               f"{entry.width}x{entry.height}: the file was changed outside segdesk.")
+        return image
+
+    def open(self, image_id: str, image: Image, doc: LabelDocument) -> OpenImage:
+        """``image`` (from read) is now labelled in ``doc``; the one open before must have been left."""
+        self.current = OpenImage(image_id, image, doc, display.default_window(image), self._clock())
+        return self.current
+
+    def leave(self) -> None:
+        """Close the open image; its time so far counts when it is accepted later."""
+        if self.current is not None:
+            self._spent[self.current.image_id] = self.seconds_spent(self.current.image_id)
+        self.current = None
+
+    def seconds_spent(self, image_id: str) -> float:
+        """Seconds spent on an image since it was last accepted: earlier visits plus the open one."""
+        cur = self.current
+        open_for = self._clock() - cur.opened_at if cur is not None and cur.image_id == image_id else 0.0
+        return self._spent.get(image_id, 0.0) + open_for
+
+    # ----- proposals
+
+    def asked(self, request_id: int) -> int:
+        """A proposal for the open image was asked for with ``request_id`` (0: none was); returns it."""
+        if self.current is not None:
+            self.current.newest_request = max(self.current.newest_request, request_id)
+        return request_id
+
+    def receive(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool, request_id: int) -> bool:
+        """An answer to a proposal request: True when it is now the open image's proposal. Dropped: an
+        answer for another image (a prefetch, or an image the user left: cached, not shown), for an
+        accepted image, of another size, or to an older request than one asked or shown since."""
+        cur = self.current
+        if cur is None or cur.image_id != image_id or not self.needs_proposal():
+            return False
+        if request_id < cur.newest_request or label.shape != cur.doc.shape:
+            return False
+        cur.newest_request = request_id
+        cur.proposal, cur.proposal_checkpoint, cur.proposal_learning = label, checkpoint, learning
+        return True
+
+    # ----- accept
+
+    def accept(self) -> np.ndarray:
+        """Store the proposal plus corrections (unlabelled pixels become background) as the open
+        image's label, with the time spent on it; returns the stored label. On a SegdeskError
+        nothing changes and the time keeps counting."""
+        cur = self.current
+        label = encoding.merge_accept(cur.doc.label, cur.proposal)
+        now = self._clock()
+        seconds = self._spent.get(cur.image_id, 0.0) + now - cur.opened_at
+        accepted = self.project.accept(cur.image_id, label, seconds, proposal_checkpoint=cur.proposal_checkpoint)
+        self._spent.pop(cur.image_id, None)
+        cur.opened_at = now  # time restarts if the user stays here
+        cur.doc.set_label(accepted)
+        cur.proposal = None
+        return accepted

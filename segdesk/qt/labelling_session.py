@@ -1,0 +1,201 @@
+"""Puts the labelling session (segdesk.core.labelling_session) on screen.
+
+The canvas, the tool controller, the saver, the display window and the image list follow the open
+image; proposals are asked of the loop and its answers shown under the label. Notes and errors go
+out as signals for the window to show.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QAction
+
+from segdesk.core import display, label_files
+from segdesk.core.errors import SegdeskError
+from segdesk.core.label_document import LabelDocument
+from segdesk.core.labelling_session import ImageChanged, LabellingSession, OpenImage
+from segdesk.core.project import Project
+from segdesk.qt.canvas import Canvas
+from segdesk.qt.image_list import ImageList
+from segdesk.qt.loop_controller import LoopController
+from segdesk.qt.overlay import LEARNING_DASH, LabelOverlayItem, colour_table, learning_proposal_tables, proposal_tables
+from segdesk.qt.save_keeper import SaveKeeper
+from segdesk.qt.status_bar import StatusFields
+from segdesk.qt.tool_controller import ToolController
+from segdesk.qt.tools_panel import ToolsPanel
+from segdesk.qt.windowing import WindowingController
+
+
+class SessionController(QObject):
+    message = Signal(str, int)  # for the status bar, shown for that many milliseconds
+    error = Signal(str, str)  # title, message: shown in a dialog
+
+    def __init__(self, canvas: Canvas, controller: ToolController, saver: SaveKeeper, image_list: ImageList,
+                 windowing: WindowingController, tools: ToolsPanel, status: StatusFields,
+                 actions: dict[str, QAction], parent=None):
+        super().__init__(parent)
+        self._canvas, self._controller, self._saver = canvas, controller, saver
+        self._image_list, self._windowing, self._tools = image_list, windowing, tools
+        self._status, self._actions = status, actions
+        self.session: LabellingSession | None = None
+        self._loop: LoopController | None = None
+
+    @property
+    def current(self) -> OpenImage | None:
+        return self.session.current if self.session is not None else None
+
+    def start(self, project: Project, loop: LoopController) -> None:
+        """A project was opened (the previous image left): label it with proposals from ``loop``."""
+        self.session, self._loop = LabellingSession(project), loop
+        rgbs = [c.rgb for c in project.classes]
+        self._lut = colour_table(rgbs)
+        self._proposal_luts = proposal_tables(rgbs)
+        self._learning_luts = learning_proposal_tables(rgbs)
+        loop.proposal_ready.connect(self._on_proposal)
+        loop.proposal_failed.connect(self._on_proposal_failed)
+        loop.checkpoint_changed.connect(lambda _c: self._prefetch_next())
+        first = self.session.first()
+        if first is not None:
+            self.show(first)
+        else:
+            self.message.emit("Add images to the project: File > Add images (Ctrl+I).", 0)
+
+    # ----- images
+
+    def show(self, image_id: str) -> bool:
+        """Switch to an image; the current one is saved first. False when it cannot be shown."""
+        session = self.session
+        if session is None:
+            return False
+        if session.current is not None and session.current.image_id == image_id:
+            return True
+        self.leave()
+        entry = session.project.image(image_id)
+        try:
+            image = session.read(image_id)
+        except SegdeskError as exc:
+            self._image_list.set_status(entry, error=str(exc))
+            self.error.emit("Image changed" if isinstance(exc, ImageChanged) else "Cannot open image", str(exc))
+            return False
+        doc = self._saver.take_unsaved(image_id)
+        on_disk = doc is None
+        if doc is None:
+            doc = self._load_document(image_id)
+        self._saver.opened(image_id, doc, on_disk)
+        cur = session.open(image_id, image, doc)
+        self._canvas.set_image(display.render(image, cur.window))
+        overlay = LabelOverlayItem(doc.label, self._lut)
+        overlay.setOpacity(self._tools.opacity_slider.value() / 100.0)
+        overlay.set_outline(self._actions["outline"].isChecked())
+        overlay.setVisible(self._actions["toggle_labels"].isChecked())
+        self._canvas.set_overlay(overlay)
+        self._controller.set_document(doc)
+        self._windowing.set_image(image, cur.window)
+        self._image_list.select(image_id)
+        self._canvas.fit()
+        self._status.proposal.setText("")
+        if session.needs_proposal() and self._loop is not None:
+            if self._actions["auto_propose"].isChecked():
+                session.asked(self._loop.segment(image_id, prefetch=self._loop.cached(image_id) is None))
+            self._prefetch_next()
+        return True
+
+    def _load_document(self, image_id: str) -> LabelDocument:
+        label, warning = label_files.load_for_editing(self.session.project, image_id)
+        if warning:
+            self.error.emit("Label not loaded", warning)
+        return LabelDocument(label)
+
+    def leave(self) -> None:
+        """Save the current image's label (waiting for the writer) before switching away or closing."""
+        if self.current is None:
+            return
+        self._controller.finish_stroke()
+        self._controller.cancel_polygon()
+        self._saver.close()
+        self.session.leave()
+        self._controller.set_document(None)
+        self._canvas.set_proposal(None)
+        self._canvas.set_overlay(None)
+        self._canvas.set_image(None)
+
+    def step(self, step: int) -> None:
+        if self.session is not None and (image_id := self.session.step(step)) is not None:
+            self.show(image_id)
+
+    # ----- proposals and accept
+
+    def segment(self, anyway: bool = False) -> None:
+        """The one button: show the model's proposal for the current image. ``anyway``: also when
+        the model is still learning (its proposals cost more to correct than drawing)."""
+        if self.current is not None and self._loop is not None:
+            if self.session.asked(self._loop.segment(self.current.image_id, anyway=anyway)):
+                self._status.proposal.setText("segmenting…")
+
+    def _prefetch_next(self) -> None:
+        if self.session is not None and self._loop is not None:
+            if (following := self.session.following()) is not None:
+                self._loop.segment(following, prefetch=True)
+
+    def _on_proposal(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool,
+                     request_id: int) -> None:
+        """Show a proposal under the label. ``learning``: from a model still learning, shown on
+        request; drawn as a dashed outline without tint, and said so, as not yet helpful."""
+        if self.session is None or not self.session.receive(image_id, label, checkpoint, learning, request_id):
+            return
+        fill, edge = self._learning_luts if learning else self._proposal_luts
+        item = LabelOverlayItem(label, fill, edge_lut=edge, dash=LEARNING_DASH if learning else 0)
+        item.setVisible(self._actions["toggle_labels"].isChecked())
+        self._canvas.set_proposal(item)
+        shown = " (still learning: shown on request)" if learning else ""
+        self._status.proposal.setText(f"proposal from model {checkpoint}{shown}: correct it, then Accept (Enter)")
+
+    def _on_proposal_failed(self, image_id: str, message: str) -> None:
+        if self.current is not None and self.current.image_id == image_id:
+            self._status.proposal.setText("")
+            self.message.emit(f"No proposal: {message}", 10000)
+
+    def accept(self) -> None:
+        """Accept proposal plus corrections (unlabelled pixels become background) and go on."""
+        cur = self.current
+        if cur is None:
+            return
+        self._controller.finish_stroke()
+        self._saver.flush()
+        try:
+            self.session.accept()
+        except SegdeskError as exc:
+            self.error.emit("Not accepted", f"{exc}\nYour label is kept in memory; try again.")
+            return
+        project = self.session.project
+        self._canvas.set_proposal(None)
+        self._saver.mark_saved(cur.image_id, cur.doc)
+        self._canvas.overlay.refresh(None)
+        self._image_list.set_status(project.image(cur.image_id))
+        self.message.emit(f"Accepted {Path(project.image(cur.image_id).source).name}.", 5000)
+        if self._loop is not None:
+            self._loop.image_accepted()
+        following = project.next_unaccepted(cur.image_id)
+        if following is not None:
+            self.show(following)
+        else:
+            self.message.emit("Every image in the project is accepted.", 10000)
+
+    # ----- view
+
+    def set_window(self, window: tuple[float, float] | None) -> None:
+        """Apply a display window (None: the image's default) to the open image."""
+        cur = self.current
+        if cur is None or cur.window is None:
+            return
+        cur.window = window or display.default_window(cur.image)
+        self._canvas.update_image(display.render(cur.image, cur.window))
+        self._windowing.show_window(cur.window)
+
+    def show_position(self, x: float, y: float) -> None:
+        if self.current is not None:
+            names = ["not labelled", "background"] + [c.name for c in self.session.project.classes]
+            self._status.show_pixel(x, y, self.current.image.pixels, self.current.doc.label, names)
