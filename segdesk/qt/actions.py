@@ -27,6 +27,7 @@ SHORTCUTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "eraser": ("&Eraser", ("E",), "Remove label (back to not labelled)"),
     "fill": ("F&ill", ("G",), "Fill the connected region under the cursor"),
     "polygon": ("&Polygon", ("P",), "Click corners; double-click or right-click closes, Esc cancels"),
+    "cancel_polygon": ("Cancel polygon", ("Escape",), "Drop the polygon being drawn"),
     "brush_bigger": ("Bigger brush", ("]",), "Brush size up"),
     "brush_smaller": ("Smaller brush", ("[",), "Brush size down"),
     "next_image": ("&Next image", ("PgDown", "Alt+Right"), "Go to the next image"),

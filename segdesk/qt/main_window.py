@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QActionGroup, QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtGui import QActionGroup, QCloseEvent
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QProgressDialog
 
 from segdesk.core.errors import SegdeskError
@@ -83,7 +83,6 @@ class MainWindow(QMainWindow):
         self.guard.notice.connect(lambda m: self.statusBar().showMessage(m, 15000))
         self.canvas.hovered.connect(self.session.show_position)
         self.canvas.zoom_changed.connect(self.status.show_zoom)
-        QShortcut(QKeySequence("Escape"), self, activated=self.controller.cancel_polygon)
         self.resize(1500, 950)
         self._update_title()
 
@@ -103,7 +102,7 @@ class MainWindow(QMainWindow):
             ("new_project", self.ask_new_project), ("open_project", self.ask_open_project),
             ("add_images", self.ask_add_images), ("add_folder", self.ask_add_folder),
             ("save", self.save_now), ("quit", self.close), ("undo", c.undo), ("redo", c.redo),
-            ("brush_bigger", c.bigger), ("brush_smaller", c.smaller),
+            ("brush_bigger", c.bigger), ("brush_smaller", c.smaller), ("cancel_polygon", c.cancel_polygon),
             ("next_image", lambda: self.step_image(+1)), ("previous_image", lambda: self.step_image(-1)),
             ("accept", self.accept_current), ("fit", self.canvas.fit),
             ("zoom_actual", lambda: self.canvas.set_zoom(1.0)), ("segment", self.segment),
