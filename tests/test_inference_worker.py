@@ -11,9 +11,9 @@ import torch
 from segdesk.ml import postprocess
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.normalise import NORMALISATION
-from segdesk.ml.synthetic import make_project
 from segdesk.ml.unet import UNet
 from segdesk.qt.inference_worker import InferenceWorker
+from tests.synthetic import make_project
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -9,7 +9,7 @@ from segdesk.core.encoding import IGNORE
 from segdesk.core.project import Project
 from segdesk.ml.data import LabelledSet, held_out_ids
 from segdesk.ml.planning import choose_working_scale
-from segdesk.ml.synthetic import make_project
+from tests.synthetic import make_project
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

@@ -11,8 +11,8 @@ import pytest
 from segdesk.ml import train
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml.synthetic import make_project
 from segdesk.ml.train import Trainer
+from tests.synthetic import make_project
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

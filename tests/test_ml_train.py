@@ -9,8 +9,8 @@ from segdesk.core.project import LabelClass
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.inference import Predictor
-from segdesk.ml.synthetic import make_project, make_sample
 from segdesk.ml.train import Trainer
+from tests.synthetic import make_project, make_sample
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")

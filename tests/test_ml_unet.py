@@ -45,7 +45,7 @@ def test_arch_round_trip():
 
 
 def test_speed_figures():
-    from segdesk.ml.speed import time_forward, time_training_step
+    from tests.speed import time_forward, time_training_step
 
     model = UNet(n_outputs=2, depth=2, base_width=4)
     forward = time_forward(model, 32, 48, warmup=0, repeats=1)

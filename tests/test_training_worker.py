@@ -12,8 +12,8 @@ from PySide6.QtCore import Qt
 from segdesk.ml import train
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml.synthetic import make_project
 from segdesk.qt.training_worker import TrainingWorker
+from tests.synthetic import make_project
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

@@ -76,10 +76,6 @@ class LabelDocument:
         return self.history.can_redo
 
     @property
-    def in_stroke(self) -> bool:
-        return self._stroke_value is not None
-
-    @property
     def is_empty(self) -> bool:
         """True when no pixel is labelled (all 0). Cached per version."""
         if self._empty_cache is None or self._empty_cache[0] != self.version:

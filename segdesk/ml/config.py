@@ -18,7 +18,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     dice_weight: float = 1.0
     depth: int = 4
-    # Measured (segdesk.ml.speed, depth 4, crop 256, batch 4, 1 CPU thread): width 8 0.44 s/step,
+    # Measured (tests/speed.py, depth 4, crop 256, batch 4, 1 CPU thread): width 8 0.44 s/step,
     # 16 0.84 s, 32 2.8 s. 16 has 4x the compute of 8 for 2x the time (8 is overhead-bound);
     # 32 costs 3.4x more per step, too slow for learning while the user labels on a laptop.
     base_width: int = 16

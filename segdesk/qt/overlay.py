@@ -107,10 +107,6 @@ class LabelOverlayItem(QGraphicsItem):
         self._outline = on
         self.refresh(None)
 
-    def set_lut(self, lut: np.ndarray) -> None:
-        self._lut = lut
-        self.refresh(None)
-
     def set_label(self, label: np.ndarray) -> None:
         if label.shape != self._label.shape:
             raise ValueError("overlay label shape must not change; make a new overlay")

@@ -1,4 +1,4 @@
-"""Generated images with known masks, for tests, demos and quick benchmarks without patient data.
+"""Generated images with known masks, for tests without patient data.
 
 Bright discs (class 1) and squares (class 2) on a noisy, slowly varying background.
 """

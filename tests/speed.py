@@ -1,4 +1,4 @@
-"""Speed figures for the bench and for choosing defaults: step time, forward time, FLOPs."""
+"""Speed figures for choosing defaults (segdesk.ml.config): step time, forward time, FLOPs."""
 
 from __future__ import annotations
 
