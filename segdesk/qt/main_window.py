@@ -279,10 +279,6 @@ class MainWindow(QMainWindow):
         if self.loop is not None:
             self.loop.labels_saved()
 
-    def has_unsaved(self) -> bool:
-        self.saver.flush()
-        return bool(self.saver.unsaved_ids())
-
     # ----- close
 
     def _stop_loop(self) -> None:
