@@ -1,4 +1,5 @@
-"""Window shortcuts come from the action table in qt/actions.py, Escape included."""
+"""Window shortcuts come from the action table in qt/actions.py, Escape included, and the menus
+and the toolbar from its layout tables."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QMessageBox
 
 from segdesk.core.project import Project
-from segdesk.qt.actions import SHORTCUTS
+from segdesk.qt.actions import MENUS, SHORTCUTS, TOOLBAR
 from segdesk.qt.main_window import MainWindow
 from tests.conftest import write_disc_image
 
@@ -48,3 +49,10 @@ def test_escape_drops_the_polygon_being_drawn(qtbot, tmp_path, monkeypatch):
     assert w.current.doc.label[10, 20] == 2
     w.close()
     assert not shown, shown
+
+
+def test_menus_and_toolbar_show_actions_of_the_table():
+    placed = [name for names in (*MENUS.values(), TOOLBAR) for name in names if name is not None]
+    assert set(placed) <= set(SHORTCUTS)
+    in_menus = [name for names in MENUS.values() for name in names if name is not None]
+    assert len(in_menus) == len(set(in_menus))  # each action in one menu, once

@@ -1,12 +1,14 @@
-"""All window actions from one factory, with every shortcut in one table (labelme's new_action)."""
+"""All window actions from one factory, with every shortcut in one table (labelme's new_action),
+and where each action sits in the menus and the toolbar."""
 
 from __future__ import annotations
 
 import logging
 from typing import Callable
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QIcon, QKeySequence
-from PySide6.QtWidgets import QWidget
+from PySide6.QtWidgets import QMainWindow, QWidget
 
 from segdesk.bundled import resource_path
 from segdesk.core.errors import SegdeskError
@@ -42,6 +44,16 @@ SHORTCUTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "outline": ("&Outline only", ("O",), "Show label outlines instead of filled regions"),
     "toggle_labels": ("Show &labels", ("V",), "Show or hide the label overlay"),
 }
+
+# Menu titles and toolbar with their actions in order; None is a separator.
+MENUS: dict[str, tuple[str | None, ...]] = {
+    "&File": ("new_project", "open_project", None, "add_images", "add_folder", None, "save", None, "quit"),
+    "&Edit": ("undo", "redo", None, "segment", "segment_anyway", "auto_propose", "accept"),
+    "&View": ("fit", "zoom_actual", None, "toggle_labels", "outline", None, "next_image", "previous_image"),
+    "&Tools": ("brush", "eraser", "fill", "polygon", None, "brush_bigger", "brush_smaller"),
+}
+TOOLBAR: tuple[str | None, ...] = ("open_project", "add_images", None, "segment", "accept", None, "undo", "redo",
+                                   None, "previous_image", "next_image", None, "fit")
 
 # Actions drawn with an icon: resources/icons/<name>.svg. The rest show text only.
 ICONS = ("new_project", "open_project", "add_images", "add_folder", "save", "undo", "redo", "brush", "eraser",
@@ -86,3 +98,16 @@ def new_action(
         else:
             action.triggered.connect(lambda _checked=False: slot())
     return action
+
+
+def add_menus(window: QMainWindow, actions: dict[str, QAction]) -> None:
+    """The window's menus (MENUS) and its toolbar (TOOLBAR), made of ``actions`` by name."""
+    for title, names in MENUS.items():
+        menu = window.menuBar().addMenu(title)
+        for name in names:
+            menu.addSeparator() if name is None else menu.addAction(actions[name])
+    bar = window.addToolBar("Main")
+    bar.setObjectName("main_toolbar")
+    bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    for name in TOOLBAR:
+        bar.addSeparator() if name is None else bar.addAction(actions[name])

@@ -18,7 +18,7 @@ from segdesk.core.errors import SegdeskError
 from segdesk.core.labelling_session import OpenImage
 from segdesk.core.project import Project
 from segdesk.qt import project_dialogs as dialogs
-from segdesk.qt.actions import new_action
+from segdesk.qt.actions import add_menus, new_action
 from segdesk.qt.canvas import Canvas
 from segdesk.qt.image_list import ImageList
 from segdesk.qt.labelling_session import SessionController
@@ -66,7 +66,7 @@ class MainWindow(QMainWindow):
         self._dock("Tools", self.tools, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Training", self.training_panel, Qt.DockWidgetArea.RightDockWidgetArea)
         self._dock("Model versions", self.models_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
-        self._make_menus()
+        add_menus(self, self.actions_by_name)
         self.status = StatusFields(self.statusBar())
         self.session = SessionController(self.canvas, self.controller, self.saver, self.image_list, self.windowing,
                                          self.tools, self.status, self.actions_by_name, self)
@@ -126,25 +126,6 @@ class MainWindow(QMainWindow):
         self.actions_by_name = a
         for action in a.values():
             self.addAction(action)  # shortcuts work wherever the focus is
-
-    def _make_menus(self) -> None:
-        a = self.actions_by_name
-        menus = {
-            "&File": ["new_project", "open_project", None, "add_images", "add_folder", None, "save", None, "quit"],
-            "&Edit": ["undo", "redo", None, "segment", "segment_anyway", "auto_propose", "accept"],
-            "&View": ["fit", "zoom_actual", None, "toggle_labels", "outline", None, "next_image", "previous_image"],
-            "&Tools": ["brush", "eraser", "fill", "polygon", None, "brush_bigger", "brush_smaller"],
-        }
-        for title, names in menus.items():
-            menu = self.menuBar().addMenu(title)
-            for name in names:
-                menu.addSeparator() if name is None else menu.addAction(a[name])
-        bar = self.addToolBar("Main")
-        bar.setObjectName("main_toolbar")
-        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for name in ("open_project", "add_images", None, "segment", "accept", None, "undo", "redo", None,
-                     "previous_image", "next_image", None, "fit"):
-            bar.addSeparator() if name is None else bar.addAction(a[name])
 
     # ----- messages
 
