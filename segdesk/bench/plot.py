@@ -1,26 +1,25 @@
-"""Small line and bar charts drawn with OpenCV, for the benchmark PNGs (no plotting library needed).
+"""Line and bar charts for the benchmark PNGs, drawn with matplotlib's Agg canvas (no display needed).
 
-Each chart is a panel with a title, y-axis ticks and one or more series; panels stack vertically
-into one image.
+Each chart is a panel with a title and one or more series; panels stack vertically into one image.
+Legends sit to the right of the axes, outside them, so they never cover data.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 WIDTH = 900
 PANEL_HEIGHT = 300
-_LEFT, _RIGHT, _TOP, _BOTTOM = 70, 20, 36, 40
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-# Wong palette, BGR
-COLOURS = [(178, 114, 0), (0, 94, 213), (115, 158, 0), (167, 121, 204), (0, 159, 230), (233, 180, 86)]
-_GRID = (225, 225, 225)
-_TEXT = (30, 30, 30)
+_DPI = 100
+# Wong palette (colour-blind safe)
+COLOURS = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9"]
+_HLINE = "#777777"
 
 
 @dataclass
@@ -42,116 +41,67 @@ class Panel:
     hlines: list[tuple[float, str]] = field(default_factory=list)
 
 
-def _text(img, text, org, scale=0.45, colour=_TEXT, thickness=1):
-    cv2.putText(img, text, (int(org[0]), int(org[1])), _FONT, scale, colour, thickness, cv2.LINE_AA)
+def _xy(s: Series) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(s.x if s.x is not None else range(1, len(s.y) + 1), float)
+    y = np.array([np.nan if v is None else v for v in s.y], float)  # NaN breaks the line
+    return x, y
 
 
-def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
-    if hi <= lo:
-        return [lo]
-    raw = (hi - lo) / n
-    mag = 10 ** math.floor(math.log10(raw))
-    step = min((m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw), default=raw)
-    start = math.ceil(lo / step) * step
-    return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
+def _y_limits(panel: Panel, ys: np.ndarray) -> tuple[float, float]:
+    if panel.y_range is not None:
+        return panel.y_range
+    lo = float(ys.min()) if panel.y_log else min(float(ys.min()), 0.0)
+    hi = float(ys.max()) * 1.1
+    return lo, hi if hi > lo else lo + 1.0
 
 
-def _fmt(v: float) -> str:
-    if v == 0:
-        return "0"
-    if abs(v) >= 1e4 or abs(v) < 1e-2:
-        return f"{v:.0e}"
-    return f"{v:g}"
-
-
-def _draw_panel(panel: Panel) -> np.ndarray:
-    img = np.full((PANEL_HEIGHT, WIDTH, 3), 255, np.uint8)
-    x0, x1 = _LEFT, WIDTH - _RIGHT
-    y0, y1 = _TOP, PANEL_HEIGHT - _BOTTOM
-    _text(img, panel.title, (x0, 22), 0.55, thickness=1)
-
-    pts = [(x, y) for s in panel.series for x, y in zip(s.x or range(1, len(s.y) + 1), s.y) if y is not None]
-    if not pts:
-        _text(img, "(no data)", ((x0 + x1) / 2 - 30, (y0 + y1) / 2))
-        return img
-    xs = [float(p[0]) for p in pts]
-    ys = [float(p[1]) for p in pts]
-
-    def ty(v: float) -> float:
-        return math.log10(max(v, 1e-12)) if panel.y_log else v
-
-    lo, hi = panel.y_range or (min(min(ys), 0.0) if not panel.y_log else min(ys), max(ys) * 1.1)
-    lo, hi = ty(lo), ty(hi)
-    if hi <= lo:
-        hi = lo + 1.0
-    xmin, xmax = min(xs), max(xs)
-    if any(s.bars for s in panel.series):
-        xmin, xmax = xmin - 0.6, xmax + 0.6
-    if xmax <= xmin:
-        xmin, xmax = xmin - 1, xmax + 1
-
-    def px(x: float) -> int:
-        return int(round(x0 + (x - xmin) / (xmax - xmin) * (x1 - x0)))
-
-    def py(y: float) -> int:
-        v = min(max(ty(y), lo), hi)
-        return int(round(y1 - (v - lo) / (hi - lo) * (y1 - y0)))
-
-    ticks = [10**e for e in range(math.floor(lo), math.ceil(hi) + 1)] if panel.y_log else _nice_ticks(lo, hi)
-    for t in ticks:
-        if lo <= ty(t) <= hi:
-            cv2.line(img, (x0, py(t)), (x1, py(t)), _GRID, 1)
-            _text(img, _fmt(t), (4, py(t) + 4), 0.4)
-    for value, label in panel.hlines:
-        cv2.line(img, (x0, py(value)), (x1, py(value)), (120, 120, 120), 1, cv2.LINE_AA)
-        _text(img, label, (x1 - 8 * len(label) - 4, py(value) - 4), 0.38, (90, 90, 90))
-    cv2.rectangle(img, (x0, y0), (x1, y1), (150, 150, 150), 1)
-    if panel.x_ticks:
-        for x, label in panel.x_ticks:
-            _text(img, label, (px(x) - 4 * len(label), y1 + 16), 0.4)
-    else:
-        for t in _nice_ticks(xmin, xmax, 10):
-            if t != int(t):
-                continue
-            if xmin <= t <= xmax:
-                _text(img, _fmt(t), (px(t) - 6, y1 + 16), 0.4)
-    _text(img, panel.x_label, ((x0 + x1) / 2 - 4 * len(panel.x_label), PANEL_HEIGHT - 6), 0.42)
-
+def _draw_panel(ax, panel: Panel) -> None:
+    ax.set_title(panel.title, loc="left", fontsize=10.5)
+    ax.set_xlabel(panel.x_label)
+    data = [_xy(s) for s in panel.series]
+    ys = np.concatenate([y for _, y in data]) if data else np.array([])
+    ys = ys[~np.isnan(ys)]
+    if ys.size == 0:
+        ax.text(0.5, 0.5, "(no data)", transform=ax.transAxes, ha="center", va="center")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    if panel.y_log:
+        ax.set_yscale("log")
+    lo, hi = _y_limits(panel, ys)
     bar_series = [s for s in panel.series if s.bars]
-    legend_x = x0 + 8
-    for i, s in enumerate(panel.series):
+    width = 0.8 / max(len(bar_series), 1)
+    for i, (s, (x, y)) in enumerate(zip(panel.series, data)):
         colour = COLOURS[i % len(COLOURS)]
-        sx = s.x or list(range(1, len(s.y) + 1))
         if s.bars:
-            k, n = bar_series.index(s), len(bar_series)
-            width = (px(1) - px(0)) * 0.8 / n if len(sx) > 1 or n > 1 else 20
-            for x, y in zip(sx, s.y):
-                if y is None:
-                    continue
-                left = px(x) - (px(1) - px(0)) * 0.4 + k * width
-                cv2.rectangle(img, (int(left), py(y)), (int(left + width) - 1, py(lo if not panel.y_log else 10**lo)),
-                              colour, -1)
+            offset = -0.4 + (bar_series.index(s) + 0.5) * width
+            ax.bar(x + offset, np.nan_to_num(y, nan=lo), width, bottom=lo if panel.y_log else 0.0,
+                   color=colour, label=s.label, zorder=2)
         else:
-            prev = None
-            for x, y in zip(sx, s.y):
-                if y is None:
-                    prev = None
-                    continue
-                p = (px(x), py(y))
-                if prev is not None:
-                    cv2.line(img, prev, p, colour, 2, cv2.LINE_AA)
-                cv2.circle(img, p, 3, colour, -1, cv2.LINE_AA)
-                prev = p
-        cv2.rectangle(img, (legend_x, y0 + 8), (legend_x + 14, y0 + 18), colour, -1)
-        _text(img, s.label, (legend_x + 18, y0 + 18), 0.42)
-        legend_x += 18 + 9 * len(s.label) + 16
-    return img
+            # earlier series drawn wider, so one hidden under a later, equal series still shows at its edges
+            ax.plot(x, y, color=colour, label=s.label, linewidth=max(3.2 - 0.6 * i, 1.4),
+                    marker="o", markersize=max(6.0 - 0.8 * i, 3.5), zorder=3 + i)
+    for value, label in panel.hlines:
+        ax.axhline(value, color=_HLINE, linewidth=1.2, linestyle="--", label=label, zorder=1)
+    ax.set_ylim(lo, hi)
+    if panel.x_ticks:
+        ax.set_xticks([x for x, _ in panel.x_ticks], [label for _, label in panel.x_ticks])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True, steps=[1, 2, 5, 10]))
+    if bar_series:
+        xs = np.concatenate([x for x, _ in data])
+        ax.set_xlim(xs.min() - 0.6, xs.max() + 0.6)
+    ax.grid(axis="y", color="#e1e1e1", zorder=0)
+    ax.set_axisbelow(True)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False, fontsize=9)
 
 
 def save(panels: list[Panel], path: str | Path) -> Path:
-    """Draw ``panels`` one under another and write a PNG."""
+    """Draw ``panels`` one under another and write a PNG (``WIDTH`` x ``PANEL_HEIGHT`` per panel)."""
     path = Path(path)
-    image = np.vstack([_draw_panel(p) for p in panels])
-    if not cv2.imwrite(str(path), image):
-        raise OSError(f"could not write {path}")
+    fig = Figure(figsize=(WIDTH / _DPI, PANEL_HEIGHT * len(panels) / _DPI), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg canvas: PNG without a display or a GUI toolkit
+    for ax, panel in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels):
+        _draw_panel(ax, panel)
+    fig.savefig(path, format="png", dpi=_DPI)
     return path
