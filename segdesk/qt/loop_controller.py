@@ -4,6 +4,9 @@ Lives on the GUI thread and talks to both workers only through queued signals wi
 Keeps the newest-request bookkeeping (stale proposals are dropped), a bounded proposal cache,
 the auto-start rule and which checkpoint proposes (newest, or one the user chose).
 
+It holds no widgets: the training and models panels bind to its signals (their ``bind``) and call
+its methods, so the loop is tested without a window.
+
 A model still learning withholds its proposals; ``segment(..., anyway=True)`` asks for one
 regardless ("show anyway"). Such a proposal comes with ``learning`` True, and the cache keeps it
 apart from ordinary ones, so Segment never serves it.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -22,8 +26,6 @@ from segdesk.ml import postprocess
 from segdesk.ml.gate import TrainingGate
 from segdesk.qt.actions import shortcut_text
 from segdesk.qt.inference_worker import InferenceWorker
-from segdesk.qt.models_panel import ModelsPanel
-from segdesk.qt.training_panel import TrainingPanel
 from segdesk.qt.training_worker import TrainingWorker
 from segdesk.qt.worker_thread import WorkerThread
 
@@ -35,6 +37,12 @@ DEFAULT_AUTO_START = 2
 _gpu_warned = False
 
 
+@dataclass(frozen=True)
+class TrainingStatus:
+    running: bool = False
+    state: str = "not started"  # in words: "starting", the training worker's states, "stopping"
+
+
 class LoopController(QObject):
     # image id, label (1 = background, 2.. classes), checkpoint, learning (a model still learning,
     # shown on request), request id (the one segment() returned; a newer request has a larger id)
@@ -44,6 +52,10 @@ class LoopController(QObject):
     error = Signal(str, str)  # title, message: shown once in a dialog
     device_named = Signal(str)
     checkpoint_changed = Signal(str)  # the checkpoint that now proposes
+    checkpoints_changed = Signal(list)  # the metadata of every checkpoint, oldest first
+    follow_latest_changed = Signal(bool)  # whether each newly saved checkpoint proposes at once
+    status_changed = Signal(object)  # TrainingStatus
+    progress = Signal(object)  # training figures, the dict TrainingWorker.progress sends
 
     _load = Signal(str)
     # request id, image id, path, frame (-1: none), prefetch, ungated (show anyway)
@@ -52,20 +64,18 @@ class LoopController(QObject):
     _list = Signal()
     _train = Signal()
 
-    def __init__(self, project: Project, training: TrainingPanel, models: ModelsPanel,
-                 train_config=None, device: str | None = None, parent=None):
+    def __init__(self, project: Project, train_config=None, device: str | None = None, parent=None):
         super().__init__(parent)
         self.project = project
-        self._training_panel = training
-        self._models_panel = models
         self._next_id = 0
         # (image id, learning) -> (checkpoint, label): shown-anyway proposals never answer Segment
         self._cache: OrderedDict[tuple[str, bool], tuple[str, np.ndarray]] = OrderedDict()
         # (image id, ungated) -> (checkpoint, request id)
         self._pending: dict[tuple[str, bool], tuple[str | None, int]] = {}
         self.active_checkpoint: str | None = None
-        self._follow_latest = True
-        self.training_running = False
+        self.checkpoints: list[dict] = []
+        self.follow_latest = True
+        self.status = TrainingStatus()
 
         gate = TrainingGate()  # training yields the device to a proposal after one step
         self._inference = InferenceWorker(project.root / "models", project.root / "proposals",
@@ -86,20 +96,12 @@ class LoopController(QObject):
         self._trainer = TrainingWorker(project.root, train_config, device, gate)
         self._trainer_thread = WorkerThread(self._trainer, "segdesk-training")
         self._train.connect(self._trainer.run)
-        self._trainer.progress.connect(training.show_progress)
-        self._trainer.state_changed.connect(training.set_state)
+        self._trainer.progress.connect(self.progress)
+        self._trainer.state_changed.connect(self._on_training_state)
         self._trainer.checkpoint_saved.connect(self._on_checkpoint_saved)
         self._trainer.failed.connect(lambda m: self.error.emit("Training error", m))
         self._trainer.finished.connect(self._on_training_finished)
 
-        training.start_requested.connect(self.start_training)
-        training.stop_requested.connect(self.stop_training)
-        training.auto_start.setValue(int(project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START)))
-        training.auto_start_changed.connect(self._set_auto_start)
-        models.use_requested.connect(self.use_checkpoint)
-        models.follow_latest_changed.connect(self._set_follow_latest)
-
-        self._checkpoints: list[dict] = []
         self._start.emit()  # torch is imported on the worker thread, not here
         self._maybe_auto_start()
 
@@ -111,8 +113,7 @@ class LoopController(QObject):
         "show anyway") is not given."""
         if self.active_checkpoint is None:
             if not prefetch:
-                n = self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START)
-                self.message.emit(f"No trained model yet: accept {n} images and training starts by itself.")
+                self.message.emit(f"No trained model yet: accept {self.auto_start} images and training starts by itself.")
             return 0
         reason = self.withheld_reason()
         if reason and not anyway:  # told for prefetches too: the window shows it only for the image on screen
@@ -144,7 +145,7 @@ class LoopController(QObject):
         withholds them (segdesk.ml.postprocess), so the user draws instead of erasing a wrong
         mask, unless they ask to see it anyway."""
         checkpoint = checkpoint or self.active_checkpoint
-        meta = next((m for m in self._checkpoints if m.get("id") == checkpoint), None)
+        meta = next((m for m in self.checkpoints if m.get("id") == checkpoint), None)
         spec = (meta or {}).get("postprocess")
         if not postprocess.withholds(spec):
             return ""
@@ -192,22 +193,24 @@ class LoopController(QObject):
 
     def _on_checkpoint_saved(self, checkpoint_id: str) -> None:
         self._list.emit()
-        if self._follow_latest:
+        if self.follow_latest:
             self._load.emit(checkpoint_id)
 
     def use_checkpoint(self, checkpoint_id: str) -> None:
-        """Rollback: the user chooses which checkpoint proposes."""
+        """Rollback: the user chooses which checkpoint proposes; newer ones no longer replace it."""
+        self.set_follow_latest(False)
         self._load.emit(checkpoint_id)
 
-    def _set_follow_latest(self, on: bool) -> None:
-        self._follow_latest = on
-        if on and self._checkpoints and self._checkpoints[-1]["id"] != self.active_checkpoint:
-            self._load.emit(self._checkpoints[-1]["id"])
+    def set_follow_latest(self, on: bool) -> None:
+        if on != self.follow_latest:
+            self.follow_latest = on
+            self.follow_latest_changed.emit(on)
+        if on and self.checkpoints and self.checkpoints[-1]["id"] != self.active_checkpoint:
+            self._load.emit(self.checkpoints[-1]["id"])
 
     def _on_model_loaded(self, checkpoint_id: str, device_name: str) -> None:
         self.active_checkpoint = checkpoint_id
         self.device_named.emit(device_name)
-        self._refresh_models()
         if self.withheld_reason():
             self.message.emit(f"Model {checkpoint_id} is still learning: it shows no proposals yet "
                               f"({shortcut_text('segment_anyway')} shows one anyway).")
@@ -220,11 +223,8 @@ class LoopController(QObject):
         self.error.emit("Model not loaded", message + kept)
 
     def _on_models_listed(self, checkpoints: list[dict], _current: str) -> None:
-        self._checkpoints = checkpoints
-        self._refresh_models()
-
-    def _refresh_models(self) -> None:
-        self._models_panel.set_checkpoints(self._checkpoints, self.active_checkpoint)
+        self.checkpoints = checkpoints
+        self.checkpoints_changed.emit(checkpoints)
 
     # ----- training
 
@@ -240,7 +240,12 @@ class LoopController(QObject):
         for key in [k for k, (c, _) in self._cache.items() if c != self.active_checkpoint]:
             del self._cache[key]
 
-    def _set_auto_start(self, n: int) -> None:
+    @property
+    def auto_start(self) -> int:
+        """Training starts by itself once this many images are accepted."""
+        return int(self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START))
+
+    def set_auto_start(self, n: int) -> None:
         self.project.settings[AUTO_START_KEY] = n
         try:
             self.project.save()
@@ -249,25 +254,32 @@ class LoopController(QObject):
         self._maybe_auto_start()
 
     def _maybe_auto_start(self) -> None:
-        n = int(self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START))
-        if not self.training_running and len(self.project.accepted_ids()) >= n:
+        if not self.training_running and len(self.project.accepted_ids()) >= self.auto_start:
             self.start_training()
+
+    @property
+    def training_running(self) -> bool:
+        return self.status.running
+
+    def _set_status(self, **change) -> None:
+        self.status = replace(self.status, **change)
+        self.status_changed.emit(self.status)
 
     def start_training(self) -> None:
         if self.training_running:
             return
-        self.training_running = True
-        self._training_panel.set_running(True)
-        self._training_panel.set_state("starting")
+        self._set_status(running=True, state="starting")
         self._train.emit()
 
     def stop_training(self) -> None:
         self._trainer.cancel()
-        self._training_panel.set_state("stopping")
+        self._set_status(state="stopping")
+
+    def _on_training_state(self, state: str) -> None:
+        self._set_status(state=state)
 
     def _on_training_finished(self) -> None:
-        self.training_running = False
-        self._training_panel.set_running(False)
+        self._set_status(running=False)
 
     # ----- shut-down
 

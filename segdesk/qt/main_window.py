@@ -182,8 +182,9 @@ class MainWindow(QMainWindow):
         self.controller.set_value(2)
         self.image_list.set_images(project.images)
         self.training_panel.plot.clear()
-        self.loop = LoopController(project, self.training_panel, self.models_panel,
-                                   self._train_config, self._device, self)
+        self.loop = LoopController(project, self._train_config, self._device, self)
+        self.training_panel.bind(self.loop)
+        self.models_panel.bind(self.loop)
         self.loop.message.connect(lambda m: self.statusBar().showMessage(m, 10000))
         self.loop.error.connect(self._error)
         self.loop.device_named.connect(self.status.show_device)

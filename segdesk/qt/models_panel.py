@@ -1,14 +1,16 @@
-"""Model versions: the checkpoints with time, validation Dice and labels used; choose which proposes."""
+"""Model versions: the checkpoints with time, validation Dice and labels used; choose which proposes.
+It shows the checkpoints of the loop it is bound to."""
 
 from __future__ import annotations
 
 import time
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QHeaderView, QPushButton, QTreeWidget, QTreeWidgetItem, QVBoxLayout,
                                QWidget)
 
 from segdesk.ml import postprocess
+from segdesk.qt.loop_controller import LoopController
 
 
 class ModelsPanel(QWidget):
@@ -36,10 +38,37 @@ class ModelsPanel(QWidget):
         self.follow.setChecked(True)
         self.follow.toggled.connect(self.follow_latest_changed.emit)
         layout.addWidget(self.follow)
+        self._metas: list[dict] = []
         self._active: str | None = None
+        self._bound: list = []  # connections to the loop shown
+
+    def bind(self, loop: LoopController) -> None:
+        """Show ``loop``'s checkpoints and send the user's choices to it; a previous loop is let go."""
+        for connection in self._bound:
+            QObject.disconnect(connection)
+        self._bound = [
+            loop.checkpoints_changed.connect(self._show_checkpoints),
+            loop.checkpoint_changed.connect(self._show_active),
+            loop.follow_latest_changed.connect(self._show_follow_latest),
+            self.use_requested.connect(loop.use_checkpoint),
+            self.follow_latest_changed.connect(loop.set_follow_latest),
+        ]
+        self._show_follow_latest(loop.follow_latest)
+        self.set_checkpoints(loop.checkpoints, loop.active_checkpoint)
+
+    def _show_checkpoints(self, metas: list[dict]) -> None:
+        self.set_checkpoints(metas, self._active)
+
+    def _show_active(self, checkpoint_id: str) -> None:
+        self.set_checkpoints(self._metas, checkpoint_id)
+
+    def _show_follow_latest(self, on: bool) -> None:
+        self.follow.blockSignals(True)
+        self.follow.setChecked(on)
+        self.follow.blockSignals(False)
 
     def set_checkpoints(self, metas: list[dict], active: str | None) -> None:
-        self._active = active
+        self._metas, self._active = metas, active
         self.tree.clear()
         for meta in reversed(metas):  # newest first
             dice = meta.get("val_dice")
@@ -66,9 +95,7 @@ class ModelsPanel(QWidget):
 
     def _use(self, item: QTreeWidgetItem | None) -> None:
         if item is not None:
-            checkpoint_id = item.data(0, Qt.ItemDataRole.UserRole)
-            self.follow.setChecked(False)  # the user chose a version: stop following the newest
-            self.use_requested.emit(checkpoint_id)
+            self.use_requested.emit(item.data(0, Qt.ItemDataRole.UserRole))  # the loop stops following the newest
 
 
 def _state(active: bool, withholds: bool) -> str:

@@ -1,12 +1,13 @@
 """Training panel: start/stop, auto-start threshold, state in words, figures, the plan (flips and
-turns, working resolution) and a plot."""
+turns, working resolution) and a plot. It shows the training of the loop it is bound to."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from segdesk.qt.elided_label import ElidedLabel
+from segdesk.qt.loop_controller import LoopController, TrainingStatus
 from segdesk.qt.metric_plot import MetricPlot
 
 
@@ -55,14 +56,29 @@ class TrainingPanel(QWidget):
         layout.addLayout(form)
         self.plot = MetricPlot()
         layout.addWidget(self.plot, 1)
-        self.set_running(False)
+        self.show_status(TrainingStatus())
+        self._bound: list = []  # connections to the loop shown
 
-    def set_running(self, running: bool) -> None:
-        self.start_button.setEnabled(not running)
-        self.stop_button.setEnabled(running)
+    def bind(self, loop: LoopController) -> None:
+        """Show ``loop``'s training and send the user's requests to it; a previous loop is let go."""
+        for connection in self._bound:
+            QObject.disconnect(connection)
+        self._bound = [
+            loop.status_changed.connect(self.show_status),
+            loop.progress.connect(self.show_progress),
+            self.start_requested.connect(loop.start_training),
+            self.stop_requested.connect(loop.stop_training),
+            self.auto_start_changed.connect(loop.set_auto_start),
+        ]
+        self.auto_start.blockSignals(True)
+        self.auto_start.setValue(loop.auto_start)
+        self.auto_start.blockSignals(False)
+        self.show_status(loop.status)
 
-    def set_state(self, state: str) -> None:
-        self.state.setText(state)
+    def show_status(self, status: TrainingStatus) -> None:
+        self.start_button.setEnabled(not status.running)
+        self.stop_button.setEnabled(status.running)
+        self.state.setText(status.state)
 
     def show_progress(self, data: dict) -> None:
         self.step.setText(str(data.get("step", "–")))
