@@ -17,7 +17,7 @@ from segdesk.cli import main
 from segdesk.core import project_lock
 from segdesk.core.errors import ProjectError
 from segdesk.core.project import Project
-from segdesk.core.project_lock import (LOCK_FILE, LockUnavailable, ProjectLock, ProjectLocked, holder_of,
+from segdesk.core.project_lock import (LOCK_FILE, MODELS, LockUnavailable, ProjectLock, ProjectLocked, holder_of,
                                        process_token)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,8 +162,7 @@ def test_cli_writers_refuse_while_the_window_holds_the_project(root, tmp_path, c
     write_disc_image(images / "a.png")
     lock = ProjectLock.acquire(root, owner="segdesk window")
     try:
-        for argv in (["add", root, images], ["import-labels", root, images], ["train", root, "--steps", "1"],
-                     ["predict", root]):
+        for argv in (["add", root, images], ["import-labels", root, images], ["predict", root]):
             assert main([str(a) for a in argv]) == 1
             err = capsys.readouterr().err.strip()
             assert err.count("\n") == 0 and "is open in segdesk window" in err, err
@@ -173,6 +172,35 @@ def test_cli_writers_refuse_while_the_window_holds_the_project(root, tmp_path, c
         lock.release()
     assert main(["add", str(root), str(images)]) == 0
     assert not (root / LOCK_FILE).exists()  # the command released its lock
+
+
+def test_one_label_writer_and_one_model_writer_at_a_time(root, capsys):
+    """The window holds the labels lock, a trainer the models lock; never two of either."""
+    labels = ProjectLock.acquire(root, owner="segdesk window")
+    models = ProjectLock.acquire(root, owner="segdesk train", kind=MODELS)
+    try:
+        with pytest.raises(ProjectLocked, match="being trained by segdesk train"):
+            ProjectLock.acquire(root, owner="segdesk window", kind=MODELS)
+        assert main(["train", str(root), "--steps", "1"]) == 1  # a second trainer
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "being trained by segdesk train" in err, err
+        assert holder_of(root, MODELS)["owner"] == "segdesk train"
+        assert holder_of(root)["owner"] == "segdesk window"
+    finally:
+        models.release()
+        labels.release()
+
+
+def test_opening_a_project_leaves_a_trainers_temporaries_in_models(root):
+    """A trainer elsewhere may be writing a checkpoint: only the models lock holder cleans models/."""
+    inflight = root / "models" / ".segdesk-tmp-inflight.safetensors"
+    inflight.write_bytes(b"a checkpoint in flight")
+    leftover = root / "labels" / ".segdesk-tmp-crash.png"
+    leftover.write_bytes(b"a crash's leftover")
+    Project.open(root)
+    assert inflight.exists() and not leftover.exists()
+    Project.open(root, clean=False).clean_models()
+    assert not inflight.exists()
 
 
 def test_cli_reader_does_not_delete_a_writers_temporary(root):

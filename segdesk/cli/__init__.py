@@ -93,8 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=positive_int, metavar="N", help="stop after N steps")
     budget.add_argument("--minutes", type=positive_float, metavar="M", help="stop after M minutes")
-    p.epilog = ("Without --steps or --minutes, training goes on until validation stops improving. "
-                "Ctrl-C stops after the current step; the best checkpoint is kept either way.")
+    budget.add_argument("--follow", action="store_true",
+                        help="keep training as new labels arrive (e.g. on a GPU server sharing the "
+                             "project folder with the desktop app); stop with Ctrl-C or SIGTERM")
+    p.epilog = ("Without --steps, --minutes or --follow, training goes on until validation stops improving. "
+                "Ctrl-C stops after the current step; the best checkpoint is kept either way. "
+                "Several GPUs: torchrun --nproc-per-node N -m segdesk train PROJECT ...")
     p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--from-scratch", action="store_true",
                    help="start from fresh weights instead of the current checkpoint")
@@ -107,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     adv.add_argument("--depth", type=positive_int, metavar="N",
                      help="U-Net levels (only for a new model)")
     adv.add_argument("--val-every", type=positive_int, metavar="N", help="validate every N steps")
+    adv.add_argument("--heartbeat", type=positive_float, metavar="S",
+                     help="with --follow: seconds between the heartbeats the desktop app watches (default 5)")
     adv.add_argument("--augment", type=_augmentation, metavar="LIST",
                      help="flips and turns to use instead of those planned from the labels and the "
                           "project's augmentation setting: a comma list of flip-lr, flip-ud, rot90; "
@@ -173,9 +179,10 @@ def _setup_logging(verbose: bool) -> tuple[logging.Handler, int]:
     return handler, old_level
 
 
-# Commands that write into the project hold its lock (segdesk.core.project_lock) while they run, so
-# they refuse, in one line, while the project is open in the desktop app. ``train`` too: it writes
-# checkpoints, and two trainers would number theirs alike; the window trains by itself anyway.
+# Commands that write into the project hold its labels lock (segdesk.core.project_lock) while they
+# run, so they refuse, in one line, while the project is open in the desktop app. ``train`` writes
+# only checkpoints (models/) and the log: it holds the models lock instead, so it can train while
+# the app labels, and refuses while another trainer (the app's own, or another server) holds it.
 WRITING_COMMANDS = frozenset({"add", "import-labels", "train", "predict"})
 
 
@@ -183,11 +190,22 @@ def _write_lock(args):
     from contextlib import nullcontext
 
     from segdesk.core.project import PROJECT_FILE
-    from segdesk.core.project_lock import ProjectLock
+    from segdesk.core.project_lock import LABELS, MODELS, ProjectLock
 
     if args.command not in WRITING_COMMANDS or not (Path(args.project) / PROJECT_FILE).is_file():
         return nullcontext()  # not a writer, or not a project: the command says so itself
-    return ProjectLock.acquire(args.project, owner=f"segdesk {args.command}")
+    if args.command == "train":
+        if not _distributed_rank_zero():
+            return nullcontext()  # torchrun: rank 0 holds it for all
+        return ProjectLock.acquire(args.project, owner="segdesk train", kind=MODELS)
+    return ProjectLock.acquire(args.project, owner=f"segdesk {args.command}", kind=LABELS)
+
+
+def _distributed_rank_zero() -> bool:
+    """False in the processes torchrun starts besides rank 0 (RANK is torchrun's variable)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,15 +101,18 @@ def _fmt(value) -> str:
 
 
 class _StopOnInterrupt:
-    """First Ctrl-C asks the trainer to stop after its current step; a second one aborts."""
+    """First Ctrl-C (or SIGTERM, as a service manager sends) asks the trainer to stop after its
+    current step; a second one aborts."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self._old: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame):
@@ -119,14 +122,28 @@ class _StopOnInterrupt:
         print_err("stopping after this step (Ctrl-C again to abort)")
 
     def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
         return False
 
 
 def cmd_train(args) -> int:
-    project = Project.open(args.project)
-    device = _check_device(args.device)
+    project = Project.open(args.project, clean=False)  # the labels are the app's to clean
+    if args.heartbeat is not None and not args.follow:
+        raise fail("--heartbeat goes with --follow")
+    from segdesk.ml import distributed
+
+    group = distributed.start(args.device)  # under torchrun: one process per GPU (or CPU rank)
+    device = group.device if group.size > 1 else _check_device(args.device)
+    if group.is_main:
+        project.clean_models()  # this process holds the models lock: leftovers are a crash's
+    try:
+        return _train(args, project, device, group)
+    finally:
+        group.close()
+
+
+def _train(args, project: Project, device: str, group) -> int:
     from segdesk.ml.config import TrainConfig
     from segdesk.ml.train import Trainer
 
@@ -140,21 +157,27 @@ def cmd_train(args) -> int:
     except (TypeError, ValueError) as exc:
         raise fail(f"invalid training option: {exc}") from exc
     trainer = Trainer(project.root, config, device=device,
-                      init=None if args.from_scratch else "current")
-    if not trainer.has_data:
+                      init=None if args.from_scratch else "current", group=group)
+    if not trainer.has_data and not args.follow:
         raise fail("no labels to train on yet: accept or correct some images, "
                     "or run segdesk import-labels first")
     parent = trainer.parent
     max_seconds = args.minutes * 60 if args.minutes is not None else None
-    report = _TrainReport(sys.stderr, trainer.progress("training").step, config.val_every,
-                          args.steps, max_seconds)
-    log.info("training %s on %s from %s with %s", project.name, device, parent or "fresh weights", config)
+    report = _TrainReport(sys.stderr if group.is_main else _Silent(), trainer.progress("training").step,
+                          config.val_every, args.steps, max_seconds)
+    log.info("training %s on %s from %s with %s%s", project.name, device, parent or "fresh weights", config,
+             f" ({group.describe()})" if group.size > 1 else "")
     with _StopOnInterrupt() as stop:
         try:
-            result = trainer.run(max_steps=args.steps, max_seconds=max_seconds,
-                                 on_progress=report, should_stop=lambda: stop.requested)
+            if args.follow:
+                result = _follow(args, trainer, report, stop, group)
+            else:
+                result = trainer.run(max_steps=args.steps, max_seconds=max_seconds,
+                                     on_progress=report, should_stop=lambda: stop.requested)
         finally:
             report.close()
+    if not group.is_main:
+        return EXIT_OK
     steps = result.step - report.start_step
     if result.checkpoint is None:
         print(f"trained {steps} steps; no checkpoint saved yet (validation Dice {_fmt(result.val_dice)})")
@@ -173,6 +196,38 @@ def cmd_train(args) -> int:
         print("  " + ", ".join(f"{c.name} {_fmt(v)}" for c, v in zip(project.classes, per_class)))
     print(f"  augmentation: {trainer.augmentation.describe()}; resolution: {trainer.scale_rule.describe()}")
     return EXIT_OK
+
+
+class _Silent:
+    """Where ranks other than 0 report to: nowhere."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def _follow(args, trainer, report, stop, group):
+    """``train --follow``: a heartbeat for the app, then train and wait for labels until stopped."""
+    from segdesk.core import trainer_presence
+    from segdesk.ml.device import device_name
+    from segdesk.ml.follow import Heartbeat, follow
+
+    if not group.is_main:
+        return follow(trainer, lambda: stop.requested, report)
+    every = args.heartbeat or trainer_presence.BEAT_S
+    beat = Heartbeat(trainer.root, device_name(trainer.device) + group.describe_suffix(), every).start()
+    print_err(f"following {trainer.root}: training as labels arrive (Ctrl-C to stop)")
+
+    def on_progress(p) -> None:
+        beat.update(p)
+        report(p)
+
+    try:
+        return follow(trainer, lambda: stop.requested, on_progress)
+    finally:
+        beat.stop()
 
 
 def _expand_files(paths: Sequence[str]) -> tuple[list[Path], list[tuple[str, str]]]:

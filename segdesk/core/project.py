@@ -187,14 +187,19 @@ class Project:
         return project
 
     def clean_up(self) -> None:
-        """Create missing subfolders and remove crash temporaries. Only the project's owner may
-        (the window or CLI command holding its lock): a temporary may be another's write in flight."""
+        """Create missing subfolders and remove crash temporaries outside models/. Only the holder
+        of the labels lock may (a temporary may be another's write in flight); models/ is the
+        models lock holder's to clean (``clean_models``), since a trainer elsewhere may be writing."""
         try:
             for sub in ("labels", "proposals", "models"):
                 (self.root / sub).mkdir(exist_ok=True)
         except OSError as exc:
             raise ProjectError(f"Could not create folders in {self.root}: {exc.strerror or exc}.") from exc
-        storage.clean_temporaries(self.root)
+        storage.clean_temporaries(self.root, skip=("models",))
+
+    def clean_models(self) -> None:
+        """Remove crash temporaries in models/; only the holder of the models lock may."""
+        storage.clean_temporaries(self.root / "models")
 
     def to_json(self) -> dict:
         return {

@@ -1,4 +1,4 @@
-"""One writer per project: a lock file in the project folder.
+"""One label writer and one model writer per project: two lock files in the project folder.
 
 Two programs writing one project (two windows, or a window and ``segdesk train``) would race on
 project.json, number two checkpoints alike, and each would delete the other's in-flight temporary
@@ -16,6 +16,12 @@ files when it opens the project. So whoever writes holds ``<project>/.segdesk.lo
   O_EXCL again; if anyone else got there first, they see a live lock and back off.
 - ``release`` removes the file only if it still holds this lock's token.
 
+The **labels lock** (``LABELS``: ``.segdesk.lock``) is held by whoever writes labels and project.json
+(the window, ``segdesk add``...). The **models lock** (``MODELS``: ``.segdesk-models.lock``) is held by
+whoever writes checkpoints (the window while it trains, ``segdesk train``, a trainer on a GPU server
+following the project); it beats every few seconds, so a trainer on another computer that went
+away is stale within ``MODELS.stale_after_s``. One of each may work at once, never two of either.
+
 Where the folder cannot hold a lock at all (read-only medium), ``acquire`` raises LockUnavailable;
 nothing can be written there either, so the window may still open it to look.
 """
@@ -31,6 +37,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +52,20 @@ STALE_AFTER_S = 300.0  # another host's lock without a heartbeat for this long i
 GRACE_S = 10.0  # an empty or unreadable lock younger than this is being written
 _TAKEOVER_STALE_S = 30.0
 _MAX_LOCK_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class LockKind:
+    file: str
+    heartbeat_s: float  # how often the holder touches the file
+    stale_after_s: float  # another computer's lock untouched this long is stale
+    refused: str  # the message's end when it is held: what the user can do
+
+
+LABELS = LockKind(LOCK_FILE, HEARTBEAT_S, STALE_AFTER_S,
+                  "Close it there first: two programs writing one project can lose labels.")
+MODELS = LockKind(".segdesk-models.lock", 5.0, 30.0,
+                  "One trainer at a time: stop that one first, or let it train for you.")
 
 
 class ProjectLocked(ProjectError):
@@ -136,7 +157,8 @@ def _read(path: Path) -> tuple[bytes, dict | None, float] | None:
     return raw, holder, mtime
 
 
-def stale_reason(holder: dict | None, mtime: float, now: float | None = None) -> str | None:
+def stale_reason(holder: dict | None, mtime: float, now: float | None = None,
+                 stale_after_s: float = STALE_AFTER_S) -> str | None:
     """Why a lock is stale, or None when its holder may still be working."""
     now = time.time() if now is None else now
     age = now - mtime
@@ -150,8 +172,8 @@ def stale_reason(holder: dict | None, mtime: float, now: float | None = None) ->
         if token and process_token(pid) and process_token(pid) != token:
             return f"process {pid} is a different program now (the computer restarted?)"
         return None
-    if age > STALE_AFTER_S:
-        return f"computer {holder.get('host')!r} has not refreshed it for {age / 60:.0f} minutes"
+    if age > stale_after_s:
+        return f"computer {holder.get('host')!r} has not refreshed it for {age:.0f} s"
     return None
 
 
@@ -173,8 +195,9 @@ def describe(holder: dict | None, mtime: float | None = None) -> str:
 class ProjectLock:
     """A held lock. Use ``acquire``; ``release`` (or leave the ``with`` block) when done."""
 
-    def __init__(self, root: Path, path: Path, content: dict, heartbeat: bool):
+    def __init__(self, root: Path, path: Path, content: dict, heartbeat: bool, kind: LockKind = LABELS):
         self.root = root
+        self.kind = kind
         self.path = path
         self.content = content
         self._raw = _encode(content)
@@ -187,11 +210,12 @@ class ProjectLock:
             self._thread.start()
 
     @classmethod
-    def acquire(cls, root: str | os.PathLike, owner: str = "segdesk", heartbeat: bool = True) -> "ProjectLock":
-        """Hold the project's lock. ProjectLocked when a live segdesk holds it; LockUnavailable when
-        the folder cannot hold a lock file; a stale lock is taken over (logged)."""
+    def acquire(cls, root: str | os.PathLike, owner: str = "segdesk", heartbeat: bool = True,
+                kind: LockKind = LABELS) -> "ProjectLock":
+        """Hold the project's lock of ``kind``. ProjectLocked when a live segdesk holds it;
+        LockUnavailable when the folder cannot hold a lock file; a stale lock is taken over (logged)."""
         root = Path(root).expanduser().resolve()
-        path = root / LOCK_FILE
+        path = root / kind.file
         content = {
             "pid": os.getpid(), "host": _host(), "token_start": process_token(os.getpid()),
             "owner": owner, "time": round(time.time(), 3), "token": secrets.token_hex(8),
@@ -199,21 +223,20 @@ class ProjectLock:
         took_over = None
         for _ in range(5):
             if _create(path, content):
-                lock = cls(root, path, content, heartbeat)
+                lock = cls(root, path, content, heartbeat, kind)
                 lock.took_over = took_over
                 return lock
             seen = _read(path)
             if seen is None:
                 continue  # released between our attempt and the read: try again
             raw, holder, mtime = seen
-            reason = stale_reason(holder, mtime)
+            reason = stale_reason(holder, mtime, stale_after_s=kind.stale_after_s)
             if reason is None:
-                raise ProjectLocked(
-                    f"{root.name} is open in {describe(holder)}. Close it there first: two programs "
-                    "writing one project can lose labels.", holder)
+                what = "open in" if kind is LABELS else "being trained by"
+                raise ProjectLocked(f"{root.name} is {what} {describe(holder)}. {kind.refused}", holder)
             log.warning("taking over the lock of %s: %s", root, reason)
             if _take_over(path, raw, content):
-                lock = cls(root, path, content, heartbeat)
+                lock = cls(root, path, content, heartbeat, kind)
                 lock.took_over = reason
                 return lock
             took_over = reason
@@ -222,7 +245,7 @@ class ProjectLock:
     # heartbeat: the lock's mtime tells another computer the holder is alive
 
     def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
+        while not self._stop.wait(self.kind.heartbeat_s):
             self.refresh()
 
     def refresh(self) -> bool:
@@ -288,7 +311,7 @@ def _create(path: Path, content: dict) -> bool:
 
 def _take_over(path: Path, stale_raw: bytes, content: dict) -> bool:
     """Replace the stale lock whose bytes were ``stale_raw`` by ours; False if anything changed."""
-    mutex = path.with_name(TAKEOVER_FILE)
+    mutex = path.with_name(path.name + ".takeover")
     try:
         fd = os.open(mutex, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
@@ -316,7 +339,7 @@ def _take_over(path: Path, stale_raw: bytes, content: dict) -> bool:
             pass
 
 
-def holder_of(root: str | os.PathLike) -> dict | None:
-    """What the project's lock says, or None when unlocked (for messages and tests)."""
-    seen = _read(Path(root) / LOCK_FILE)
+def holder_of(root: str | os.PathLike, kind: LockKind = LABELS) -> dict | None:
+    """What the project's lock of ``kind`` says, or None when unlocked (for messages and tests)."""
+    seen = _read(Path(root) / kind.file)
     return None if seen is None else seen[1]

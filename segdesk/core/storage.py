@@ -93,10 +93,14 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         raise StorageError(f"Could not append to {path.name}: {exc.strerror or exc}.") from exc
 
 
-def clean_temporaries(folder: str | os.PathLike) -> int:
-    """Remove temporaries left by a crash below ``folder``; return how many were removed."""
+def clean_temporaries(folder: str | os.PathLike, skip: tuple[str, ...] = ()) -> int:
+    """Remove temporaries left by a crash below ``folder``, except in its subfolders named in
+    ``skip``; return how many were removed."""
     removed = 0
-    for tmp in Path(folder).rglob(TMP_PREFIX + "*"):
+    folder = Path(folder)
+    for tmp in folder.rglob(TMP_PREFIX + "*"):
+        if tmp.relative_to(folder).parts[0] in skip:
+            continue
         try:
             tmp.unlink()
             removed += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.data import MIN_ACCEPTED_FOR_VALIDATION, LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
+from segdesk.ml.distributed import Group
 from segdesk.ml.gate import TrainingGate
 from segdesk.ml.inference import autocast, predict_probabilities
 from segdesk.ml.losses import masked_ce_dice
@@ -73,15 +75,19 @@ class Trainer:
         device: torch.device | str | None = None,
         init: str | None = "current",
         gate: TrainingGate | None = None,
+        group: Group | None = None,
     ):
-        """``gate``: shared with the threads that announce labels, stop training or propose."""
+        """``gate``: shared with the threads that announce labels, stop training or propose.
+        ``group``: the torchrun processes training together (segdesk.ml.distributed); each
+        samples its own crops, and rank 0 alone validates and writes checkpoints."""
         self.root = Path(project_root)
         self.gate = gate or TrainingGate()
+        self.group = group or Group()
         self.config = config or TrainConfig()
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.store = CheckpointStore(self.root / "models")
-        self.rng = np.random.default_rng(self.config.seed)
-        torch.manual_seed(self.config.seed)
+        self.rng = np.random.default_rng([self.config.seed, self.group.rank])
+        torch.manual_seed(self.config.seed)  # the same initial weights on every rank
 
         self.project = Project.open(self.root, clean=False)
         self._signature = label_signature(self.project)
@@ -186,6 +192,7 @@ class Trainer:
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self._trained_model = self.group.wrap(model)  # DDP under torchrun; checkpoints hold ``model``
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
@@ -250,7 +257,7 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         self.model.train()
         with autocast(self.device):
-            logits = self.model(images)
+            logits = self._trained_model(images)
         loss = masked_ce_dice(logits, targets, self.config.dice_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -309,7 +316,8 @@ class Trainer:
             "val_dice_per_class": per_class,
             "train_loss": self.smoothed_loss,
             "step": self._base_step + self.step_count,
-            "device": device_name(self.device),
+            "device": device_name(self.device) + self.group.describe_suffix(),
+            "host": socket.gethostname(),
             "parent": self.parent,
             "torch": torch.__version__,
             "postprocess": self._choose_postprocess(),
@@ -336,7 +344,15 @@ class Trainer:
             return None
 
     def _validate_and_keep(self) -> bool:
-        """Validate; write a checkpoint if the model improved. Returns whether it did."""
+        """Validate; write a checkpoint if the model improved. Returns whether it did (rank 0
+        decides for every rank)."""
+        if self.group.is_main:
+            return self.group.from_main(self._judge())
+        improved = self.group.from_main(False)
+        self.bad_validations = 0 if improved else self.bad_validations + 1
+        return improved
+
+    def _judge(self) -> bool:
         dice, per_class = self.validate()
         self.last_val = (dice, per_class)
         if dice is not None:
@@ -393,7 +409,7 @@ class Trainer:
 
         def stop() -> bool:
             self.gate.wait_while_proposing(MAX_YIELD_S)
-            return self.gate.stopped or (should_stop is not None and should_stop())
+            return self.group.any(self.gate.stopped or (should_stop is not None and should_stop()))
 
         open_ended = max_steps is None and max_seconds is None
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
@@ -412,7 +428,7 @@ class Trainer:
                     continue
                 if self._baseline_pending:
                     self._baseline_pending = False
-                    if self.data.validation_ids:
+                    if self.data.validation_ids and self.group.is_main:
                         self.best_dice, _ = self.validate()  # the loaded weights are the bar to beat
 
                 self.step()
@@ -421,7 +437,7 @@ class Trainer:
                 steps_here += 1
                 if stop():
                     return self.progress(STOPPED)
-                out_of_budget = (max_steps is not None and steps_here >= max_steps) or (
+                out_of_budget = (max_steps is not None and steps_here >= max_steps) or self.group.any(
                     deadline is not None and time.monotonic() >= deadline
                 )
                 if steps_here % self.config.val_every == 0 or out_of_budget:
