@@ -45,7 +45,7 @@ def test_shift_right_drag_windows_the_display_only(window):
     assert width == pytest.approx(400 * 2 ** (100 / WIDTH_DOUBLING_PX))  # right: wider
     assert level == pytest.approx(40 + 50 * 400 * LEVEL_WIDTHS_PER_PX)  # down: higher level (darker)
     assert w.tools.window_low.value() == pytest.approx(w.current.window[0], abs=0.1)
-    assert w.windowing.preset_box.currentText() == "Custom"
+    assert w.tools.preset_box.currentText() == "Custom"
     np.testing.assert_array_equal(w.current.image.pixels, stored)  # display only
     assert not w.current.doc.label.any()  # the right button did not erase or paint
     assert w.canvas._image_item.pixmap().toImage() != shown
@@ -53,7 +53,7 @@ def test_shift_right_drag_windows_the_display_only(window):
 
 def test_ct_preset_and_reset(window):
     w = window
-    box = w.windowing.preset_box
+    box = w.tools.preset_box
     row = box.findText("CT lung (-600/1500)")
     assert row > 0
     box.setCurrentIndex(row)

@@ -91,7 +91,7 @@ QTest.mouseRelease(vp, Qt.MouseButton.RightButton, Qt.KeyboardModifier.ShiftModi
 shoot("windowing_mouse.png")
 for name, preset in (("windowing_lung.png", "CT lung (-600/1500)"),
                      ("windowing_bone.png", "CT bone (400/1800)")):
-    box = w.windowing.preset_box
+    box = w.tools.preset_box
     row = box.findText(preset)
     box.setCurrentIndex(row)
     box.activated.emit(row)

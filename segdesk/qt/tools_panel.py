@@ -1,7 +1,8 @@
 """Tools panel: tool buttons, brush size, classes, overlay opacity/outline and display window.
 
-Each widget binds one attribute of the tool controller both ways and blocks its own signals while
-it follows the model (napari's brush-size slider).
+Each widget binds one attribute of the tool controller (or, for the display window, of the
+windowing controller) both ways and blocks its own signals while it follows the model (napari's
+brush-size slider).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QListWidget,
     QListWidgetItem,
     QPushButton,
@@ -24,9 +27,13 @@ from PySide6.QtWidgets import (
 )
 
 from segdesk.core import encoding
+from segdesk.core.dicom_image import center_width
 from segdesk.core.project import LabelClass
 from segdesk.qt.overlay import BACKGROUND_RGB
 from segdesk.qt.tool_controller import MAX_RADIUS, ToolController
+from segdesk.qt.windowing import WindowingController
+
+CUSTOM = "Custom"  # the preset row of a window that is no preset
 
 
 def _swatch(rgb: tuple[int, int, int]) -> QIcon:
@@ -37,8 +44,6 @@ def _swatch(rgb: tuple[int, int, int]) -> QIcon:
 
 class ToolsPanel(QWidget):
     opacity_changed = Signal(float)
-    window_changed = Signal(float, float)
-    window_auto = Signal()
 
     def __init__(self, controller: ToolController, tool_actions: list[QAction], outline: QAction, parent=None):
         super().__init__(parent)
@@ -92,19 +97,23 @@ class ToolsPanel(QWidget):
 
         self.window_box = QGroupBox("Display window")
         window_form = QFormLayout(self.window_box)
+        self.preset_box = QComboBox()
+        self.preset_box.setToolTip("Display window presets; Shift + right-drag on the image adjusts "
+                                   "level (up/down) and width (left/right)")
         self.window_low = QDoubleSpinBox()
         self.window_high = QDoubleSpinBox()
         for spin in (self.window_low, self.window_high):
             spin.setRange(-1e9, 1e9)
             spin.setDecimals(1)
             spin.setKeyboardTracking(False)
-            spin.valueChanged.connect(self._on_window_edit)
-        auto = QPushButton("Reset")
-        auto.setToolTip("Back to the image's own window: the DICOM file's window, else automatic")
-        auto.clicked.connect(self.window_auto.emit)
+        self.window_reset = QPushButton("Reset")
+        self.window_reset.setToolTip("Back to the image's own window: the DICOM file's window, else automatic")
+        self.level_width = QLabel()
+        window_form.addRow("Preset", self.preset_box)
         window_form.addRow("Low", self.window_low)
         window_form.addRow("High", self.window_high)
-        window_form.addRow(auto)
+        window_form.addRow(self.window_reset)
+        window_form.addRow(self.level_width)
         layout.addWidget(self.window_box)
         self.window_box.setVisible(False)
         layout.addStretch(1)
@@ -151,14 +160,34 @@ class ToolsPanel(QWidget):
 
     # ----- display window
 
-    def show_window(self, window: tuple[float, float] | None) -> None:
-        """Show the window controls for images with more than 8 bits, with ``window``'s values."""
-        self.window_box.setVisible(window is not None)
-        if window is not None:
-            self._follow(self.window_low, self.window_low.setValue)(window[0])
-            self._follow(self.window_high, self.window_high.setValue)(window[1])
+    def bind_windowing(self, windowing: WindowingController) -> None:
+        """Show the display window of the image on screen (images with more than 8 bits only) and
+        send the user's choices to ``windowing``."""
+        windowing.windowing_available.connect(self.window_box.setVisible)
+        windowing.window_changed.connect(self._show_window)
+        windowing.presets_changed.connect(self._show_presets)
+        windowing.preset_matched.connect(lambda index: self._follow(
+            self.preset_box, self.preset_box.setCurrentIndex)(index + 1))  # row 0: Custom
+        self.preset_box.activated.connect(lambda row: windowing.choose_preset(row - 1))
+        for spin in (self.window_low, self.window_high):
+            spin.valueChanged.connect(lambda _v: windowing.choose_window(self.window_low.value(),
+                                                                         self.window_high.value()))
+        self.window_reset.clicked.connect(windowing.reset)
 
-    def _on_window_edit(self, _value: float) -> None:
-        low, high = self.window_low.value(), self.window_high.value()
-        if high > low:
-            self.window_changed.emit(low, high)
+    def _show_presets(self, names: list[str]) -> None:
+        self.preset_box.blockSignals(True)
+        self.preset_box.clear()
+        self.preset_box.addItems([CUSTOM, *names])
+        self.preset_box.blockSignals(False)
+
+    def _show_window(self, low: float, high: float) -> None:
+        self._follow(self.window_low, self.window_low.setValue)(low)
+        self._follow(self.window_high, self.window_high.setValue)(high)
+        level, width = center_width((low, high))
+        self.level_width.setText(f"Level {_short(level)} · Width {_short(width)}")
+
+
+def _short(value: float) -> str:
+    """One decimal at most: '40', '237.8', '-0.5'."""
+    text = f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text

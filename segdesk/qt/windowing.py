@@ -4,15 +4,16 @@ less contrast); a preset list in the tools panel's "Display window" group offers
 windows, its VOI LUT, the automatic window and the CT presets. Display only: stored values never
 change.
 
-The controller only decides windows; the main window applies them (``window_chosen``) and hands
-every applied window back through ``show_window``. Drag redraws are throttled to one per
+The controller holds no widgets: it decides windows and says what to show. The user's choices come
+in through ``drag``, ``choose_preset``, ``choose_window`` and ``reset``; the main window applies a
+chosen window (``window_chosen``) and hands every applied window back through ``show_window``, which
+the tools panel follows (``ToolsPanel.bind_windowing``). Drag redraws are throttled to one per
 ``REDRAW_MS`` so a fast mouse never queues up renders on the GUI thread.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import QObject, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QLabel
 
 from segdesk.core import display
 from segdesk.core.dicom_image import center_width, window_from_center_width
@@ -25,16 +26,18 @@ REDRAW_MS = 30
 # by a quarter of the width.
 WIDTH_DOUBLING_PX = 200.0
 LEVEL_WIDTHS_PER_PX = 1.0 / 400.0
-CUSTOM = "Custom"
 
 
 class WindowingController(QObject):
-    window_chosen = Signal(object)  # (low, high), or None for the image's default window
+    window_chosen = Signal(object)  # the user's choice to apply: (low, high), or None for the image's default
+    window_changed = Signal(float, float)  # the applied window: low, high
+    windowing_available = Signal(bool)  # the image on screen has a display window (more than 8 bits)
+    presets_changed = Signal(list)  # the preset names of the image on screen
+    preset_matched = Signal(int)  # index of the preset that is the applied window; -1: none ("Custom")
     described = Signal(str)  # one line about a DICOM image: modality, series, instance, frame
 
-    def __init__(self, canvas, tools, parent=None):
+    def __init__(self, parent=None):
         super().__init__(parent)
-        self._tools = tools
         self._image: Image | None = None
         self._window: tuple[float, float] | None = None
         self._presets: list[tuple[str, tuple[float, float] | None]] = []
@@ -44,50 +47,31 @@ class WindowingController(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(REDRAW_MS)
         self._timer.timeout.connect(self._flush)
-        canvas.window_drag.connect(self._on_drag)
-
-        self.preset_box = QComboBox()
-        self.preset_box.setToolTip("Display window presets; Shift + right-drag on the image adjusts "
-                                   "level (up/down) and width (left/right)")
-        self.preset_box.activated.connect(self._on_preset)
-        self.level_width = QLabel()
-        form = tools.window_box.layout()
-        form.insertRow(0, "Preset", self.preset_box)
-        form.addRow(self.level_width)
 
     # ----- following the window
 
     def set_image(self, image: Image | None, window: tuple[float, float] | None) -> None:
-        """A new image is shown with ``window``: refill the presets and describe the image."""
+        """A new image is shown with ``window``: new presets, the window, and a description."""
         self._image, self._drag_start, self._pending = image, None, None
         self._timer.stop()
         self._presets = display.presets(image) if image is not None else []
-        self.preset_box.blockSignals(True)
-        self.preset_box.clear()
-        self.preset_box.addItem(CUSTOM)
-        for name, _ in self._presets:
-            self.preset_box.addItem(name)
-        self.preset_box.blockSignals(False)
+        self.presets_changed.emit([name for name, _ in self._presets])
         self.show_window(window)
         text = display.describe(image) if image is not None else ""
         if text:
             self.described.emit(text)
 
     def show_window(self, window: tuple[float, float] | None) -> None:
-        """Show an applied window in the tools panel (hidden when None) and the matching preset."""
+        """An applied window (None: the image has none): say so, and which preset it is."""
         self._window = window
-        self._tools.show_window(window)
-        row = 0
-        if window is not None:
-            level, width = center_width(window)
-            self.level_width.setText(f"Level {_short(level)} · Width {_short(width)}")
-            for i, (_, preset) in enumerate(self._presets, start=1):
-                if preset is not None and all(abs(a - b) < 1e-6 for a, b in zip(preset, window)):
-                    row = i
-                    break
-        self.preset_box.blockSignals(True)
-        self.preset_box.setCurrentIndex(row)
-        self.preset_box.blockSignals(False)
+        self.windowing_available.emit(window is not None)
+        if window is None:
+            self.preset_matched.emit(-1)
+            return
+        self.window_changed.emit(*window)
+        match = next((i for i, (_, preset) in enumerate(self._presets)
+                      if preset is not None and all(abs(a - b) < 1e-6 for a, b in zip(preset, window))), -1)
+        self.preset_matched.emit(match)
 
     @property
     def window(self) -> tuple[float, float] | None:
@@ -95,13 +79,25 @@ class WindowingController(QObject):
 
     # ----- user input
 
-    def _on_preset(self, row: int) -> None:
-        if self._image is None or not 1 <= row <= len(self._presets):
+    def choose_preset(self, index: int) -> None:
+        """The user picked preset ``index`` of those ``presets_changed`` named; the automatic one is computed here."""
+        if self._image is None or not 0 <= index < len(self._presets):
             return
-        window = self._presets[row - 1][1]
+        window = self._presets[index][1]
         self.window_chosen.emit(window if window is not None else auto_window(self._image.pixels))
 
-    def _on_drag(self, dx: float, dy: float, finished: bool) -> None:
+    def choose_window(self, low: float, high: float) -> None:
+        """The user typed a window."""
+        if self._window is not None and high > low:
+            self.window_chosen.emit((low, high))
+
+    def reset(self) -> None:
+        """Back to the image's own window: the DICOM file's window, else automatic."""
+        if self._window is not None:
+            self.window_chosen.emit(None)
+
+    def drag(self, dx: float, dy: float, finished: bool) -> None:
+        """Shift + right-drag on the canvas: ``dx``, ``dy`` view pixels since the press."""
         if self._image is None or self._window is None:
             return
         if self._drag_start is None:
@@ -122,8 +118,3 @@ class WindowingController(QObject):
             window, self._pending = self._pending, None
             self.window_chosen.emit(window)
 
-
-def _short(value: float) -> str:
-    """One decimal at most: '40', '237.8', '-0.5'."""
-    text = f"{value:.1f}"
-    return text[:-2] if text.endswith(".0") else text
