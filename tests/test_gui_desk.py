@@ -186,6 +186,7 @@ def test_full_disk_keeps_edits_and_saves_when_space_returns(qtbot, tmp_path, pro
     assert "unsaved" in w.windowTitle()
     painted = w.current.doc.label.copy()
     w.show_image(w.project.images[1].id)  # switching away keeps the unsaved edits in memory
+    w.saver.flush()  # the switch waited a frame at most: let the refused write finish
     assert not w.project.label_path(image_id).exists()
     assert not list(w.project.root.glob("labels/.segdesk-tmp-*"))  # no half-written file
 

@@ -1,13 +1,15 @@
 """Writes label PNGs off the GUI thread, so a stroke on a large image never waits for the disk.
 
 One writer thread, in order. The GUI submits a copy of the label with its document version and
-gets ``saved`` or ``failed`` back (queued to the GUI thread); ``flush`` waits for everything
-submitted, for image switches, accept and close.
+gets ``saved`` or ``failed`` back (queued to the GUI thread). ``flush`` waits for everything
+submitted, at accept, save and close, where the user must not lose work; an image switch only
+``settle``s, waiting a frame at most, so a slow disk never freezes the window between images.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,6 +20,9 @@ from segdesk.core import encoding, storage
 from segdesk.core.errors import SegdeskError
 
 log = logging.getLogger(__name__)
+
+FRAME_S = 1 / 60  # the longest an image switch waits for the writer
+CLOSE_S = 30.0  # the longest accept, save and close wait for it
 
 
 class Autosaver(QObject):
@@ -56,14 +61,31 @@ class Autosaver(QObject):
         self._saved_versions[image_id] = version
         self.saved.emit(image_id, version, bool(label.any()), bool((label == encoding.UNLABELLED).any()))
 
-    def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every submitted write has finished (its signal is queued, not yet delivered)."""
-        for f in self._pending:
-            try:
-                f.result(timeout=timeout)
-            except Exception:  # reported through ``failed`` already
-                pass
-        self._pending = []
+    def flush(self, timeout: float = CLOSE_S) -> bool:
+        """Wait until every submitted write has finished (its signal is queued, not yet delivered);
+        False, with a warning logged, when some still run after ``timeout`` seconds."""
+        if self._wait(timeout):
+            return True
+        log.warning("%d label write(s) still running after %.0f s", len(self._pending), timeout)
+        return False
+
+    def settle(self, timeout: float = FRAME_S) -> bool:
+        """Wait a frame at most; True when every submitted write has finished. The others go on:
+        they report through ``saved`` or ``failed``, and a later flush waits for them."""
+        if self._wait(timeout):
+            return True
+        log.debug("%d label write(s) go on in the background", len(self._pending))
+        return False
+
+    def _wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        try:
+            for f in self._pending:  # a write's own errors are reported through ``failed``, never raised
+                f.result(timeout=max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            pass
+        self._pending = [f for f in self._pending if not f.done()]
+        return not self._pending
 
     def shutdown(self) -> None:
         self.flush()

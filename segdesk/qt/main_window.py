@@ -173,6 +173,7 @@ class MainWindow(QMainWindow):
             self._error("Cannot open project", problem)
             return False
         self.session.leave()
+        self.saver.flush()  # leaving waits a frame at most; the lock goes only once the label is written
         self._stop_loop()
         self.guard.release_previous()  # the previous project is saved and its workers stopped
         self.project = project

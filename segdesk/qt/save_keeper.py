@@ -68,12 +68,13 @@ class SaveKeeper(QObject):
         self._unsaved.pop(image_id, None)
 
     def close(self) -> None:
-        """Save the open document and wait; keep it in memory if the disk refused it."""
+        """Save the open document, waiting a frame at most (an image switch); keep it in memory
+        until the disk has it."""
         if self._open is None:
             return
         image_id, doc = self._open
         self._submit(image_id, doc)
-        self.flush()
+        self._autosaver.settle()
         if not self._is_saved(image_id, doc):
             self._unsaved[image_id] = doc
         self._open = None
