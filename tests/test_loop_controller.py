@@ -5,9 +5,13 @@ Real workers on their threads (tiny models on CPU); the signals are recorded by 
 
 from __future__ import annotations
 
+import errno
+import logging
+
 import numpy as np
 import pytest
 
+from segdesk.core import storage
 from segdesk.core.project import Project
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.states import STOPPED, WAITING
@@ -107,3 +111,21 @@ def test_auto_start_threshold_is_saved_and_starts_training_when_reached(qtbot, p
     loop.set_auto_start(1)  # one image is accepted already
     assert Project.open(project.root, clean=False).settings["auto_train_after"] == 1
     assert statuses[0] == TrainingStatus(running=True, state="starting")
+
+
+def test_a_setting_the_disk_refuses_is_logged_and_told_and_still_holds(qtbot, project, make_loop, monkeypatch,
+                                                                      caplog):
+    loop = make_loop()
+    told = []
+    loop.message.connect(told.append)
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage, "_write_call", full_disk)
+    with caplog.at_level(logging.WARNING, logger="segdesk.qt.loop_controller"):
+        loop.set_auto_start(7)
+    assert told == ["Setting not saved: Could not save project.json in "
+                    f"{project.root}: No space left on device."]
+    assert "auto-start setting not saved" in caplog.text and "No space left" in caplog.text
+    assert loop.auto_start == 7  # for this session

@@ -7,6 +7,11 @@ the auto-start rule and which checkpoint proposes (newest, or one the user chose
 It holds no widgets: the training and models panels bind to its signals (their ``bind``) and call
 its methods, so the loop is tested without a window.
 
+A trainer elsewhere (``segdesk train --follow`` on a GPU server sharing the project folder) is
+watched through its heartbeat (qt/trainer_elsewhere.py): while it is alive the loop starts no
+trainer of its own, shows that one's progress, and its checkpoints propose as the local trainer's
+do. Whoever trains holds the project's models lock, so two trainers never write one project.
+
 A model still learning withholds its proposals; ``segment(..., anyway=True)`` asks for one
 regardless ("show anyway"). Such a proposal comes with ``learning`` True, and the cache keeps it
 apart from ordinary ones, so Segment never serves it.
@@ -21,11 +26,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from segdesk.core import trainer_presence
+from segdesk.core.errors import SegdeskError
 from segdesk.core.project import Project
+from segdesk.core.project_lock import MODELS, LockUnavailable, ProjectLock, ProjectLocked
 from segdesk.ml import postprocess
 from segdesk.ml.gate import TrainingGate
 from segdesk.qt.actions import shortcut_text
 from segdesk.qt.inference_worker import InferenceWorker
+from segdesk.qt.trainer_elsewhere import TrainerElsewhere
 from segdesk.qt.training_worker import TrainingWorker
 from segdesk.qt.worker_thread import WorkerThread
 
@@ -41,6 +50,7 @@ _gpu_warned = False
 class TrainingStatus:
     running: bool = False
     state: str = "not started"  # in words: "starting", the training worker's states, "stopping"
+    elsewhere: str = ""  # "HOST (device)" while a trainer elsewhere trains this project
 
 
 class LoopController(QObject):
@@ -102,7 +112,16 @@ class LoopController(QObject):
         self._trainer.failed.connect(lambda m: self.error.emit("Training error", m))
         self._trainer.finished.connect(self._on_training_finished)
 
+        self._models_lock: ProjectLock | None = None  # held while this window trains
+        self.elsewhere = TrainerElsewhere(project.root, self)
+        self.elsewhere.changed.connect(self._on_elsewhere)
+        self.elsewhere.progress.connect(self.progress)
+        self.elsewhere.checkpoint_saved.connect(self._on_checkpoint_saved)
+        self.elsewhere.start()
+
         self._start.emit()  # torch is imported on the worker thread, not here
+        if self.elsewhere.alive:
+            self._on_elsewhere(self.elsewhere.alive)
         self._maybe_auto_start()
 
     # ----- proposals
@@ -249,12 +268,14 @@ class LoopController(QObject):
         self.project.settings[AUTO_START_KEY] = n
         try:
             self.project.save()
-        except Exception as exc:  # noqa: BLE001 - a setting not saved is reported, not fatal
+        except SegdeskError as exc:  # a setting not saved is reported, not fatal: it holds until closing
+            log.warning("auto-start setting not saved: %s", exc)
             self.message.emit(f"Setting not saved: {exc}")
         self._maybe_auto_start()
 
     def _maybe_auto_start(self) -> None:
-        if not self.training_running and len(self.project.accepted_ids()) >= self.auto_start:
+        if (not self.training_running and not self.elsewhere.alive
+                and len(self.project.accepted_ids()) >= self.auto_start):
             self.start_training()
 
     @property
@@ -268,8 +289,47 @@ class LoopController(QObject):
     def start_training(self) -> None:
         if self.training_running:
             return
-        self._set_status(running=True, state="starting")
+        if self.elsewhere.alive:
+            self.message.emit(f"Training runs on {trainer_presence.describe(self.elsewhere.alive)}.")
+            return
+        if not self._hold_models_lock():
+            return
+        self._set_status(running=True, state="starting", elsewhere="")
         self._train.emit()
+
+    def _hold_models_lock(self) -> bool:
+        """One trainer per project: this window's, or a follower's elsewhere (segdesk train --follow)."""
+        try:
+            self._models_lock = ProjectLock.acquire(self.project.root, owner="segdesk window", kind=MODELS)
+        except ProjectLocked as exc:
+            self.message.emit(str(exc))
+            return False
+        except LockUnavailable:
+            return True  # a read-only folder: training will say why it cannot save
+        try:
+            self.project.clean_models()  # a crashed trainer's temporaries
+        except OSError as exc:
+            log.warning("could not clean models/: %s", exc)
+        return True
+
+    def _release_models_lock(self) -> None:
+        if self._models_lock is not None:
+            self._models_lock.release()
+            self._models_lock = None
+
+    def _on_elsewhere(self, record: dict | None) -> None:
+        """A trainer elsewhere started beating, or went quiet."""
+        if record is not None:
+            where = trainer_presence.describe(record)
+            if not self.training_running:
+                self._set_status(state=f"training on {where}", elsewhere=where)
+            return
+        last = self.elsewhere.last_seen
+        host = last.get("host") if last else "the other computer"
+        silent = self.elsewhere.seconds_silent()
+        since = f" for {silent:.0f} s" if silent is not None else ""
+        self._set_status(state=f"{host} stopped answering{since}: Start training trains here", elsewhere="")
+        self.message.emit(f"The trainer on {host} stopped answering; Start training trains here.")
 
     def stop_training(self) -> None:
         self._trainer.cancel()
@@ -279,12 +339,15 @@ class LoopController(QObject):
         self._set_status(state=state)
 
     def _on_training_finished(self) -> None:
+        self._release_models_lock()  # a trainer elsewhere may take over now
         self._set_status(running=False)
 
     # ----- shut-down
 
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         """Stop training and inference and wait for both threads (before QApplication exits)."""
+        self.elsewhere.stop()
         ok_train = self._trainer_thread.stop(timeout_ms)
         ok_infer = self._inference_thread.stop(timeout_ms)
+        self._release_models_lock()
         return ok_train and ok_infer
