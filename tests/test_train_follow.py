@@ -35,7 +35,7 @@ def _wait_for(condition, proc: subprocess.Popen, what: str):
         if value:
             return value
         if proc.poll() is not None:
-            raise AssertionError(f"the trainer exited ({proc.returncode}) before {what}:\n{proc.stderr.read()}")
+            raise AssertionError(f"the trainer exited ({proc.returncode}) before {what}: see follower.log")
         time.sleep(0.1)
     raise AssertionError(f"no {what} within {WAIT_S} s")
 
@@ -79,10 +79,10 @@ def test_a_follower_trains_on_new_labels_and_a_sigkill_leaves_nothing_half_writt
     for image_id in ids[:4]:
         project.accept(image_id, truths[image_id] + 1)
     root = project.root
+    log = open(tmp_path / "follower.log", "w")  # a file, not a pipe nobody reads while it trains
     proc = subprocess.Popen(
         [sys.executable, "-m", "segdesk", "train", str(root), "--follow", "--heartbeat", "0.2",
-         "--val-every", "2", *TINY],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+         "--val-every", "2", *TINY], stdout=log, stderr=subprocess.STDOUT, text=True, env=_env())
     try:
         record = _wait_for(lambda: trainer_presence.read_heartbeat(root), proc, "heartbeat")
         assert record["pid"] == proc.pid and record["device"].startswith("CPU")
@@ -103,8 +103,7 @@ def test_a_follower_trains_on_new_labels_and_a_sigkill_leaves_nothing_half_writt
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-        proc.stderr.close()
-        proc.stdout.close()
+        log.close()
     assert (root / "project.json").read_bytes() == project_json  # the trainer never writes it
     # every file the trainer wrote is whole; a temporary it left is not a file anyone reads
     store = CheckpointStore(root / "models")

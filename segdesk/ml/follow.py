@@ -9,7 +9,9 @@ waits and resumes; every write is atomic, so nothing half-written is left either
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import threading
 import time
@@ -42,11 +44,11 @@ class Heartbeat:
 
     def update(self, progress) -> None:
         """Carry a trainer Progress in the next beats."""
+        data = dataclasses.asdict(progress)
+        data["loss"] = data["loss"] if math.isfinite(data["loss"]) else None  # JSON has no NaN
+        data["images_per_s"] = round(data["images_per_s"], 2)
         with self._lock:
-            self._progress = {"state": progress.state, "step": progress.step,
-                              "loss": None if progress.loss != progress.loss else progress.loss,
-                              "val_dice": progress.val_dice, "checkpoint": progress.checkpoint,
-                              "images_per_s": round(progress.images_per_s, 2)}
+            self._progress = data
 
     def _beat(self) -> None:
         with self._lock:

@@ -76,9 +76,10 @@ class TrainingPanel(QWidget):
         self.show_status(loop.status)
 
     def show_status(self, status: TrainingStatus) -> None:
-        self.start_button.setEnabled(not status.running)
+        self.start_button.setEnabled(not status.running and not status.elsewhere)
         self.stop_button.setEnabled(status.running)
         self.state.setText(status.state)
+        self.start_button.setToolTip(f"Training runs on {status.elsewhere}" if status.elsewhere else "")
 
     def show_progress(self, data: dict) -> None:
         self.step.setText(str(data.get("step", "–")))
