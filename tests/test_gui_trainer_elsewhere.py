@@ -64,8 +64,8 @@ def test_the_app_labels_while_a_follower_trains_and_takes_over_when_it_dies(qtbo
         qtbot.waitUntil(w.isActiveWindow, timeout=20_000)  # Enter reaches the window
         assert w.open_project(root)
         panel = w.training_panel
-        qtbot.waitUntil(lambda: panel.state.text().startswith("training on "), timeout=60_000)
-        assert "(CPU" in panel.state.text() and not panel.start_button.isEnabled()
+        qtbot.waitUntil(lambda: panel.state.full_text().startswith("training on "), timeout=60_000)
+        assert "(CPU" in panel.state.full_text() and not panel.start_button.isEnabled()
 
         # the user labels and accepts; the app does not train, the follower does
         drawn = {}
@@ -93,7 +93,7 @@ def test_the_app_labels_while_a_follower_trains_and_takes_over_when_it_dies(qtbo
         log.close()
 
     # the follower is gone: the app says so and offers to train here
-    qtbot.waitUntil(lambda: "stopped answering" in panel.state.text(), timeout=60_000)
+    qtbot.waitUntil(lambda: "stopped answering" in panel.state.full_text(), timeout=60_000)
     assert panel.start_button.isEnabled()
     for path in (root / "models").glob("*.json"):  # nothing half-written
         json.loads(path.read_text())

@@ -126,7 +126,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             time.sleep(0.001)
         ticker.stop()
         stepper.stop()
-        state = window.training_panel.state.text()
+        state = window.training_panel.state.full_text()
         step = window.training_panel.step.text()
         window.close()
         stalls = np.array(gaps[1:]) if len(gaps) > 1 else np.zeros(1)

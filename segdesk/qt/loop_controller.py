@@ -326,9 +326,7 @@ class LoopController(QObject):
             return
         last = self.elsewhere.last_seen
         host = last.get("host") if last else "the other computer"
-        silent = self.elsewhere.seconds_silent()
-        since = f" for {silent:.0f} s" if silent is not None else ""
-        self._set_status(state=f"{host} stopped answering{since}: Start training trains here", elsewhere="")
+        self._set_status(state=f"{host} stopped answering: Start training trains here", elsewhere="")
         self.message.emit(f"The trainer on {host} stopped answering; Start training trains here.")
 
     def stop_training(self) -> None:

@@ -35,7 +35,7 @@ class TrainingPanel(QWidget):
         self.auto_start.setToolTip("Training starts by itself once this many images are accepted")
         self.auto_start.valueChanged.connect(self.auto_start_changed.emit)
         form.addRow("Start after", self.auto_start)
-        self.state = QLabel("not started")
+        self.state = ElidedLabel("not started")  # "HOST stopped answering: ..." must not widen the dock
         self.step = QLabel("–")
         self.loss = QLabel("–")
         self.dice = QLabel("–")
@@ -78,7 +78,7 @@ class TrainingPanel(QWidget):
     def show_status(self, status: TrainingStatus) -> None:
         self.start_button.setEnabled(not status.running and not status.elsewhere)
         self.stop_button.setEnabled(status.running)
-        self.state.setText(status.state)
+        self.state.set_full_text(status.state)
         self.start_button.setToolTip(f"Training runs on {status.elsewhere}" if status.elsewhere else "")
 
     def show_progress(self, data: dict) -> None:
