@@ -63,3 +63,20 @@ def test_cancel_ends_a_worker_waiting_for_labels(tmp_path):
     assert finished.wait(WAIT)
     thread.join(WAIT)
     assert not thread.is_alive()
+
+
+def test_a_cancel_before_the_run_begins_ends_that_run(tmp_path):
+    """Start then Stop (or close) before the queued run reaches the worker's thread: the run must
+    end at once, not clear the stop and train on (a thread nobody can stop)."""
+    project, _ = make_project(tmp_path, 4, size=32)
+    worker = TrainingWorker(project.root, TINY, device="cpu")
+    states, finished = [], threading.Event()
+    worker.state_changed.connect(states.append, DIRECT)
+    worker.finished.connect(finished.set, DIRECT)
+    worker.arm()  # the loop arms the worker when it queues the run...
+    worker.cancel()  # ...and the user stops before the run begins
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    assert finished.wait(WAIT)
+    thread.join(WAIT)
+    assert not thread.is_alive() and "training" not in states

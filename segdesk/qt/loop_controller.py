@@ -295,6 +295,7 @@ class LoopController(QObject):
         if not self._hold_models_lock():
             return
         self._set_status(running=True, state="starting", elsewhere="")
+        self._trainer.arm()
         self._train.emit()
 
     def _hold_models_lock(self) -> bool:

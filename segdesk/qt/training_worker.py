@@ -43,12 +43,17 @@ class TrainingWorker(QObject):
     def cancel(self) -> None:
         self._gate.stop()
 
+    def arm(self) -> None:
+        """Before ``run`` is queued: a stop asked after this (even before the run begins on its
+        thread) ends that run. Clearing the stop at the run's start instead would lose a cancel
+        that came between the request and the start, and the run would never end."""
+        self._gate.clear_stop()
+
     def labels_changed(self) -> None:
         self._gate.announce_labels()
 
     @Slot()
     def run(self) -> None:
-        self._gate.clear_stop()
         try:
             self._train()
         except SegdeskError as exc:
