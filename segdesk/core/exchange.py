@@ -1,11 +1,9 @@
-"""Masks in and out of a project: the usual exchange format and the project's label encoding.
+"""Mask files in and out of a project, in the usual exchange format.
 
-Exchange masks (what other tools read and write) are single-channel PNGs with
-0 = background and 1..K = the project's classes in order. The project stores labels with
-0 = not labelled, 1 = background, 2.. = classes (DESIGN.md "Project on disk"), so
-
-    label = mask + 1            (import: every pixel is labelled)
-    mask  = max(label - 1, 0)   (export: not labelled and background both become 0)
+Exchange masks (what other tools read and write) are single-channel PNGs holding class masks:
+0 = background and 1..K = the project's classes in order. Converting them to and from the
+project's labels is segdesk.core.encoding's (on import every pixel is labelled; on export, not
+labelled and background both become 0).
 
 Mask files are matched to project images by the source file's stem ("scan01.tif" <-> "scan01.png");
 when several images share a stem, by image id instead, which is also the name export gives them.
