@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segdesk.core import imageio, storage
+from segdesk.core.image import MAX_FILE_BYTES
 from segdesk.core.errors import ImageReadError, LabelError, ProjectError
 from segdesk.core.project import PROJECT_FILE, Project
 from segdesk.reliability import fuzz
@@ -202,7 +203,7 @@ def test_file_size_limits_refuse_before_reading(tmp_path, meter):
     image = tmp_path / "huge.png"
     with open(image, "wb") as f:
         f.write(_seed("png-gray8"))
-        f.truncate(imageio.MAX_FILE_BYTES + 1)
+        f.truncate(MAX_FILE_BYTES + 1)
     meter.start()
     with pytest.raises(ImageReadError, match="over the 2 GB limit"):
         imageio.read_image(image)

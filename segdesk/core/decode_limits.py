@@ -1,6 +1,6 @@
 """Plausibility checks run before a decoder allocates an image's pixels.
 
-A header can claim any size. The pixel limit (imageio.MAX_PIXELS) stops absurd sizes, but a
+A header can claim any size. The pixel limit (image.MAX_PIXELS) stops absurd sizes, but a
 damaged 1 KB file that claims 15000 x 15000 pixels is within it, and decoders allocate (and
 often fill) the whole image before they notice the data ran out: found by fuzzing
 (segdesk.reliability.fuzz), a 96-byte PNG made OpenCV allocate 512 MB, a 1 KB JPEG decoded to a

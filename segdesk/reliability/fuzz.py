@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from segdesk.core import display, imageio, storage
+from segdesk.core.image import MAX_FILE_BYTES, MAX_PIXELS, Image
 from segdesk.core.errors import ImageReadError, LabelError, ProjectError
 from segdesk.core.project import PROJECT_FILE, STATUSES, Project
 from segdesk.ml.normalise import normalise_hwc
@@ -170,7 +171,7 @@ class Watchdog(threading.Thread):
 # ----- the checks (also used by tests/test_reliability_fuzz.py)
 
 
-def _usable_image(img: imageio.Image) -> None:
+def _usable_image(img: Image) -> None:
     """What the app does with a loaded image: display it and normalise it for the model."""
     px = img.pixels
     assert px.ndim == 2 or (px.ndim == 3 and px.shape[2] == 3), px.shape
@@ -258,7 +259,7 @@ def usable_project(project: Project) -> None:
         assert e.status in STATUSES
         assert e.accepted_at is None or isinstance(e.accepted_at, (int, float))
         assert isinstance(e.seconds_spent, (int, float)) and e.seconds_spent >= 0
-        assert h * w <= imageio.MAX_PIXELS  # entry.shape is used to allocate label arrays
+        assert h * w <= MAX_PIXELS  # entry.shape is used to allocate label arrays
     auto = project.settings.get("auto_train_after", 2)
     assert int(auto) >= 1
     project.accepted_ids()
@@ -380,8 +381,8 @@ def run(n_inputs: int, out: Path | None = None, save_dir: Path | None = None, se
         "max_peak_mb_per_input": round(tally.max_peak_mb, 1),
         "rss_mb": {"start": round(rss_start, 1), "end": round(Meter.rss_mb(), 1),
                    "max": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
-        "limits": {"time_s": time_limit, "memory_mb": memory_limit_mb, "max_pixels": imageio.MAX_PIXELS,
-                   "max_file_bytes": imageio.MAX_FILE_BYTES},
+        "limits": {"time_s": time_limit, "memory_mb": memory_limit_mb, "max_pixels": MAX_PIXELS,
+                   "max_file_bytes": MAX_FILE_BYTES},
         "rss_measured": meter.rss_ok,
         "heaviest_inputs": sorted(tally.heaviest, reverse=True)[:10],
         "failure_examples": tally.failures[:100],
