@@ -110,7 +110,8 @@ class SessionController(QObject):
         return LabelDocument(label)
 
     def leave(self) -> None:
-        """Save the current image's label (waiting for the writer) before switching away or closing."""
+        """Hand the current image's label to the writer (waiting a frame at most; the save keeper
+        holds it until the disk confirms) before switching away or closing."""
         if self.current is None:
             return
         self._controller.finish_stroke()
