@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from segdesk.core import display, encoding
+from segdesk.core import display, encoding, next_image
 from segdesk.core.errors import ImageReadError
 from segdesk.core.image import Image
 from segdesk.core.label_document import LabelDocument
@@ -46,6 +46,7 @@ class LabellingSession:
         self.current: OpenImage | None = None
         self._clock = clock
         self._spent: dict[str, float] = {}  # seconds on images not yet accepted, open time not included
+        self.scores = next_image.Scores(project)  # stored proposal uncertainties, for "least sure first"
 
     # ----- which image
 
@@ -63,12 +64,15 @@ class LabellingSession:
         index = ids.index(self.current.image_id) if self.current else -step
         return ids[(index + step) % len(ids)]
 
-    def following(self) -> str | None:
-        """The next image not accepted after the open one, worth a proposal in advance."""
+    def following(self, checkpoint: str | None = None) -> str | None:
+        """The image to label after the open one (worth a proposal in advance, and where accept
+        goes on): the next not accepted in the project's order, or, with the project's "least sure
+        first" setting, the one whose proposal from ``checkpoint`` (the model proposing now) is
+        least sure (segdesk.core.next_image). None when no other image is left to label."""
         if self.current is None:
             return None
-        following = self.project.next_unaccepted(self.current.image_id)
-        return following if following != self.current.image_id else None
+        return next_image.choose(self.project, self.current.image_id, next_image.order_of(self.project),
+                                 checkpoint, self.scores)
 
     def needs_proposal(self) -> bool:
         return self.current is not None and self.project.image(self.current.image_id).status != STATUS_ACCEPTED

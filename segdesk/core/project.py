@@ -364,11 +364,13 @@ class Project:
     def proposal_path(self, image_id: str) -> Path:
         return _proposal_file(self.root / "proposals", image_id)
 
-    def save_proposal(self, image_id: str, label: np.ndarray, checkpoint: str | None) -> None:
-        """Store a proposal (label encoding, 1 = background) and the checkpoint that made it."""
+    def save_proposal(self, image_id: str, label: np.ndarray, checkpoint: str | None,
+                      uncertainty: float | None = None) -> None:
+        """Store a proposal (label encoding, 1 = background), the checkpoint that made it and how
+        unsure it was (``write_proposal``)."""
         entry = self.image(image_id)
         self._check_label(entry, label)
-        write_proposal(self.root / "proposals", image_id, label, checkpoint)
+        write_proposal(self.root / "proposals", image_id, label, checkpoint, uncertainty=uncertainty)
 
     def read_proposal(self, image_id: str) -> tuple[np.ndarray, dict] | None:
         """The cached proposal and its metadata, or None when absent or unreadable."""
@@ -376,10 +378,15 @@ class Project:
         path = self.proposal_path(image_id)
         try:
             label = storage.read_label(path, entry.shape, self.n_classes)
-            meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         except (SegdeskError, OSError, ValueError):
             return None
-        return label, meta
+        meta = self.proposal_meta(image_id)
+        return None if meta is None else (label, meta)
+
+    def proposal_meta(self, image_id: str) -> dict | None:
+        """The cached proposal's metadata only (checkpoint, time, ``uncertainty`` when known), or
+        None when absent or unreadable; a small file, cheap enough to read for every image."""
+        return read_proposal_meta(self.root / "proposals", self.image(image_id).id)
 
     def next_unaccepted(self, image_id: str) -> str | None:
         """The first image after ``image_id`` (wrapping around) that is not accepted yet."""
@@ -396,17 +403,41 @@ def _proposal_file(proposals_dir: Path, image_id: str) -> Path:
 
 
 def write_proposal(proposals_dir: Path, image_id: str, label: np.ndarray, checkpoint: str | None,
-                   learning: bool = False) -> None:
+                   learning: bool = False, uncertainty: float | None = None) -> None:
     """``Project.save_proposal`` without the project: writes the proposal's two files and reads no
     project state, so the inference worker's thread may call it (the GUI thread owns the open
     Project). The caller vouches that the label fits the image. ``learning``: made by a model that
-    withholds its proposals, and shown on request."""
+    withholds its proposals, and shown on request. ``uncertainty``: how unsure the model was
+    (segdesk.ml.uncertainty), for choosing the next image; a number in [0, 1]."""
+    if uncertainty is not None and not (isinstance(uncertainty, (int, float)) and 0.0 <= uncertainty <= 1.0):
+        raise ValueError(f"uncertainty must be a number in [0, 1], not {uncertainty!r}")
     path = _proposal_file(Path(proposals_dir), image_id)
     storage.write_label(path, label)
     meta = {"image": image_id, "checkpoint": checkpoint, "time": round(time.time(), 3)}
     if learning:
         meta["learning"] = True
+    if uncertainty is not None:
+        meta["uncertainty"] = round(float(uncertainty), 4)
     storage.atomic_write_json(path.with_suffix(".json"), meta)
+
+
+def read_proposal_meta(proposals_dir: Path, image_id: str) -> dict | None:
+    """A proposal's metadata, or None when absent, unreadable or not an object. A damaged
+    ``uncertainty`` (not a number in [0, 1]) is dropped: the file is a disposable cache."""
+    path = _proposal_file(Path(proposals_dir), image_id).with_suffix(".json")
+    try:
+        if path.stat().st_size > 1 << 16:  # a few hundred bytes when segdesk wrote it
+            return None
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(meta, dict):
+        return None
+    u = meta.get("uncertainty")
+    if u is not None and (isinstance(u, bool) or not isinstance(u, (int, float)) or not 0.0 <= u <= 1.0):
+        log.warning("proposal %s: ignoring uncertainty %r", image_id, u)
+        del meta["uncertainty"]
+    return meta
 
 
 def _expand(paths: Iterable[str | os.PathLike], report: AddReport) -> list[Path]:
