@@ -5,6 +5,9 @@
     models/0001.safetensors   weights (safetensors: loading cannot run code)
     models/0001.json          metadata; written last, so its presence marks a complete checkpoint
     models/current.json       {"id": "0001"}
+    models/0001.onnx          the same network for ONNX Runtime (export_onnx.py), for CPU proposals;
+                              optional (an export that fails only logs), written before the metadata
+                              so that whoever sees the checkpoint sees its export too
 
 Every file is written atomically. Loading refuses anything that is not safetensors without
 unpickling it, and checks the weights against the SHA-256 recorded in the metadata.
@@ -73,14 +76,19 @@ class CheckpointStore:
     def _meta_path(self, checkpoint_id: str) -> Path:
         return self.dir / f"{checkpoint_id}.json"
 
+    def onnx_path(self, checkpoint_id: str) -> Path:
+        """Where the checkpoint's ONNX export lies (it may not exist: export is best effort)."""
+        return self.dir / f"{_check_id(checkpoint_id)}.onnx"
+
     def _next_id(self) -> str:
         numbers = [int(p.stem) for p in self.dir.glob("*") if _ID_RE.match(p.stem)]
         return f"{max(numbers, default=0) + 1:04d}"
 
     # ----- writing
 
-    def save(self, state_dict: dict[str, torch.Tensor], meta: dict) -> str:
-        """Write a new checkpoint, make it current, return its id. StorageError if the disk fails."""
+    def save(self, state_dict: dict[str, torch.Tensor], meta: dict, onnx_model: torch.nn.Module | None = None) -> str:
+        """Write a new checkpoint, make it current, return its id. StorageError if the disk fails.
+        ``onnx_model`` (the U-Net the weights come from) is also exported to ONNX, best effort."""
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -89,12 +97,15 @@ class CheckpointStore:
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
         data = save_safetensors(tensors, metadata={"format": "pt", "segdesk_id": checkpoint_id})
         storage.atomic_write_bytes(self._weights_path(checkpoint_id), data)
+        sha256 = hashlib.sha256(data).hexdigest()
+        if onnx_model is not None:
+            self._export_onnx(checkpoint_id, onnx_model, sha256)
         full_meta = {
             **meta,
             "id": checkpoint_id,
             "created": round(time.time(), 3),
             "created_iso": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "weights_sha256": hashlib.sha256(data).hexdigest(),
+            "weights_sha256": sha256,
             "weights_bytes": len(data),
         }
         try:
@@ -102,10 +113,31 @@ class CheckpointStore:
         except SegdeskError:  # e.g. the disk filled up: leave no weights without their metadata
             with contextlib.suppress(OSError):
                 self._weights_path(checkpoint_id).unlink()
+            with contextlib.suppress(OSError):
+                self.onnx_path(checkpoint_id).unlink(missing_ok=True)
             raise
         self.set_current(checkpoint_id)
         log.info("saved checkpoint %s", checkpoint_id)
         return checkpoint_id
+
+    def _export_onnx(self, checkpoint_id: str, model: torch.nn.Module, weights_sha256: str) -> None:
+        """A failed export costs the checkpoint its fast CPU proposals, never the checkpoint: logged."""
+        path = self.onnx_path(checkpoint_id)
+        try:
+            path.unlink(missing_ok=True)  # a stale export of an earlier checkpoint with this id
+            self.save_onnx(checkpoint_id, model, weights_sha256)
+        except Exception:  # noqa: BLE001 - torch.onnx raises many types; proposals fall back to torch
+            log.warning("checkpoint %s: ONNX export failed; its CPU proposals run through torch",
+                        checkpoint_id, exc_info=True)
+
+    def save_onnx(self, checkpoint_id: str, model: torch.nn.Module, weights_sha256: str | None = None) -> Path:
+        """Export ``model`` (the checkpoint's U-Net) beside the checkpoint, atomically, stamped with
+        its weights hash (default: from its metadata). Raises on failure."""
+        from segdesk.ml import export_onnx
+
+        if weights_sha256 is None:
+            weights_sha256 = self._read_meta(_check_id(checkpoint_id)).get("weights_sha256")
+        return export_onnx.export(model, self.onnx_path(checkpoint_id), weights_sha256)
 
     def set_current(self, checkpoint_id: str) -> None:
         checkpoint_id = _check_id(checkpoint_id)

@@ -6,6 +6,11 @@ than one tile (``tile_boxes``), and the tiles' softmax outputs are blended with 
 probabilities (not the classes) are resized back to the image's own size before the argmax.
 There is no test-time flip averaging; if it comes, it must use only the flips of the checkpoint's
 augmentation plan (augment_plan.py), or it would average a left lung with a right one.
+
+Engines: on the CPU, a checkpoint exported to ONNX (``0001.onnx``, written by the training worker)
+runs through ONNX Runtime (onnx_engine.py, chosen by ``segdesk bench latency``); torch runs on
+CUDA/MPS, for a checkpoint without an export, and when the export does not load or fails to run
+(``Predictor.engine_note`` then says why). Only the logits of a batch of tiles differ between them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdesk.core.errors import CheckpointError
-from segdesk.ml import postprocess
+from segdesk.ml import onnx_engine, postprocess
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.device import pick_device
@@ -36,6 +42,7 @@ DEFAULT_TILE = 512
 TILE_BATCH = 4  # tiles per forward pass
 OVERLAP = 0.25
 _WINDOW_FLOOR = 0.01  # blending weights never reach zero, so every pixel has a defined average
+ENGINES = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when the export loads, else torch
 
 
 @dataclass
@@ -83,14 +90,17 @@ def _window(h: int, w: int, device: torch.device) -> torch.Tensor:
 
 
 def predict_probabilities(
-    model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE, tile_batch: int = TILE_BATCH
+    model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE, tile_batch: int = TILE_BATCH,
+    logits_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Softmax probabilities (C x H x W, float32, on the model's device) for one 3 x H x W input.
 
     The caller puts the model in eval mode and inference mode. The pieces come from
-    ``tile_boxes``; overlapping tiles are blended by a cosine window.
+    ``tile_boxes``; overlapping tiles are blended by a cosine window. ``logits_of`` replaces
+    ``model(batch)`` (another engine for the same model: onnx_engine.py).
     """
     device = next(model.parameters()).device
+    run = logits_of or model
     x = image.to(device=device, dtype=torch.float32)[None]
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -98,7 +108,7 @@ def predict_probabilities(
     pieces = tile_boxes(h, w, tile, tile_batch)
     if len(pieces) == 1:
         with autocast(device):
-            logits = model(x)
+            logits = run(x)
         return logits.float().softmax(dim=1)[0]
 
     _, _, th, tw = pieces[0]
@@ -110,7 +120,7 @@ def predict_probabilities(
         chunk = boxes[i : i + tile_batch]
         batch = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in chunk])
         with autocast(device):
-            logits = model(batch)
+            logits = run(batch)
         probs = logits.float().softmax(dim=1)
         if total is None:
             total = torch.zeros((probs.shape[1], h, w), dtype=torch.float32, device=device)
@@ -120,10 +130,15 @@ def predict_probabilities(
     return total / weight
 
 
+class _EngineFailed(Exception):
+    """ONNX Runtime raised while computing logits (the Predictor falls back to torch)."""
+
+
 class Predictor:
     """Holds one model in eval mode and turns images into proposals. Use from one thread."""
 
-    def __init__(self, model: UNet, meta: dict, device: torch.device | str | None = None, tile: int = DEFAULT_TILE):
+    def __init__(self, model: UNet, meta: dict, device: torch.device | str | None = None, tile: int = DEFAULT_TILE,
+                 engine: str = "auto", onnx_path: str | Path | None = None):
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.meta = dict(meta)
         self.checkpoint: str | None = meta.get("id")
@@ -135,10 +150,49 @@ class Predictor:
         self.gate = True
         if meta.get("normalisation", NORMALISATION) != NORMALISATION:
             raise CheckpointError(f"Unknown input normalisation {meta.get('normalisation')!r}.")
+        if engine not in ENGINES:
+            raise ValueError(f"Unknown inference engine {engine!r}; choose one of {', '.join(ENGINES)}.")
         model = model.to(self.device).eval()
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self._onnx: onnx_engine.OnnxEngine | None = None
+        # why proposals run through torch although an ONNX export was asked for or exists (None: all
+        # as planned); a message the caller may show as it is
+        self.engine_note: str | None = None
+        if engine != "torch":
+            self._open_onnx(engine, onnx_path)
+
+    def _open_onnx(self, engine: str, onnx_path: str | Path | None) -> None:
+        strict = engine == "onnx"
+        if self.device.type != "cpu":
+            if strict:
+                raise CheckpointError(f"The ONNX engine runs on the CPU, not on {self.device.type}.")
+            return  # torch on CUDA/MPS is the fast path there
+        if onnx_path is None or not Path(onnx_path).is_file():
+            if strict:
+                raise CheckpointError(f"Checkpoint {self.checkpoint} has no ONNX export.")
+            log.info("checkpoint %s has no ONNX export; proposals run through torch", self.checkpoint)
+            return
+        if not onnx_engine.available():
+            self._fall_back("onnxruntime is not installed or does not load", strict)
+            return
+        try:
+            self._onnx = onnx_engine.OnnxEngine(onnx_path, self.meta.get("weights_sha256"))
+        except CheckpointError as exc:
+            self._fall_back(str(exc), strict)
+
+    def _fall_back(self, reason: str, strict: bool = False) -> None:
+        if strict:
+            raise CheckpointError(reason)
+        self._onnx = None
+        self.engine_note = f"Proposals run through torch (slower): {reason.rstrip('.')}."
+        log.warning("model %s: %s", self.checkpoint, self.engine_note)
+
+    @property
+    def engine(self) -> str:
+        """The engine that computes the logits: "onnxruntime" or "torch"."""
+        return onnx_engine.NAME if self._onnx is not None else "torch"
 
     @property
     def working_scale(self) -> float | None:
@@ -151,9 +205,11 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, models_dir: str | Path, checkpoint_id: str | None = None, device: torch.device | str | None = None
+        cls, models_dir: str | Path, checkpoint_id: str | None = None, device: torch.device | str | None = None,
+        engine: str = "auto",
     ) -> "Predictor":
-        """A predictor for a checkpoint (default: the current one). CheckpointError if none loads."""
+        """A predictor for a checkpoint (default: the current one). CheckpointError if none loads.
+        On the CPU it runs the checkpoint's ONNX export when there is one (``engine``: see ENGINES)."""
         store = CheckpointStore(models_dir)
         if checkpoint_id is None:
             found = store.load_current()
@@ -168,7 +224,7 @@ class Predictor:
             model.load_state_dict(state_dict)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(f"Checkpoint {checkpoint_id} does not fit its architecture: {exc}.") from exc
-        return cls(model, meta, device)
+        return cls(model, meta, device, engine=engine, onnx_path=store.onnx_path(checkpoint_id))
 
     @classmethod
     def untrained(
@@ -185,13 +241,31 @@ class Predictor:
         }
         return cls(model, meta, device)
 
+    def _logits_of(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        engine = self._onnx
+        if engine is None:
+            return None
+
+        def logits(batch: torch.Tensor) -> torch.Tensor:
+            try:
+                return engine.logits(batch)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
+                raise _EngineFailed(str(exc).strip().splitlines()[0][:200] if str(exc).strip() else
+                                    type(exc).__name__) from exc
+
+        return logits
+
     def predict(self, pixels: np.ndarray, tile: int | None = None) -> Prediction:
         """Classes and confidence for an image (H x W gray or H x W x 3 colour, any dtype)."""
         height, width = pixels.shape[:2]
         image = self.scale_rule.resize(normalise_hwc(pixels))
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         with torch.inference_mode():
-            probs = predict_probabilities(self.model, x, tile or self.tile)
+            try:
+                probs = predict_probabilities(self.model, x, tile or self.tile, logits_of=self._logits_of())
+            except _EngineFailed as exc:  # the same image again, through torch, and torch from now on
+                self._fall_back(f"ONNX Runtime failed on an image: {exc}")
+                probs = predict_probabilities(self.model, x, tile or self.tile)
             if probs.shape[-2:] != (height, width):
                 probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
             confidence, classes = probs.max(dim=0)

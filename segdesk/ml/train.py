@@ -322,7 +322,8 @@ class Trainer:
             "torch": torch.__version__,
             "postprocess": self._choose_postprocess(),
         }
-        checkpoint_id = self.store.save(self.model.state_dict(), meta)
+        # onnx_model: exported beside it for fast CPU proposals (export_onnx.py); failure only logs
+        checkpoint_id = self.store.save(self.model.state_dict(), meta, onnx_model=self.model)
         self.last_checkpoint = checkpoint_id
         self._loss_at_checkpoint = self.smoothed_loss
         self.project.log_event(

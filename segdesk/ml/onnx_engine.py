@@ -1,0 +1,83 @@
+"""ONNX Runtime on the CPU: a U-Net's logits for a batch of tiles, from the checkpoint's ``.onnx``.
+
+Chosen by measurement (``segdesk bench latency``, docs/benchmarks.md): float32 like torch, so the
+masks agree with torch's, and 3-4x faster than torch's fp32 CPU path on the development machine.
+The Predictor (inference.py) calls ``OnnxEngine.logits`` where it would call the model; tiling,
+blending, working scale and post-processing stay the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segdesk.core.errors import CheckpointError
+from segdesk.ml.export_onnx import DEPTH_KEY, INPUT, WEIGHTS_KEY
+
+log = logging.getLogger(__name__)
+
+NAME = "onnxruntime"
+
+
+def available() -> bool:
+    """True when onnxruntime imports (it is a dependency, but a broken install must not stop proposals)."""
+    try:
+        import onnxruntime  # noqa: F401
+    except Exception:  # noqa: BLE001 - ImportError, or a native library that fails to load
+        return False
+    return True
+
+
+def pad_input(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the bottom and right to a multiple of ``multiple``, exactly as ``UNet.forward`` does."""
+    height, width = x.shape[-2:]
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < height and pad_w < width else "constant"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x
+
+
+class OnnxEngine:
+    """One ONNX Runtime session. CheckpointError when the file is missing, damaged or not the checkpoint's."""
+
+    def __init__(self, path: str | Path, weights_sha256: str | None = None, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, threads or torch.get_num_threads())  # as torch: the app's limit
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # idle pool threads must not spin: training shares the cores
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3  # errors only; warnings go through our log below
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            props = self.session.get_modelmeta().custom_metadata_map
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for every kind of damage
+            raise CheckpointError(f"{self.path.name} is not a usable ONNX model: {_first_line(exc)}") from exc
+        if weights_sha256 and props.get(WEIGHTS_KEY) != weights_sha256:
+            raise CheckpointError(f"{self.path.name} was exported from other weights than its checkpoint.")
+        try:
+            self.multiple = 2 ** int(props[DEPTH_KEY])
+        except (KeyError, ValueError, OverflowError):
+            raise CheckpointError(f"{self.path.name} was not exported by segdesk (no U-Net depth).") from None
+        self.threads = options.intra_op_num_threads
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """N x C x H x W float32 logits for an N x 3 x H x W float32 CPU batch, like ``UNet(x)``."""
+        height, width = x.shape[-2:]
+        padded = pad_input(x, self.multiple)
+        array = np.ascontiguousarray(padded.numpy(), dtype=np.float32)
+        out = self.session.run(None, {INPUT: array})[0]
+        return torch.from_numpy(out)[..., :height, :width]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0][:200] if text else type(exc).__name__) + ("" if text and text[0].endswith(".") else ".")
