@@ -32,6 +32,16 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+def _engines(text: str) -> list[str]:
+    engines = [e.strip() for e in text.split(",") if e.strip()]
+    if "torch" not in engines:
+        engines.insert(0, "torch")  # the reference every ratio and Dice is taken against
+    unknown = [e for e in engines if e not in ("torch", "onnx")]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"{text!r}: engines are torch and onnx, not {', '.join(unknown)}")
+    return engines
+
+
 def parse_overrides(items: list[str]) -> dict:
     """``key=value`` pairs for TrainConfig fields, converted to each field's type."""
     from segdesk.ml.config import TrainConfig
@@ -104,12 +114,19 @@ def loop_summary_line(result: dict) -> str:
 def cmd_latency(args) -> int:
     from segdesk.bench import latency
 
+    def line(r: dict) -> str:
+        engines = ", ".join(f"{name} {e['seconds']:.3f} s ({e['gflop_per_s']:.1f} GFLOP/s, "
+                            f"x{e['speedup_vs_torch']:.2f}, Dice {e['dice_vs_torch']:.4f})"
+                            for name, e in r["engines"].items())
+        return f"{r['size']:5d} px, {r['gflop']:.0f} GFLOP: {engines}"
+
     result = latency.run(args.out, sizes=args.sizes, device=args.device, repeats=args.repeats,
-                         base_width=args.base_width, threads=args.threads,
-                         on_size=lambda r: _err(f"{r['size']:5d} px: {r['seconds']:.3f} s, "
-                                                f"{r['gflop']:.0f} GFLOP, {r['gflop_per_s']:.1f} GFLOP/s"))
+                         base_width=args.base_width, threads=args.threads, engines=args.engines,
+                         on_size=lambda r: _err(line(r)))
+    for note in result["engine_notes"]:
+        _err(note)
     rows = ", ".join(f"{r['size']}: {r['seconds']:.2f} s" for r in result["sizes"])
-    return _done(Path(args.out), f"segment time {rows} on {result['device']}")
+    return _done(Path(args.out), f"segment time ({result['engine']}) {rows} on {result['device']}")
 
 
 def cmd_ui(args) -> int:
@@ -195,7 +212,10 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
                    help="timed runs per size after one warm-up (median reported; default 3)")
     p.add_argument("--base-width", type=_positive_int, metavar="C", help="U-Net width (default: the training default)")
     p.add_argument("--threads", type=_positive_int, metavar="N",
-                   help="CPU threads for torch (default: all cores but one, as the app)")
+                   help="CPU threads for torch and ONNX Runtime (default: all cores but one, as the app)")
+    p.add_argument("--engines", type=_engines, default=["torch", "onnx"], metavar="LIST",
+                   help="engines side by side: torch (today's path), onnx (ONNX Runtime, CPU only); "
+                        "default torch,onnx")
 
     p = add("ui", cmd_ui, "GUI event-loop stalls while training and proposals run, and one brush segment")
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help="folder with images/ and masks/")
