@@ -87,7 +87,8 @@ def cmd_loop(args) -> int:
     result = loop.run(args.data, args.out, images=args.images, train_seconds=seconds,
                       train_steps=args.train_steps, device=args.device, init=args.init, seed=args.seed,
                       overrides=parse_overrides(args.set or []), postprocess=not args.no_postprocess,
-                      keep=args.keep, threads=args.threads, on_image=lambda r: _err(loop_progress_line(r)))
+                      keep=args.keep, threads=args.threads, on_image=lambda r: _err(loop_progress_line(r)),
+                      order=args.order)
     return _done(Path(args.out), loop_summary_line(result))
 
 
@@ -203,6 +204,9 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="CPU threads for torch (default: all cores but one, as the app)")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the generated project in DIR (must not exist)")
+    p.add_argument("--order", choices=("given", "uncertain"), default="given",
+                   help="which image is labelled next: given (the seed's order, default) or uncertain (the "
+                        "current model's least sure of up to 8 remaining images drawn at random)")
 
     p = add("latency", cmd_latency, "time from Segment to mask per image size, with FLOPs and FLOP/s")
     p.add_argument("--sizes", type=_sizes, default=[512, 1024, 2048, 4096], metavar="LIST",

@@ -13,6 +13,13 @@ fixed by the seed,
    with those made before the effort measure changed;
 3. G is accepted, and the trainer runs for ``train_seconds`` or ``train_steps``.
 
+With ``order="uncertain"`` (active learning, as the app's "least sure first"), the images are the
+same but their order is not fixed: before each image after the first, the current model predicts
+up to ``ORDER_SAMPLE`` of the remaining images, drawn at random (seeded), and the least sure
+(segdesk.ml.uncertainty) is labelled next; before the first model exists, the given order holds.
+Each image records its score and how many were scored (``order_scored``), and the time it took
+(``order_s``, not counted in ``proposal_s``).
+
 Summary: effort ratio sum(E) / sum(S) (1.0 = no better than drawing from scratch) and the region
 effort ratio, mean Dice of what the last ten images were shown (``dice_last10``: a withheld
 proposal is an empty one) and of the model's own proposals (``dice_last10_model``), and the time
@@ -49,10 +56,13 @@ from segdesk.core import effort as fx
 from segdesk.core.encoding import label_to_mask, mask_to_label, mean_dice
 from segdesk.core import imageio
 from segdesk.core.errors import SegdeskError
+from segdesk.ml.uncertainty import uncertainty
 
 log = logging.getLogger(__name__)
 
 LAST = 10  # proposals averaged for the "last ten" Dice
+ORDERS = ("given", "uncertain")
+ORDER_SAMPLE = 8  # remaining images the current model scores per step with order "uncertain"
 
 
 def find_pairs(data: Path) -> list[tuple[str, Path, Path]]:
@@ -170,6 +180,32 @@ def validation_effort(predictor, project, validation_ids: list[str]) -> tuple[fl
     return _ratio(e, s), _ratio(region_e, region_s)
 
 
+ORDER_RULES = {
+    "given": "the seed's permutation of the data folder's images",
+    "uncertain": (f"the first image as given; then, while a model exists, the current model predicts up to "
+                  f"{ORDER_SAMPLE} of the remaining images drawn at random (seeded) and the least sure "
+                  "(segdesk.ml.uncertainty: mean 1 - confidence where it found something or hesitated) is "
+                  "labelled next; before the first model, the given order"),
+}
+
+
+def least_sure(predictor, project, remaining: list, rng: np.random.Generator) -> tuple[int, dict[str, float]]:
+    """Index in ``remaining`` ((stem, entry) pairs) of the image the predictor is least sure of,
+    among at most ORDER_SAMPLE drawn at random, and the scores by image id. Ties: the first given."""
+    sample = sorted(int(k) for k in rng.choice(len(remaining), size=min(ORDER_SAMPLE, len(remaining)), replace=False))
+    scores = {}
+    spec, predictor.postprocess = predictor.postprocess, None  # raw classes: scored as labelled images are
+    try:
+        for k in sample:
+            entry = remaining[k][1]
+            prediction = predictor.predict(project.read_image(entry).pixels)
+            scores[entry.id] = uncertainty(prediction.classes, prediction.confidence)
+    finally:
+        predictor.postprocess = spec
+    best = max(sample, key=lambda k: (scores[remaining[k][1].id], -k))
+    return int(best), scores
+
+
 def score(proposal: np.ndarray, truth: np.ndarray, suffix: str = "") -> dict:
     """Dice, effort and region effort of one proposal, keys ending in ``suffix``."""
     return {
@@ -193,8 +229,10 @@ def run(
     keep: str | Path | None = None,
     threads: int | None = None,
     on_image: Callable[[dict], None] | None = None,
+    order: str = "given",
 ) -> dict:
-    """Run the simulated clinician; write ``out`` (JSON) and its PNG when given; return the result."""
+    """Run the simulated clinician; write ``out`` (JSON) and its PNG when given; return the result.
+    ``order``: "given" (fixed by the seed) or "uncertain" (the least sure of a sample next)."""
     import torch
 
     from segdesk.core.project import Project
@@ -207,10 +245,12 @@ def run(
 
     if (train_seconds is None) == (train_steps is None):
         raise SegdeskError("Give exactly one training budget per image: seconds or steps.")
+    if order not in ORDERS:
+        raise SegdeskError(f"Unknown order {order!r}: use one of {', '.join(ORDERS)}.")
     data = Path(data)
     pairs = find_pairs(data)
-    order = np.random.default_rng(seed).permutation(len(pairs))[: max(1, images)]
-    chosen = [pairs[i] for i in order]
+    permutation = np.random.default_rng(seed).permutation(len(pairs))[: max(1, images)]
+    chosen = [pairs[i] for i in permutation]
     truths = {stem: read_mask(m) for stem, _, m in chosen}
     n_classes = max(1, max(int(t.max()) for t in truths.values()))
     config = TrainConfig(**{"seed": seed, **(overrides or {})})
@@ -239,12 +279,9 @@ def run(
         predictor, loaded_id, val_effort = None, None, (None, None)
         chosen_post: dict[str, dict] = {}
         records = []
-        for i, (stem, entry) in enumerate(entries):
-            truth = truths[stem]
-            pixels = project.read_image(entry).pixels
-            if truth.shape != pixels.shape[:2]:
-                log.warning("skipped %s: mask %s does not match image %s", stem, truth.shape, pixels.shape[:2])
-                continue
+        order_rng = np.random.default_rng([seed, 1])  # apart from the seed's image order and training
+        remaining = list(entries)
+        for i in range(len(entries)):
             current = store.current_id()
             if current is not None and current != loaded_id:
                 predictor = Predictor.from_checkpoint(project.root / "models", device=torch_device)
@@ -255,18 +292,31 @@ def run(
                     chosen_post[loaded_id] = predictor.postprocess
                 val_effort = validation_effort(predictor, project, trainer.data.validation_ids)
             t0 = time.perf_counter()
+            pick, scores = 0, {}
+            if order == "uncertain" and predictor is not None and len(remaining) > 1:
+                pick, scores = least_sure(predictor, project, remaining, order_rng)
+            order_s = time.perf_counter() - t0
+            stem, entry = remaining.pop(pick)
+            truth = truths[stem]
+            pixels = project.read_image(entry).pixels
+            if truth.shape != pixels.shape[:2]:
+                log.warning("skipped %s: mask %s does not match image %s", stem, truth.shape, pixels.shape[:2])
+                continue
+            t0 = time.perf_counter()
             if predictor is None:
                 raw = proposal = ungated = np.zeros_like(truth)
             else:
                 # the Predictor applies its post-processing itself; here it is applied after the
                 # call (same function) so the raw proposal can be scored too
                 spec, predictor.postprocess = predictor.postprocess, None
-                raw = predictor.predict(pixels).classes
+                prediction = predictor.predict(pixels)
                 predictor.postprocess = spec
+                raw = prediction.classes
                 area = predictor.area_factor(*raw.shape)  # the spec's areas in this image's pixels
                 proposal = pp.apply(raw, spec, area)
                 ungated = pp.apply(raw, spec, area, gate=False)
-                project.save_proposal(entry.id, mask_to_label(proposal), loaded_id)
+                project.save_proposal(entry.id, mask_to_label(proposal), loaded_id,
+                                      uncertainty(raw, prediction.confidence))
             proposal_s = time.perf_counter() - t0
             post = (predictor.postprocess or {}) if predictor is not None else {}
             record = {
@@ -289,10 +339,13 @@ def run(
                 **score(ungated, truth, "_no_gate"),  # the model's own proposal
                 **score(raw, truth, "_raw"),
             }
+            if order == "uncertain":
+                record.update(uncertainty=scores.get(entry.id), order_scored=len(scores),
+                              order_s=round(order_s, 3))
             project.accept(entry.id, mask_to_label(truth), proposal_checkpoint=record["checkpoint"])
             t0 = time.perf_counter()
             steps_before = trainer.step_count
-            if i < len(entries) - 1:  # nothing learns from the last image before the run ends
+            if remaining:  # nothing learns from the last image before the run ends
                 trainer.refresh_labels()
                 trainer.run(max_steps=train_steps, max_seconds=train_seconds)
             record["train_s"] = round(time.perf_counter() - t0, 2)
@@ -310,6 +363,8 @@ def run(
             "images": len(records),
             "n_classes": n_classes,
             "seed": seed,
+            "order": order,
+            "order_rule": ORDER_RULES[order],
             "budget": {"seconds": train_seconds} if train_seconds is not None else {"steps": train_steps},
             "init": init,
             "postprocess": postprocess,

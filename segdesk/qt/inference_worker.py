@@ -7,6 +7,13 @@ and the model is swapped only when loading succeeded.
 A model still learning (its held-out proposals cost more to correct than drawing) withholds its
 proposals (segdesk.ml.postprocess); a request with ``ungated`` asks for its proposal anyway, and the
 answer says it came from such a model, so the window can mark it.
+
+Every stored proposal carries its uncertainty (segdesk.ml.uncertainty). When the project's setting
+is "least sure first" (segdesk.core.next_image), the worker scouts when idle: after each request and
+each model loaded, it proposes for up to ``SCOUT_AHEAD`` upcoming images not accepted that have no
+score from the current model, one per turn of its event loop, so a request the user makes waits
+for one proposal at most; scouted proposals are only stored (``scored`` tells), never shown, and
+training is not paused for them.
 """
 
 from __future__ import annotations
@@ -16,15 +23,18 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from segdesk.core import encoding, imageio
+from segdesk.core import encoding, imageio, next_image
 from segdesk.core.errors import SegdeskError
-from segdesk.core.project import write_proposal
+from segdesk.core.project import PROJECT_FILE, Project, read_proposal_meta, write_proposal
 from segdesk.ml import postprocess
 from segdesk.ml.gate import TrainingGate
+from segdesk.ml.uncertainty import uncertainty
 
 log = logging.getLogger(__name__)
+
+SCOUT_AHEAD = 8  # upcoming images scored per model and image on screen, for "least sure first"
 
 
 class InferenceWorker(QObject):
@@ -37,6 +47,8 @@ class InferenceWorker(QObject):
     prediction_failed = Signal(int, str, str)  # request id, image id, message
     device_probed = Signal(str, str)  # device name, problem ("" when none)
     models_listed = Signal(object, str)  # list of checkpoint metadata dicts, current id ("" if none)
+    scored = Signal(str, str, float)  # image id, checkpoint id, uncertainty: a scouted proposal was stored
+    _scout = Signal()  # queued to itself: the next scouting step runs after whatever was asked meanwhile
 
     def __init__(self, models_dir: Path, proposals_dir: Path, n_classes: int, device: str | None = None,
                  gate: TrainingGate | None = None):
@@ -50,6 +62,12 @@ class InferenceWorker(QObject):
         self._predictor = None
         self._latest = {False: -1, True: -1}  # newest request id asked for, per kind (prefetch or not)
         self._latest_lock = threading.Lock()
+        self._scout_after: str | None = None  # the image asked for last: scouting starts after it
+        self._scout_queue: list[str] = []
+        self._scout_checkpoint: str | None = None  # the model the queue was planned for
+        self._scout_woken = False
+        self._project_read: tuple[tuple[int, int, int], Project] | None = None
+        self._scout.connect(self._scout_step, Qt.ConnectionType.QueuedConnection)
 
     def supersede(self, request_id: int, prefetch: bool) -> None:
         """Called from the GUI thread when it asks: older requests of the same kind are dropped
@@ -76,6 +94,7 @@ class InferenceWorker(QObject):
             return
         self._predictor = predictor
         self.model_loaded.emit(checkpoint_id, ml_device.device_name(predictor.device))
+        self.plan_scouting()
 
     @Slot(int, str, str, int, bool, bool)
     def request(self, request_id: int, image_id: str, path: str, frame: int, prefetch: bool,
@@ -101,7 +120,7 @@ class InferenceWorker(QObject):
                 return
             learning = ungated and postprocess.withholds(self._predictor.postprocess)
             label = encoding.mask_to_label(prediction.classes)
-            self._cache(image_id, label, checkpoint, learning)
+            self._cache(image_id, label, checkpoint, learning, uncertainty(prediction.classes, prediction.confidence))
         except SegdeskError as exc:
             self.prediction_failed.emit(request_id, image_id, str(exc))
             return
@@ -113,15 +132,100 @@ class InferenceWorker(QObject):
             self.prediction_failed.emit(request_id, image_id, f"Segmenting failed: {exc}")
             return
         self.prediction_ready.emit(request_id, image_id, label, checkpoint, learning)
+        self._scout_after = image_id  # the image on screen, or the one after it (prefetched)
+        self.plan_scouting()
 
-    def _cache(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool) -> None:
-        """Store the proposal with the checkpoint that made it (provenance) and whether that model
-        was still learning (shown on request); a failure is not fatal. Through the project's own
-        writer, which touches no Project object: the GUI thread owns the open project."""
+    def _cache(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool,
+               unsure: float | None = None) -> bool:
+        """Store the proposal with the checkpoint that made it (provenance), whether that model
+        was still learning (shown on request) and how unsure it was; a failure is not fatal (False).
+        Through the project's own writer, which touches no Project object: the GUI thread owns
+        the open project."""
         try:
-            write_proposal(self._proposals_dir, image_id, label, checkpoint, learning)
+            write_proposal(self._proposals_dir, image_id, label, checkpoint, learning, unsure)
         except SegdeskError as exc:
             log.warning("proposal for %s not cached: %s", image_id, exc)
+            return False
+        return True
+
+    # ----- scouting for "least sure first" (runs on this thread only)
+
+    def plan_scouting(self) -> None:
+        """Queue the upcoming images not accepted that lack a score from the current model, when the
+        project asks for "least sure first"; wake the scouting step unless it is awake."""
+        if self._predictor is None:
+            return
+        project = self._read_project()
+        if project is None:
+            self._scout_queue = []
+            return
+        if next_image.order_of(project) != next_image.UNCERTAIN:
+            self._scout_queue = []
+            return
+        checkpoint = self._predictor.checkpoint
+        after = self._scout_after if self._scout_after in {e.id for e in project.images} else None
+        queue = []
+        for image_id in next_image.upcoming(project, after)[:SCOUT_AHEAD]:
+            if not self._has_score(image_id, checkpoint):
+                entry = project.image(image_id)
+                queue.append((image_id, str(project.source_path(entry)), -1 if entry.frame is None else entry.frame))
+        self._scout_queue, self._scout_checkpoint = queue, checkpoint
+        if queue and not self._scout_woken:
+            self._scout_woken = True
+            self._scout.emit()
+
+    def _read_project(self) -> Project | None:
+        """The project as saved, a reader's copy (the GUI thread owns the open one); read again only
+        when project.json changed. None (logged) when it cannot be read."""
+        root = self._proposals_dir.parent
+        try:
+            st = (root / PROJECT_FILE).stat()
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if self._project_read is None or self._project_read[0] != key:
+                self._project_read = (key, Project.open(root, clean=False))
+        except (OSError, SegdeskError) as exc:
+            log.warning("not scouting: %s", exc)
+            return None
+        return self._project_read[1]
+
+    def _has_score(self, image_id: str, checkpoint: str | None) -> bool:
+        meta = read_proposal_meta(self._proposals_dir, image_id)
+        return bool(meta) and meta.get("checkpoint") == checkpoint and meta.get("uncertainty") is not None
+
+    def _score(self, image_id: str, path: str, frame: int) -> None:
+        """Propose for one image (ungated: a model still learning is scored too) and store it with
+        its uncertainty; a failure is logged, never raised: scouting is optional."""
+        try:
+            image = imageio.read_image(path, frame=None if frame < 0 else frame)
+            self._predictor.gate = False
+            prediction = self._predictor.predict(image.pixels)
+        except SegdeskError as exc:
+            log.info("not scored %s: %s", image_id, exc)
+            return
+        except Exception:  # noqa: BLE001 - e.g. out of memory
+            log.exception("scoring %s failed", image_id)
+            return
+        checkpoint = prediction.checkpoint or ""
+        learning = postprocess.withholds(self._predictor.postprocess)
+        unsure = uncertainty(prediction.classes, prediction.confidence)
+        if self._cache(image_id, encoding.mask_to_label(prediction.classes), checkpoint, learning, unsure):
+            self.scored.emit(image_id, checkpoint, unsure)
+
+    @Slot()
+    def _scout_step(self) -> None:
+        """Score one queued image, and queue the next step behind anything asked meanwhile."""
+        self._scout_woken = False
+        if not self._scout_queue or self._predictor is None or QThread.currentThread().isInterruptionRequested():
+            return
+        if self._predictor.checkpoint != self._scout_checkpoint:
+            self.plan_scouting()  # a new model: its own scores are wanted
+            return
+        image_id, path, frame = self._scout_queue.pop(0)
+        if not self._has_score(image_id, self._scout_checkpoint):  # a request may have scored it meanwhile
+            self._score(image_id, path, frame)
+        if self._scout_queue and not self._scout_woken:
+            self._scout_woken = True
+            self._scout.emit()
 
     @Slot()
     def start(self) -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction
 
-from segdesk.core import display, label_files
+from segdesk.core import display, label_files, next_image
 from segdesk.core.errors import SegdeskError
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.labelling_session import ImageChanged, LabellingSession, OpenImage
@@ -42,6 +42,13 @@ class SessionController(QObject):
         self._status, self._actions = status, actions
         self.session: LabellingSession | None = None
         self._loop: LoopController | None = None
+        # the request for the open image's proposal not answered yet (0: none): the next image is
+        # prefetched only once it is answered, since a newer prefetch would supersede it unrun
+        self._awaiting = 0
+        image_list.order_chosen.connect(self.set_order)
+        # with "least sure first", the list shows the scores the inference worker stores as it scouts
+        self._scores_timer = QTimer(self, interval=2000)
+        self._scores_timer.timeout.connect(self._show_scores)
 
     @property
     def current(self) -> OpenImage | None:
@@ -57,6 +64,7 @@ class SessionController(QObject):
         loop.proposal_ready.connect(self._on_proposal)
         loop.proposal_failed.connect(self._on_proposal_failed)
         loop.checkpoint_changed.connect(lambda _c: self._prefetch_next())
+        self._order_changed(next_image.order_of(project))
         first = self.session.first()
         if first is not None:
             self.show(first)
@@ -97,10 +105,11 @@ class SessionController(QObject):
         self._image_list.select(image_id)
         self._canvas.fit()
         self._status.proposal.setText("")
+        self._awaiting = 0
         if session.needs_proposal() and self._loop is not None:
             if self._actions["auto_propose"].isChecked():
-                session.asked(self._loop.segment(image_id, prefetch=self._loop.cached(image_id) is None))
-            self._prefetch_next()
+                self._awaiting = session.asked(self._loop.segment(image_id, prefetch=self._loop.cached(image_id) is None))
+            self._prefetch_next()  # at once when nothing was asked, else when the answer is in
         return True
 
     def _load_document(self, image_id: str) -> LabelDocument:
@@ -124,7 +133,16 @@ class SessionController(QObject):
         self._canvas.set_image(None)
 
     def step(self, step: int) -> None:
-        if self.session is not None and (image_id := self.session.step(step)) is not None:
+        """Previous / next image in the list; with "least sure first", Next image goes to the image
+        not accepted that the model is least sure of (in the list's order once all are accepted)."""
+        if self.session is None:
+            return
+        image_id = None
+        if step > 0 and next_image.order_of(self.session.project) == next_image.UNCERTAIN:
+            image_id = self.session.following(self._loop.active_checkpoint if self._loop is not None else None)
+        if image_id is None:
+            image_id = self.session.step(step)
+        if image_id is not None:
             self.show(image_id)
 
     # ----- proposals and accept
@@ -137,14 +155,53 @@ class SessionController(QObject):
                 self._status.proposal.setText("segmenting…")
 
     def _prefetch_next(self) -> None:
-        if self.session is not None and self._loop is not None:
-            if (following := self.session.following()) is not None:
+        """Ask in advance for the proposal of the image that comes next (segdesk.core.next_image),
+        unless the open image's own proposal is still on its way."""
+        if self.session is not None and self._loop is not None and not self._awaiting:
+            if (following := self.session.following(self._loop.active_checkpoint)) is not None:
                 self._loop.segment(following, prefetch=True)
+        self._show_scores()
+
+    # ----- which image next
+
+    def set_order(self, order: str) -> None:
+        """The user chose "Next: in order | least sure first": stored in the project's settings
+        (where the inference worker reads it); a setting not saved holds until the project closes."""
+        if self.session is None:
+            return
+        try:
+            next_image.set_order(self.session.project, order)
+        except SegdeskError as exc:
+            self.message.emit(f"Setting not saved: {exc}", 10000)
+        self._order_changed(order)
+        self._prefetch_next()
+
+    def _order_changed(self, order: str) -> None:
+        self._image_list.set_order(order)
+        if order == next_image.UNCERTAIN:
+            self._scores_timer.start()
+        else:
+            self._scores_timer.stop()
+            self._image_list.set_uncertainty({})
+
+    def _show_scores(self) -> None:
+        """The image list shows the stored uncertainty of the images not accepted (proposals of the
+        model proposing now), with "least sure first" only."""
+        session = self.session
+        if session is None or self._loop is None or next_image.order_of(session.project) != next_image.UNCERTAIN:
+            return
+        ids = next_image.upcoming(session.project, None)
+        self._image_list.set_uncertainty(session.scores.of(ids, self._loop.active_checkpoint))
 
     def _on_proposal(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool,
                      request_id: int) -> None:
         """Show a proposal under the label. ``learning``: from a model still learning, shown on
         request; drawn as a dashed outline without tint, and said so, as not yet helpful."""
+        answered = (self._awaiting and self.current is not None and image_id == self.current.image_id
+                    and request_id >= self._awaiting)
+        if answered:
+            self._awaiting = 0
+            QTimer.singleShot(0, self._prefetch_next)  # after this proposal is on screen
         if self.session is None or not self.session.receive(image_id, label, checkpoint, learning, request_id):
             return
         fill, edge = self._learning_luts if learning else self._proposal_luts
@@ -156,6 +213,9 @@ class SessionController(QObject):
 
     def _on_proposal_failed(self, image_id: str, message: str) -> None:
         if self.current is not None and self.current.image_id == image_id:
+            if self._awaiting:
+                self._awaiting = 0
+                self._prefetch_next()
             self._status.proposal.setText("")
             self.message.emit(f"No proposal: {message}", 10000)
 
@@ -179,7 +239,7 @@ class SessionController(QObject):
         self.message.emit(f"Accepted {Path(project.image(cur.image_id).source).name}.", 5000)
         if self._loop is not None:
             self._loop.image_accepted()
-        following = project.next_unaccepted(cur.image_id)
+        following = self.session.following(self._loop.active_checkpoint if self._loop is not None else None)
         if following is not None:
             self.show(following)
         else:
