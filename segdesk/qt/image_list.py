@@ -48,7 +48,7 @@ class ImageList(QWidget):
         self.order.setFocusPolicy(Qt.FocusPolicy.ClickFocus)  # keys stay with the canvas
         self.order.currentIndexChanged.connect(lambda i: self.order_chosen.emit(self.order.itemData(i)))
         row = QHBoxLayout()
-        row.setContentsMargins(0, 0, 0, 0)
+        row.setContentsMargins(4, 0, 0, 0)  # "Next:" not flush with the dock edge
         label = QLabel("Next:")
         label.setBuddy(self.order)
         row.addWidget(label)
