@@ -60,8 +60,9 @@ def test_the_worker_scores_upcoming_images_only_for_least_sure_first(qtbot, tmp_
     scored, shown = [], []
     worker.scored.connect(lambda *a: scored.append(a))
     worker.prediction_ready.connect(lambda *a: shown.append(a))
-    worker.load_checkpoint(checkpoint)  # plans scouting; each step runs on a later turn of the event loop
+    worker.load_checkpoint(checkpoint)  # scouting is planned and run on later turns of the event loop
     if order == next_image.IN_ORDER:
+        worker.plan_scouting()
         assert not worker._scout_queue
         return
     qtbot.waitUntil(lambda: len(scored) == 3, timeout=60_000)

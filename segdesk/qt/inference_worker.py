@@ -63,9 +63,10 @@ class InferenceWorker(QObject):
         self._latest = {False: -1, True: -1}  # newest request id asked for, per kind (prefetch or not)
         self._latest_lock = threading.Lock()
         self._scout_after: str | None = None  # the image asked for last: scouting starts after it
-        self._scout_queue: list[str] = []
+        self._scout_queue: list[tuple[str, str, int]] = []  # (image id, path, frame)
         self._scout_checkpoint: str | None = None  # the model the queue was planned for
         self._scout_woken = False
+        self._scout_plan = False  # plan on the next scouting step
         self._project_read: tuple[tuple[int, int, int], Project] | None = None
         self._scout.connect(self._scout_step, Qt.ConnectionType.QueuedConnection)
 
@@ -94,7 +95,7 @@ class InferenceWorker(QObject):
             return
         self._predictor = predictor
         self.model_loaded.emit(checkpoint_id, ml_device.device_name(predictor.device))
-        self.plan_scouting()
+        self._scout_later()
 
     @Slot(int, str, str, int, bool, bool)
     def request(self, request_id: int, image_id: str, path: str, frame: int, prefetch: bool,
@@ -133,7 +134,7 @@ class InferenceWorker(QObject):
             return
         self.prediction_ready.emit(request_id, image_id, label, checkpoint, learning)
         self._scout_after = image_id  # the image on screen, or the one after it (prefetched)
-        self.plan_scouting()
+        self._scout_later()
 
     def _cache(self, image_id: str, label: np.ndarray, checkpoint: str, learning: bool,
                unsure: float | None = None) -> bool:
@@ -150,9 +151,21 @@ class InferenceWorker(QObject):
 
     # ----- scouting for "least sure first" (runs on this thread only)
 
+    def _scout_later(self) -> None:
+        """Plan scouting on a later turn of the event loop: reading project.json never stands
+        between a request already queued and its answer."""
+        self._scout_plan = True
+        self._wake_scout()
+
+    def _wake_scout(self) -> None:
+        if not self._scout_woken:
+            self._scout_woken = True
+            self._scout.emit()
+
     def plan_scouting(self) -> None:
         """Queue the upcoming images not accepted that lack a score from the current model, when the
-        project asks for "least sure first"; wake the scouting step unless it is awake."""
+        project asks for "least sure first"."""
+        self._scout_plan = False
         if self._predictor is None:
             return
         project = self._read_project()
@@ -170,9 +183,6 @@ class InferenceWorker(QObject):
                 entry = project.image(image_id)
                 queue.append((image_id, str(project.source_path(entry)), -1 if entry.frame is None else entry.frame))
         self._scout_queue, self._scout_checkpoint = queue, checkpoint
-        if queue and not self._scout_woken:
-            self._scout_woken = True
-            self._scout.emit()
 
     def _read_project(self) -> Project | None:
         """The project as saved, a reader's copy (the GUI thread owns the open one); read again only
@@ -213,19 +223,18 @@ class InferenceWorker(QObject):
 
     @Slot()
     def _scout_step(self) -> None:
-        """Score one queued image, and queue the next step behind anything asked meanwhile."""
+        """Plan, or score one queued image; then queue the next step behind anything asked meanwhile."""
         self._scout_woken = False
-        if not self._scout_queue or self._predictor is None or QThread.currentThread().isInterruptionRequested():
+        if self._predictor is None or QThread.currentThread().isInterruptionRequested():
             return
-        if self._predictor.checkpoint != self._scout_checkpoint:
-            self.plan_scouting()  # a new model: its own scores are wanted
-            return
-        image_id, path, frame = self._scout_queue.pop(0)
-        if not self._has_score(image_id, self._scout_checkpoint):  # a request may have scored it meanwhile
-            self._score(image_id, path, frame)
-        if self._scout_queue and not self._scout_woken:
-            self._scout_woken = True
-            self._scout.emit()
+        if self._scout_plan or (self._scout_queue and self._predictor.checkpoint != self._scout_checkpoint):
+            self.plan_scouting()  # asked for, or a new model: its own scores are wanted
+        elif self._scout_queue:
+            image_id, path, frame = self._scout_queue.pop(0)
+            if not self._has_score(image_id, self._scout_checkpoint):  # a request may have scored it meanwhile
+                self._score(image_id, path, frame)
+        if self._scout_queue:
+            self._wake_scout()
 
     @Slot()
     def start(self) -> None:
