@@ -63,6 +63,7 @@ def test_the_app_labels_while_a_follower_trains_and_takes_over_when_it_dies(qtbo
         w.activateWindow()
         qtbot.waitUntil(w.isActiveWindow, timeout=20_000)  # Enter reaches the window
         assert w.open_project(root)
+        qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
         panel = w.training_panel
         qtbot.waitUntil(lambda: panel.state.full_text().startswith("training on "), timeout=60_000)
         assert "(CPU" in panel.state.full_text() and not panel.start_button.isEnabled()
@@ -73,7 +74,8 @@ def test_the_app_labels_while_a_follower_trains_and_takes_over_when_it_dies(qtbo
             cur = w.current
             drawn[cur.image_id] = truths[w.project.source_path(w.project.image(cur.image_id)).name] + 1
             cur.doc.set_label(drawn[cur.image_id])
-            QTest.keyClick(w, Qt.Key.Key_Return)
+            with qtbot.waitSignal(w.session.image_shown, timeout=20_000):  # the next image is read off the GUI thread
+                QTest.keyClick(w, Qt.Key.Key_Return)
         assert len(w.project.accepted_ids()) == 4
         assert not w.loop.training_running
         assert holder_of(root, MODELS)["pid"] == follower.pid
@@ -82,6 +84,8 @@ def test_the_app_labels_while_a_follower_trains_and_takes_over_when_it_dies(qtbo
         qtbot.waitUntil(lambda: w.loop.active_checkpoint is not None, timeout=300_000)
         meta = json.loads((root / "models" / f"{w.loop.active_checkpoint}.json").read_text())
         assert meta["host"] and meta["device"].startswith("CPU")
+        # the follower exported it to ONNX: the app's CPU proposals run through ONNX Runtime, and says so
+        qtbot.waitUntil(lambda: w.status.device.text().endswith("ONNX Runtime"), timeout=60_000)
         qtbot.waitUntil(lambda: panel.step.text() not in ("–", "0"), timeout=60_000)  # its progress is shown
         w.current.proposal = None
         w.segment(anyway=True)  # early models may still be learning: ask for one regardless

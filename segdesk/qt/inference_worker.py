@@ -37,6 +37,17 @@ log = logging.getLogger(__name__)
 SCOUT_AHEAD = 8  # upcoming images scored per model and image on screen, for "least sure first"
 
 
+def _device_text(predictor) -> str:
+    """Where proposals run, for the status bar: the device, and ONNX Runtime when it computes them
+    (or why not, when an export exists but cannot be used)."""
+    from segdesk.ml import device as ml_device
+
+    text = ml_device.device_name(predictor.device)
+    if predictor.engine != "torch":
+        return f"{text}, ONNX Runtime"
+    return f"{text} (ONNX export not used)" if predictor.engine_note else text
+
+
 class InferenceWorker(QObject):
     model_loaded = Signal(str, str)  # checkpoint id, device name
     model_failed = Signal(str, str)  # checkpoint id, message
@@ -94,7 +105,7 @@ class InferenceWorker(QObject):
             self.model_failed.emit(checkpoint_id, f"Could not load model {checkpoint_id}: {exc}")
             return
         self._predictor = predictor
-        self.model_loaded.emit(checkpoint_id, ml_device.device_name(predictor.device))
+        self.model_loaded.emit(checkpoint_id, _device_text(predictor))
         self._scout_later()
 
     @Slot(int, str, str, int, bool, bool)
@@ -273,7 +284,7 @@ class InferenceWorker(QObject):
                 continue
             log.warning("model %s proposes: the current checkpoint %r did not load", meta["id"], failed)
             self._predictor = predictor
-            self.model_loaded.emit(meta["id"], ml_device.device_name(predictor.device))
+            self.model_loaded.emit(meta["id"], _device_text(predictor))
             return
 
     @Slot()
