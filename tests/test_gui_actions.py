@@ -27,6 +27,7 @@ def test_escape_drops_the_polygon_being_drawn(qtbot, tmp_path, monkeypatch):
     w.activateWindow()
     qtbot.waitUntil(w.isActiveWindow, timeout=20_000)  # shortcuts reach only the active window
     assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     w.canvas.set_zoom(4.0)
     assert SHORTCUTS["cancel_polygon"][1] == ("Escape",)
     assert w.actions_by_name["cancel_polygon"].shortcut() == QKeySequence("Escape")

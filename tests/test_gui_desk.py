@@ -55,8 +55,16 @@ def make_window(qtbot, tmp_path, root: Path) -> MainWindow:
     w.activateWindow()
     qtbot.waitUntil(w.isActiveWindow, timeout=20_000)  # shortcuts reach only the active window
     assert w.open_project(root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the first image is read off the GUI thread
     w.canvas.set_zoom(4.0)
     return w
+
+
+def show(qtbot, w: MainWindow, image_id: str) -> None:
+    """Switch images as the list does, and wait until the image (read on another thread) is shown."""
+    with qtbot.waitSignal(w.session.image_shown, timeout=20_000):
+        assert w.show_image(image_id)
+    assert w.current.image_id == image_id
 
 
 def view_pos(w: MainWindow, x: float, y: float):
@@ -125,8 +133,9 @@ def test_paint_two_classes_undo_redo_accept_reopen(qtbot, tmp_path, project, mes
     colour = w.canvas.overlay.pixel_colour(20, 12)
     assert (colour.red(), colour.green(), colour.blue()) == w.project.classes[0].rgb
 
-    QTest.keyClick(w, Qt.Key.Key_Return)  # accept: moves on to the next image
-    assert w.project.image(first).status == STATUS_ACCEPTED
+    with qtbot.waitSignal(w.session.image_shown, timeout=20_000):
+        QTest.keyClick(w, Qt.Key.Key_Return)  # accept: durable at once, then moves on to the next image
+        assert w.project.image(first).status == STATUS_ACCEPTED
     assert w.current.image_id != first
     second = w.current.image_id
     choose_class(w, 2)
@@ -145,7 +154,7 @@ def test_paint_two_classes_undo_redo_accept_reopen(qtbot, tmp_path, project, mes
     assert np.count_nonzero(reopened.read_label(second) == 2) >= 4
 
     w2 = make_window(qtbot, tmp_path, project.root)
-    w2.show_image(first)
+    show(qtbot, w2, first)
     assert np.array_equal(w2.current.doc.label, accepted)
     w2.close()
 
@@ -185,7 +194,7 @@ def test_full_disk_keeps_edits_and_saves_when_space_returns(qtbot, tmp_path, pro
     qtbot.waitUntil(lambda: any("No space left" in text for _t, text in messages), timeout=20_000)
     assert "unsaved" in w.windowTitle()
     painted = w.current.doc.label.copy()
-    w.show_image(w.project.images[1].id)  # switching away keeps the unsaved edits in memory
+    show(qtbot, w, w.project.images[1].id)  # switching away keeps the unsaved edits in memory
     w.saver.flush()  # the switch waited a frame at most: let the refused write finish
     assert not w.project.label_path(image_id).exists()
     assert not list(w.project.root.glob("labels/.segdesk-tmp-*"))  # no half-written file
@@ -221,15 +230,17 @@ def test_bad_files_give_messages_and_lose_nothing(qtbot, tmp_path, project, mess
     Path(project.source_path(project.image(ids[2]))).write_bytes(b"\x89PNG\r\n\x1a\n broken")
 
     w = make_window(qtbot, tmp_path, project.root)
-    assert w.show_image(ids[1])
+    show(qtbot, w, ids[1])
     assert "10x10" in messages[-1][1]
     aside = project.label_path(ids[1]).with_name(project.label_path(ids[1]).name + ".unreadable")
     assert np.array_equal(cv2.imread(str(aside), cv2.IMREAD_UNCHANGED), wrong)  # kept, not overwritten
     assert w.current.doc.is_empty
 
-    assert not w.show_image(ids[2])
+    with qtbot.waitSignal(w.session.image_failed, timeout=20_000):
+        assert w.show_image(ids[2])
     assert "Cannot open image" == messages[-1][0]
-    assert w.show_image(ids[0])  # the window stays usable
+    assert w.current.image_id == ids[1]  # the image before stays on screen
+    show(qtbot, w, ids[0])  # the window stays usable
     w.close()
 
 

@@ -73,6 +73,7 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
     qtbot.waitUntil(w.isActiveWindow, timeout=20_000)
     assert w.open_project(project.root)
     qtbot.waitUntil(lambda: w.status.device.text().startswith("device: CPU"), timeout=60_000)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
 
     def truth_of(image_id):
         return truths[w.project.source_path(w.project.image(image_id)).name]
@@ -83,7 +84,8 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
     for _ in range(3):  # the user labels three images completely and accepts each with Enter
         cur = w.current
         cur.doc.set_label(truth_of(cur.image_id) + 1)
-        QTest.keyClick(w, Qt.Key.Key_Return)
+        with qtbot.waitSignal(w.session.image_shown, timeout=20_000):  # the next image is read off the GUI thread
+            QTest.keyClick(w, Qt.Key.Key_Return)
     assert len(w.project.accepted_ids()) == 3
     assert w.loop.training_running  # started by itself after the second accept
 
@@ -268,6 +270,7 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     qtbot.addWidget(w)
     w.show()
     assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     qtbot.waitUntil(lambda: w.loop.active_checkpoint == learning, timeout=120_000)
     assert w.current.image_id == first.id
 

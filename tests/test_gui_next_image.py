@@ -82,6 +82,7 @@ def test_least_sure_first_goes_on_to_the_image_with_the_highest_stored_uncertain
     w.activateWindow()
     qtbot.waitUntil(w.isActiveWindow, timeout=20_000)
     assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     assert w.image_list.order.currentData() == next_image.UNCERTAIN  # the project's setting is shown
     qtbot.waitUntil(lambda: w.loop.active_checkpoint == checkpoint, timeout=120_000)
     first = w.current.image_id
@@ -98,8 +99,9 @@ def test_least_sure_first_goes_on_to_the_image_with_the_highest_stored_uncertain
     for image_id, value in chosen.items():
         write_proposal(project.root / "proposals", image_id, label, checkpoint, uncertainty=value)
     w.current.doc.set_label(label)
-    QTest.keyClick(w, Qt.Key.Key_Return)  # accept and go on
-    assert w.project.image(first).status == "accepted"
+    with qtbot.waitSignal(w.session.image_shown, timeout=20_000):  # the next image is read off the GUI thread
+        QTest.keyClick(w, Qt.Key.Key_Return)  # accept and go on
+        assert w.project.image(first).status == "accepted"
     assert w.current.image_id == ids[2]  # the least sure, not the next in the list
     qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=60_000)  # and its proposal is shown
     # the list shows the stored scores (the open image's own proposal has rewritten its score)
@@ -115,7 +117,8 @@ def test_least_sure_first_goes_on_to_the_image_with_the_highest_stored_uncertain
     w.image_list.order.setCurrentIndex(w.image_list.order.findData(next_image.IN_ORDER))
     assert Project.open(project.root).settings[next_image.ORDER_KEY] == next_image.IN_ORDER
     assert "unsure" not in w.image_list.list.item(1).text()
-    QTest.keyClick(w, Qt.Key.Key_PageDown)
+    with qtbot.waitSignal(w.session.image_shown, timeout=20_000):
+        QTest.keyClick(w, Qt.Key.Key_PageDown)
     assert w.current.image_id == ids[3]
     w.close()
     assert not messages, messages

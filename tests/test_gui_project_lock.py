@@ -48,6 +48,7 @@ def test_second_window_is_refused_and_keeps_its_own_project(qtbot, tmp_path, mes
     assert w1.open_project(a)
     assert holder_of(a)["owner"] == "segdesk window"
     assert w2.open_project(b)
+    qtbot.waitUntil(lambda: w2.current is not None, timeout=20_000)  # the image is read off the GUI thread
     in_flight = a / "labels" / ".segdesk-tmp-inflight.png"
     in_flight.write_bytes(b"w1 is writing this")
 

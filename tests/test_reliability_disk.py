@@ -61,6 +61,7 @@ def _window(qtbot, tmp_path, root: Path) -> MainWindow:
     w.show()
     qtbot.waitExposed(w, timeout=20_000)
     assert w.open_project(root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     w.canvas.set_zoom(4.0)
     return w
 

@@ -191,6 +191,7 @@ def test_loop_controller_shows_the_refusal_and_the_model_that_stays(qtbot, tmp_p
                    train_config=TrainConfig(depth=2, base_width=4, crop_size=32))
     qtbot.addWidget(w)
     assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     qtbot.waitUntil(lambda: w.loop.active_checkpoint == good, timeout=120_000)
     bad = _plant(project.root / "models", pickle.dumps(MakesMarker(tmp_path / "pwned")),
                  _meta(UNet(n_outputs=2, depth=2, base_width=4)))

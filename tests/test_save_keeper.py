@@ -1,12 +1,13 @@
-"""The save keeper after the window has closed: a write failure that was still queued must not
-schedule retries on a writer that is gone (it raised in the event loop on a loaded machine)."""
+"""The save keeper with reports delivered late: a write failure still queued when the window closed
+must not schedule retries on a writer that is gone (it raised in the event loop on a loaded
+machine), and a write's report arriving after an accept must not undo the accept."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from segdesk.core.label_document import LabelDocument
-from segdesk.core.project import Project
+from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.qt.save_keeper import SaveKeeper
 from tests.conftest import write_disc_image
 
@@ -37,3 +38,28 @@ def test_a_failure_delivered_after_shutdown_schedules_nothing(qtbot, tmp_path):
     doc.end_stroke()
     keeper.edited()  # nothing is scheduled on the stopped writer, nothing raises
     keeper.save_all()
+
+
+def test_a_write_reported_after_an_accept_keeps_the_image_accepted(qtbot, tmp_path):
+    write_disc_image(tmp_path / "a.png")
+    project = Project.create(tmp_path / "proj", ["disc"])
+    project.add_images([tmp_path / "a.png"])
+    image_id = project.images[0].id
+    keeper = SaveKeeper()
+    keeper.set_project(project)
+    doc = LabelDocument(np.zeros((48, 64), np.uint8))
+    keeper.opened(image_id, doc, on_disk=True)
+    doc.begin_stroke(2, 3)
+    doc.stroke_to(12, 12)
+    doc.end_stroke()
+    keeper.edited()
+    keeper.flush()  # written; its "saved" report is queued, not delivered yet (as at an accept)
+    accepted = np.where(doc.label == 0, 1, doc.label).astype(np.uint8)
+    project.accept(image_id, accepted)
+    doc.set_label(accepted)
+    keeper.mark_saved(image_id, doc)
+    with qtbot.waitSignal(keeper.status_text, timeout=20_000):  # the late report arrives
+        pass
+    assert project.image(image_id).status == STATUS_ACCEPTED
+    assert Project.open(project.root, clean=False).image(image_id).status == STATUS_ACCEPTED
+    keeper.shutdown()

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from segdesk.core import display, encoding, next_image
+from segdesk.core import display, encoding, imageio, next_image
 from segdesk.core.errors import ImageReadError
 from segdesk.core.image import Image
 from segdesk.core.label_document import LabelDocument
@@ -23,6 +24,17 @@ from segdesk.core.project import STATUS_ACCEPTED, Project
 
 class ImageChanged(ImageReadError):
     """The image file no longer has the size the project recorded: it was changed outside segdesk."""
+
+
+def read_checked(path: Path, frame: int | None, shape: tuple[int, int]) -> Image:
+    """The image at ``path`` (``frame`` of a multi-frame file), which the project recorded as
+    ``shape`` (height, width); ImageReadError when unreadable, ImageChanged when of another size.
+    Pure file reading: the image loader calls it off the GUI thread."""
+    image = imageio.read_image(path, frame=frame)
+    if image.shape2d != tuple(shape):
+        raise ImageChanged(f"{path} is now {image.width}x{image.height}, but the project recorded "
+                           f"{shape[1]}x{shape[0]}: the file was changed outside segdesk.")
+    return image
 
 
 @dataclass
@@ -56,23 +68,26 @@ class LabellingSession:
         entry = next((e for e in images if e.status != STATUS_ACCEPTED), images[0] if images else None)
         return entry.id if entry is not None else None
 
-    def step(self, step: int) -> str | None:
-        """The image ``step`` places from the open one, wrapping around; the first when none is open."""
+    def step(self, step: int, after: str | None = None) -> str | None:
+        """The image ``step`` places from ``after`` (default: the open one; the window passes the
+        image on its way, so that quick presses go on from it), wrapping around; the first when
+        none is open."""
         ids = [e.id for e in self.project.images]
         if not ids:
             return None
-        index = ids.index(self.current.image_id) if self.current else -step
+        after = after or (self.current.image_id if self.current else None)
+        index = ids.index(after) if after in ids else -step
         return ids[(index + step) % len(ids)]
 
-    def following(self, checkpoint: str | None = None) -> str | None:
-        """The image to label after the open one (worth a proposal in advance, and where accept
-        goes on): the next not accepted in the project's order, or, with the project's "least sure
-        first" setting, the one whose proposal from ``checkpoint`` (the model proposing now) is
-        least sure (segdesk.core.next_image). None when no other image is left to label."""
-        if self.current is None:
+    def following(self, checkpoint: str | None = None, after: str | None = None) -> str | None:
+        """The image to label after ``after`` (default: the open one; worth a proposal in advance,
+        and where accept goes on): the next not accepted in the project's order, or, with the
+        project's "least sure first" setting, the one whose proposal from ``checkpoint`` (the model
+        proposing now) is least sure (segdesk.core.next_image). None when no other image is left."""
+        after = after or (self.current.image_id if self.current is not None else None)
+        if after is None:
             return None
-        return next_image.choose(self.project, self.current.image_id, next_image.order_of(self.project),
-                                 checkpoint, self.scores)
+        return next_image.choose(self.project, after, next_image.order_of(self.project), checkpoint, self.scores)
 
     def needs_proposal(self) -> bool:
         return self.current is not None and self.project.image(self.current.image_id).status != STATUS_ACCEPTED
@@ -83,15 +98,14 @@ class LabellingSession:
         """The image's pixels; ImageReadError when the file is unreadable, ImageChanged when its size
         is not the one the project recorded."""
         entry = self.project.image(image_id)
-        image = self.project.read_image(entry)
-        if image.shape2d != entry.shape:
-            raise ImageChanged(f"{entry.source} is now {image.width}x{image.height}, but the project recorded "
-                               f"{entry.width}x{entry.height}: the file was changed outside segdesk.")
-        return image
+        return read_checked(self.project.source_path(entry), entry.frame, entry.shape)
 
-    def open(self, image_id: str, image: Image, doc: LabelDocument) -> OpenImage:
-        """``image`` (from read) is now labelled in ``doc``; the one open before must have been left."""
-        self.current = OpenImage(image_id, image, doc, display.default_window(image), self._clock())
+    def open(self, image_id: str, image: Image, doc: LabelDocument,
+             window: tuple[float, float] | None | str = "default") -> OpenImage:
+        """``image`` (from read) is now labelled in ``doc`` shown with ``window`` (by default the
+        image's default window); the one open before must have been left."""
+        window = display.default_window(image) if window == "default" else window
+        self.current = OpenImage(image_id, image, doc, window, self._clock())
         return self.current
 
     def leave(self) -> None:

@@ -3,6 +3,10 @@
 The canvas, the tool controller, the saver, the display window and the image list follow the open
 image; proposals are asked of the loop and its answers shown under the label. Notes and errors go
 out as signals for the window to show.
+
+An image switch asks the image loader (another thread) for the pixels and the label; the image
+on screen stays, and editable, until they arrive, and an arrival the user has moved on from (a
+newer switch) is dropped. The image likely to come next is read ahead.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction
 
-from segdesk.core import display, label_files, next_image
+from segdesk.core import display, next_image
 from segdesk.core.errors import SegdeskError
 from segdesk.core.label_document import LabelDocument
-from segdesk.core.labelling_session import ImageChanged, LabellingSession, OpenImage
+from segdesk.core.labelling_session import LabellingSession, OpenImage
 from segdesk.core.project import Project
 from segdesk.qt.canvas import Canvas
+from segdesk.qt.image_loader import ImageLoader, LoadedImage
 from segdesk.qt.image_list import ImageList
 from segdesk.qt.loop_controller import LoopController
 from segdesk.qt.overlay import LEARNING_DASH, LabelOverlayItem, colour_table, learning_proposal_tables, proposal_tables
@@ -32,6 +37,8 @@ from segdesk.qt.windowing import WindowingController
 class SessionController(QObject):
     message = Signal(str, int)  # for the status bar, shown for that many milliseconds
     error = Signal(str, str)  # title, message: shown in a dialog
+    image_shown = Signal(str)  # image id: it is on screen, with its label
+    image_failed = Signal(str)  # image id: it could not be opened (the error was shown)
 
     def __init__(self, canvas: Canvas, controller: ToolController, saver: SaveKeeper, image_list: ImageList,
                  windowing: WindowingController, tools: ToolsPanel, status: StatusFields,
@@ -45,6 +52,12 @@ class SessionController(QObject):
         # the request for the open image's proposal not answered yet (0: none): the next image is
         # prefetched only once it is answered, since a newer prefetch would supersede it unrun
         self._awaiting = 0
+        self._loader = ImageLoader(self)
+        self._loader.loaded.connect(self._on_loaded)
+        self._loader.failed.connect(self._on_load_failed)
+        self._next_request = 0
+        # the switch on its way: (request id, image id, the unsaved document the saver handed over)
+        self._wanted: tuple[int, str, LabelDocument | None] | None = None
         image_list.order_chosen.connect(self.set_order)
         # with "least sure first", the list shows the scores the inference worker stores as it scouts
         self._scores_timer = QTimer(self, interval=2000)
@@ -53,6 +66,11 @@ class SessionController(QObject):
     @property
     def current(self) -> OpenImage | None:
         return self.session.current if self.session is not None else None
+
+    @property
+    def switching_to(self) -> str | None:
+        """The image asked for and not on screen yet (being read), or None."""
+        return self._wanted[1] if self._wanted is not None else None
 
     def start(self, project: Project, loop: LoopController) -> None:
         """A project was opened (the previous image left): label it with proposals from ``loop``."""
@@ -74,34 +92,66 @@ class SessionController(QObject):
     # ----- images
 
     def show(self, image_id: str) -> bool:
-        """Switch to an image; the current one is saved first. False when it cannot be shown."""
+        """Switch to an image: it is read on the loader's thread and shown when it arrives
+        (``image_shown``, or an error and ``image_failed``); the current one stays on screen until
+        then, and is saved when it goes. False when no project is open."""
         session = self.session
         if session is None:
             return False
+        self._drop_wanted()
         if session.current is not None and session.current.image_id == image_id:
             return True
-        self.leave()
-        entry = session.project.image(image_id)
-        try:
-            image = session.read(image_id)
-        except SegdeskError as exc:
-            self._image_list.set_status(entry, error=str(exc))
-            self.error.emit("Image changed" if isinstance(exc, ImageChanged) else "Cannot open image", str(exc))
-            return False
+        self._next_request += 1
+        # an unsaved document (its write failed or still runs) is taken now: the file on disk may be older
         doc = self._saver.take_unsaved(image_id)
+        self._wanted = (self._next_request, image_id, doc)
+        self._loader.load(self._next_request, session.project, image_id, with_label=doc is None)
+        return True
+
+    def _drop_wanted(self) -> None:
+        """Forget the switch on its way (its arrival will be dropped); an unsaved document it took
+        goes back to the saver."""
+        if self._wanted is not None:
+            _, image_id, doc = self._wanted
+            self._wanted = None
+            if doc is not None:
+                self._saver.keep_unsaved(image_id, doc)
+
+    def _on_load_failed(self, request_id: int, image_id: str, message: str, changed: bool) -> None:
+        if self._wanted is None or self._wanted[0] != request_id or self.session is None:
+            return
+        self._drop_wanted()
+        self._image_list.set_status(self.session.project.image(image_id), error=message)
+        if self.current is not None:
+            self._image_list.select(self.current.image_id)  # the list shows what the canvas shows
+        self.error.emit("Image changed" if changed else "Cannot open image", message)
+        self.image_failed.emit(image_id)
+
+    def _on_loaded(self, request_id: int, loaded: LoadedImage) -> None:
+        session = self.session
+        if self._wanted is None or self._wanted[0] != request_id or session is None \
+                or loaded.project is not session.project:
+            if loaded.label_warning:  # set aside while the user moved on: still say so
+                self.message.emit(loaded.label_warning.replace("\n", " "), 15000)
+            return
+        _, image_id, doc = self._wanted
+        self._wanted = None
+        self.leave()
         on_disk = doc is None
         if doc is None:
-            doc = self._load_document(image_id)
+            if loaded.label_warning:
+                self.error.emit("Label not loaded", loaded.label_warning)
+            doc = LabelDocument(loaded.label)
         self._saver.opened(image_id, doc, on_disk)
-        cur = session.open(image_id, image, doc)
-        self._canvas.set_image(display.render(image, cur.window))
+        cur = session.open(image_id, loaded.image, doc, loaded.window)
+        self._canvas.set_image(loaded.rgb)
         overlay = LabelOverlayItem(doc.label, self._lut)
         overlay.setOpacity(self._tools.opacity_slider.value() / 100.0)
         overlay.set_outline(self._actions["outline"].isChecked())
         overlay.setVisible(self._actions["toggle_labels"].isChecked())
         self._canvas.set_overlay(overlay)
         self._controller.set_document(doc)
-        self._windowing.set_image(image, cur.window)
+        self._windowing.set_image(loaded.image, cur.window)
         self._image_list.select(image_id)
         self._canvas.fit()
         self._status.proposal.setText("")
@@ -110,17 +160,16 @@ class SessionController(QObject):
             if self._actions["auto_propose"].isChecked():
                 self._awaiting = session.asked(self._loop.segment(image_id, prefetch=self._loop.cached(image_id) is None))
             self._prefetch_next()  # at once when nothing was asked, else when the answer is in
-        return True
-
-    def _load_document(self, image_id: str) -> LabelDocument:
-        label, warning = label_files.load_for_editing(self.session.project, image_id)
-        if warning:
-            self.error.emit("Label not loaded", warning)
-        return LabelDocument(label)
+        following = session.following(self._loop.active_checkpoint if self._loop is not None else None)
+        if following is not None:
+            self._loader.read_ahead(session.project, following)
+        self.image_shown.emit(image_id)
 
     def leave(self) -> None:
         """Hand the current image's label to the writer (waiting a frame at most; the save keeper
-        holds it until the disk confirms) before switching away or closing."""
+        holds it until the disk confirms) before switching away or closing. A switch on its way is
+        called off."""
+        self._drop_wanted()
         if self.current is None:
             return
         self._controller.finish_stroke()
@@ -137,11 +186,11 @@ class SessionController(QObject):
         not accepted that the model is least sure of (in the list's order once all are accepted)."""
         if self.session is None:
             return
-        image_id = None
+        image_id, after = None, self.switching_to  # quick presses go on from the image on its way
         if step > 0 and next_image.order_of(self.session.project) == next_image.UNCERTAIN:
-            image_id = self.session.following(self._loop.active_checkpoint if self._loop is not None else None)
+            image_id = self.session.following(self._loop.active_checkpoint if self._loop is not None else None, after)
         if image_id is None:
-            image_id = self.session.step(step)
+            image_id = self.session.step(step, after)
         if image_id is not None:
             self.show(image_id)
 
@@ -260,3 +309,10 @@ class SessionController(QObject):
         if self.current is not None:
             names = ["not labelled", "background"] + [c.name for c in self.session.project.classes]
             self._status.show_pixel(x, y, self.current.image.pixels, self.current.doc.label, names)
+
+    # ----- close
+
+    def shutdown(self) -> None:
+        """The window closes: no more image reads."""
+        self._drop_wanted()
+        self._loader.shutdown()

@@ -240,6 +240,8 @@ class MainWindow(QMainWindow):
         return self.session.current
 
     def show_image(self, image_id: str) -> bool:
+        """Ask for an image: it is read off this thread and shown when it arrives
+        (``session.image_shown``); False when no project is open."""
         return self.session.show(image_id)
 
     def step_image(self, step: int) -> None:
@@ -290,5 +292,6 @@ class MainWindow(QMainWindow):
                 return
         self._stop_loop()
         self.saver.shutdown()
+        self.session.shutdown()
         self.guard.release()
         event.accept()

@@ -57,6 +57,11 @@ class SaveKeeper(QObject):
     def take_unsaved(self, image_id: str) -> LabelDocument | None:
         return self._unsaved.pop(image_id, None)
 
+    def keep_unsaved(self, image_id: str, doc: LabelDocument) -> None:
+        """Hold ``doc`` again (taken for a switch the user called off) until the disk has it."""
+        if not self._is_saved(image_id, doc):
+            self._unsaved[image_id] = doc
+
     def edited(self) -> None:
         if self._open is not None:
             self._submit(*self._open)
@@ -110,12 +115,15 @@ class SaveKeeper(QObject):
         doc = self._unsaved.get(image_id)
         if doc is not None and doc.version == version:
             del self._unsaved[image_id]
-        try:
-            self.project.label_saved(image_id, painted, has_unlabelled)
-        except SegdeskError as exc:
-            self._on_failed(image_id, version, str(exc))
-            return
-        self.label_stored.emit(image_id)
+        # an older write's report, delivered after a newer version was stored (an accept marks its
+        # own): the newer one's status stands (this one would turn an accepted image "in progress")
+        if self._autosaver.saved_version(image_id) == version:
+            try:
+                self.project.label_saved(image_id, painted, has_unlabelled)
+            except SegdeskError as exc:
+                self._on_failed(image_id, version, str(exc))
+                return
+            self.label_stored.emit(image_id)
         if not self.unsaved_ids():
             if self.error is not None:
                 self.error = None
