@@ -135,9 +135,12 @@ def cmd_ui(args) -> int:
 
     if not (Path(args.data) / "images").is_dir():
         raise SegdeskError(f"{args.data} needs images/ and masks/ folders")
-    result = ui.run(Path(args.data), Path(args.out), seconds=args.seconds, device=args.device)
+    result = ui.run(Path(args.data), Path(args.out), seconds=args.seconds, device=args.device, init=args.init,
+                    busy_cores=args.busy_cores)
     return _done(Path(args.out), f"GUI event loop: longest stall {result['event_loop_max_ms']} ms, "
-                                 f"99th percentile {result['event_loop_p99_ms']} ms")
+                                 f"99th percentile {result['event_loop_p99_ms']} ms; {result['proposals']} proposals "
+                                 f"shown, {result['withheld']} withheld, {result['switches_shown']} image switches, "
+                                 f"{result['accepts']} accepts")
 
 
 def cmd_brush(args) -> int:
@@ -225,6 +228,11 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, metavar="DIR", help="folder with images/ and masks/")
     p.add_argument("--seconds", type=_positive_float, default=60.0, metavar="S", help="how long to run (default 60)")
     p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--init", choices=("bundled", "scratch"), default="bundled",
+                   help="bundled (default): start from the bundled nuclei model, so proposals run from the "
+                        "first second; scratch: no model until training saves one")
+    p.add_argument("--busy-cores", type=int, default=0, metavar="N",
+                   help="keep N cores busy with other processes meanwhile (default 0)")
 
     p = add("brush", cmd_brush, "time of one brush segment on a large image (label edit, overlay, repaint)")
     p.add_argument("--size", type=_positive_int, default=4096, metavar="PX", help="image side in pixels (default 4096)")

@@ -1,10 +1,16 @@
 """``segdesk bench ui``: how long the GUI event loop stalls while training and proposals run.
 
 A real main window (offscreen unless a display is set) opens a project built from a dataset folder
-(images/ + masks/), accepts a few images from their true masks so training starts, then moves to a
-new image and presses Segment every ``interval`` seconds. A 5 ms timer measures the gaps of the event
-loop; a gap beyond its interval is a stall the user would feel. One brush segment on a large image
-is timed too (segdesk.bench.brush).
+(images/ + masks/), with three images accepted from their true masks so training starts. It starts
+from a judged model (``init="bundled"``: the bundled nuclei model as the current checkpoint, the
+one ``segdesk demo`` uses), so proposals run from the first second instead of being withheld until
+training has judged a model of its own; ``init="scratch"`` starts with no model. Every
+``interval`` seconds the bench acts as a user: it moves to the next image (its proposal is asked
+for as it arrives), and every third time it accepts the image on screen from its true mask
+instead (accept goes on to the next image by itself). A 5 ms timer measures the gaps of the event
+loop; a gap beyond its interval is a stall the user would feel. ``busy_cores`` processes spin
+meanwhile, as another program would. One brush segment on a large image is timed too
+(segdesk.bench.brush).
 """
 
 from __future__ import annotations
@@ -22,13 +28,16 @@ import cv2
 import numpy as np
 
 from segdesk.core.encoding import mask_to_label
+from segdesk.core.errors import SegdeskError
 
 log = logging.getLogger(__name__)
 
 TICK_MS = 5
+INITS = ("bundled", "scratch")
+ACCEPT_EVERY = 3  # of the bench's actions, every third is an accept
 
 
-def _project_from(data: Path, root: Path, n_images: int, n_accept: int):
+def _project_from(data: Path, root: Path, n_images: int, n_accept: int, init: str):
     from segdesk.core.project import Project
 
     masks = {p.stem: p for p in (data / "masks").glob("*.png")}
@@ -41,7 +50,36 @@ def _project_from(data: Path, root: Path, n_images: int, n_accept: int):
     for entry in project.images[:n_accept]:
         mask = cv2.imread(str(masks[Path(entry.source).stem]), cv2.IMREAD_UNCHANGED)
         project.accept(entry.id, mask_to_label(mask))
-    return project
+    if init == "bundled":
+        from segdesk.demo import _install_model, demo_model_dir
+
+        _install_model(demo_model_dir(), root / "models")  # the current checkpoint: proposes at once
+    return project, masks
+
+
+def _spin(stop) -> None:
+    """Keep one core busy until ``stop`` is set (another program on a shared machine)."""
+    x = 0
+    while not stop.is_set():
+        for _ in range(100_000):
+            x += 1
+
+
+def _busy(n: int):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    procs = [ctx.Process(target=_spin, args=(stop,), daemon=True) for _ in range(n)]
+    for proc in procs:
+        proc.start()
+    return stop, procs
+
+
+def _stats(values: list[float], digits: int = 3) -> dict:
+    if not values:
+        return {"n": 0, "median": None, "max": None}
+    return {"n": len(values), "median": round(float(np.median(values)), digits), "max": round(float(max(values)), digits)}
 
 
 def _plot(gaps_ms: np.ndarray, out: Path) -> None:
@@ -70,8 +108,10 @@ def _plot(gaps_ms: np.ndarray, out: Path) -> None:
     img.save(str(out))
 
 
-def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_images: int = 12,
-        device: str | None = None, brush_size: int = 4096) -> dict:
+def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_images: int = 40,
+        device: str | None = None, brush_size: int = 4096, init: str = "bundled", busy_cores: int = 0) -> dict:
+    if init not in INITS:
+        raise SegdeskError(f"init must be one of {', '.join(INITS)}, not {init!r}")
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
@@ -83,17 +123,25 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
     app = QApplication.instance() or QApplication([])
     preload_engine()  # as the app does at start-up
     tmp = Path(tempfile.mkdtemp(prefix="segdesk-bench-ui-"))
+    stop_busy, busy = _busy(busy_cores) if busy_cores > 0 else (None, [])
     try:
-        project = _project_from(Path(data), tmp / "project", n_images, n_accept=3)
+        project, masks = _project_from(Path(data), tmp / "project", n_images, n_accept=3, init=init)
         window = MainWindow(settings=QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat),
                             device=device)
         window.show()
         window.open_project(project.root)
         gaps: list[float] = []
         gap_times: list[float] = []
-        proposals: list[float] = []
+        counts = {"proposals_shown": 0, "proposals_run": 0, "withheld": 0, "proposal_failures": 0,
+                  "switches_asked": 0, "switches_shown": 0, "switches_failed": 0, "accepts": 0,
+                  "accepts_refused": 0}
+        proposal_s: list[float] = []  # from asking for an image to its proposal on screen
+        switch_s: list[float] = []  # from asking for an image to it on screen
         asked: dict[str, float] = {}
+        switch_asked: dict[str, float] = {}
+        checkpoints: set[str] = set()
         last = [time.perf_counter()]
+        actions = [0]
 
         def tick() -> None:
             now = time.perf_counter()
@@ -101,21 +149,54 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             gap_times.append(now - start[0])
             last[0] = now
 
-        def on_proposal(image_id: str, _label, _checkpoint) -> None:
-            if image_id in asked:
-                proposals.append(time.perf_counter() - asked.pop(image_id))
+        def on_proposal(image_id: str, _label, checkpoint, _learning=False, _request=0) -> None:
+            counts["proposals_run"] += 1
+            checkpoints.add(checkpoint)
+            cur = window.current
+            if cur is not None and cur.image_id == image_id:
+                counts["proposals_shown"] += 1
+                if image_id in asked:
+                    proposal_s.append(time.perf_counter() - asked.pop(image_id))
 
-        def next_image() -> None:
-            window.step_image(+1)
-            if window.current is not None:
-                asked[window.current.image_id] = time.perf_counter()
-                window.segment()
+        def on_failed(_image_id: str, message: str) -> None:
+            counts["withheld" if "still learning" in message else "proposal_failures"] += 1
+
+        def on_shown(image_id: str) -> None:
+            if image_id in switch_asked:
+                counts["switches_shown"] += 1
+                switch_s.append(time.perf_counter() - switch_asked.pop(image_id))
+                asked[image_id] = time.perf_counter()  # auto-propose asked for it as it arrived
+
+        def on_image_failed(_image_id: str) -> None:
+            counts["switches_failed"] += 1
+
+        def act() -> None:
+            actions[0] += 1
+            cur = window.current
+            if cur is None or window.session.switching_to is not None:
+                return  # the last switch has not arrived yet: a user would wait too
+            shown = window.project  # the window's own Project: it records the accepts
+            if actions[0] % ACCEPT_EVERY == 0 and cur.image_id not in shown.accepted_ids():
+                mask = cv2.imread(str(masks[Path(shown.image(cur.image_id).source).stem]), cv2.IMREAD_UNCHANGED)
+                cur.doc.set_label(mask_to_label(mask))  # the user corrected it all the way
+                window.accept_current()
+                accepted = cur.image_id in shown.accepted_ids()
+                counts["accepts" if accepted else "accepts_refused"] += 1
+            else:
+                window.step_image(+1)
+            target = window.session.switching_to
+            if target is not None:
+                counts["switches_asked"] += 1
+                switch_asked[target] = time.perf_counter()
 
         window.loop.proposal_ready.connect(on_proposal)
+        window.loop.proposal_failed.connect(on_failed)
+        window.session.image_shown.connect(on_shown)
+        window.session.image_failed.connect(on_image_failed)
         ticker = QTimer(interval=TICK_MS)
         ticker.timeout.connect(tick)
         stepper = QTimer(interval=int(interval * 1000))
-        stepper.timeout.connect(next_image)
+        stepper.timeout.connect(act)
         start = [time.perf_counter()]
         last[0] = start[0]
         ticker.start()
@@ -128,19 +209,34 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         stepper.stop()
         state = window.training_panel.state.full_text()
         step = window.training_panel.step.text()
+        model_at_end = window.loop.active_checkpoint
         window.close()
         stalls = np.array(gaps[1:]) if len(gaps) > 1 else np.zeros(1)
         result = {
             "benchmark": "ui",
             "data": str(data),
+            "init": init,
             "seconds": seconds,
+            "action_interval_s": interval,
+            "busy_cores": busy_cores,
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "tick_interval_ms": TICK_MS,
             "event_loop_max_ms": round(float(stalls.max()), 2),
             "event_loop_p99_ms": round(float(np.percentile(stalls, 99)), 2),
             "event_loop_median_ms": round(float(np.median(stalls)), 2),
+            # the first second holds the window's first paint and the model's first load
+            "event_loop_max_after_1s_ms": round(float(max([g for t, g in zip(gap_times[1:], gaps[1:]) if t > 1.0],
+                                                          default=0.0)), 2),
+            "stalls_over_30ms": int((stalls > 30).sum()),
             "stalls_over_50ms_at_s": [round(t, 1) for t, g in zip(gap_times[1:], gaps[1:]) if g > 50],
-            "proposals": len(proposals),
-            "proposal_median_s": round(float(np.median(proposals)), 3) if proposals else None,
+            # proposals_shown: for the image on screen; proposals_run: every answer, prefetches included
+            "proposals": counts["proposals_shown"],
+            **{k: v for k, v in counts.items() if k != "proposals_shown"},
+            "proposal_median_s": _stats(proposal_s)["median"],
+            "proposal_latency_s": _stats(proposal_s),
+            "switch_latency_s": _stats(switch_s),
+            "checkpoints_that_proposed": sorted(checkpoints),
+            "model_at_end": model_at_end,
             "training_state_at_end": state,
             "training_steps": step,
             "device": window.status.device.text().removeprefix("device: "),
@@ -152,4 +248,8 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         _plot(stalls, out.with_suffix(".png"))
         return result
     finally:
+        if stop_busy is not None:
+            stop_busy.set()
+            for proc in busy:
+                proc.join(5)
         shutil.rmtree(tmp, ignore_errors=True)
