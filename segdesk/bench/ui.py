@@ -140,6 +140,10 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         asked: dict[str, float] = {}
         switch_asked: dict[str, float] = {}
         checkpoints: set[str] = set()
+        events: list[tuple[float, str]] = []  # when the bench acted and models changed, to place the stalls
+
+        def note(what: str) -> None:
+            events.append((round(time.perf_counter() - start[0], 2), what))
         last = [time.perf_counter()]
         actions = [0]
 
@@ -179,10 +183,12 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             if actions[0] % ACCEPT_EVERY == 0 and cur.image_id not in shown.accepted_ids():
                 mask = cv2.imread(str(masks[Path(shown.image(cur.image_id).source).stem]), cv2.IMREAD_UNCHANGED)
                 cur.doc.set_label(mask_to_label(mask))  # the user corrected it all the way
+                note("accept")
                 window.accept_current()
                 accepted = cur.image_id in shown.accepted_ids()
                 counts["accepts" if accepted else "accepts_refused"] += 1
             else:
+                note("next image")
                 window.step_image(+1)
             target = window.session.switching_to
             if target is not None:
@@ -193,6 +199,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         window.loop.proposal_failed.connect(on_failed)
         window.session.image_shown.connect(on_shown)
         window.session.image_failed.connect(on_image_failed)
+        window.loop.checkpoint_changed.connect(lambda c: note(f"model {c} proposes"))
         ticker = QTimer(interval=TICK_MS)
         ticker.timeout.connect(tick)
         stepper = QTimer(interval=int(interval * 1000))
@@ -229,6 +236,9 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
                                                           default=0.0)), 2),
             "stalls_over_30ms": int((stalls > 30).sum()),
             "stalls_over_50ms_at_s": [round(t, 1) for t, g in zip(gap_times[1:], gaps[1:]) if g > 50],
+            "longest_stalls": [{"at_s": round(t, 2), "ms": round(g, 1)}
+                               for t, g in sorted(zip(gap_times[1:], gaps[1:]), key=lambda x: -x[1])[:8]],
+            "events": [{"at_s": t, "what": w} for t, w in events],
             # proposals_shown: for the image on screen; proposals_run: every answer, prefetches included
             "proposals": counts["proposals_shown"],
             **{k: v for k, v in counts.items() if k != "proposals_shown"},
