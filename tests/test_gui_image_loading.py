@@ -96,3 +96,29 @@ def test_a_file_changed_after_it_was_read_ahead_is_read_again(qtbot, window, mes
         w.show_image(ids[2])
     assert messages[-1][0] == "Image changed" and "changed outside segdesk" in messages[-1][1]
     assert w.current.image_id == ids[1]
+
+
+def test_the_first_image_gets_its_proposal_once_the_model_has_loaded(qtbot, tmp_path, messages):
+    """Opening a project shows its first image at once, usually before the inference worker has
+    loaded the current model; the proposal must follow when the model arrives, without pressing S."""
+    from segdesk.demo import _install_model, demo_model_dir
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        write_disc_image(images / f"disc{i}.png", size=(64, 64), seed=50 + i)
+    project = Project.create(tmp_path / "proj", ["nucleus"])
+    project.add_images([images])
+    _install_model(demo_model_dir(), project.root / "models")  # a judged model: it proposes
+
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu")
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=60_000)
+    first = w.current.image_id
+    qtbot.waitUntil(lambda: w.loop.active_checkpoint is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
+    assert w.current.image_id == first and w.canvas.proposal is not None
+    assert not messages, messages
+    w.close()

@@ -81,7 +81,7 @@ class SessionController(QObject):
         self._learning_luts = learning_proposal_tables(rgbs)
         loop.proposal_ready.connect(self._on_proposal)
         loop.proposal_failed.connect(self._on_proposal_failed)
-        loop.checkpoint_changed.connect(lambda _c: self._prefetch_next())
+        loop.checkpoint_changed.connect(lambda _c: self._on_model_changed())
         self._order_changed(next_image.order_of(project))
         first = self.session.first()
         if first is not None:
@@ -202,6 +202,16 @@ class SessionController(QObject):
         if self.current is not None and self._loop is not None:
             if self.session.asked(self._loop.segment(self.current.image_id, anyway=anyway)):
                 self._status.proposal.setText("segmenting…")
+
+    def _on_model_changed(self) -> None:
+        """A model proposes now: the image on screen gets a proposal if it has none (it opened
+        before any model was loaded, e.g. the first image of a project), then the next one."""
+        cur = self.current
+        if (cur is not None and cur.proposal is None and not self._awaiting and self.session.needs_proposal()
+                and self._actions["auto_propose"].isChecked()):
+            self._awaiting = self.session.asked(
+                self._loop.segment(cur.image_id, prefetch=self._loop.cached(cur.image_id) is None))
+        self._prefetch_next()
 
     def _prefetch_next(self) -> None:
         """Ask in advance for the proposal of the image that comes next (segdesk.core.next_image),
