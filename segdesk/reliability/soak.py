@@ -120,6 +120,8 @@ class Soak:
         self.last_beat = time.monotonic()
         self._asked_at: dict[str, float] = {}
         self._index = 0
+        self._wanted: str | None = None  # the image asked for; it arrives from the reader thread
+        window.session.image_shown.connect(self._on_shown)
         self._beat = QTimer(interval=50)
         self._beat.timeout.connect(self._on_beat)
         self._beat.start()
@@ -171,10 +173,18 @@ class Soak:
                 w.accept_current()
                 self.accepts += 1
             self._index = (self._index + 1) % len(ids)
-            w.show_image(ids[self._index])
-            if w.current is not None:
-                self._asked_at[w.current.image_id] = time.monotonic()
-                w.segment()
+            self._wanted = ids[self._index]
+            w.show_image(self._wanted)  # Segment is pressed when it is on screen (_on_shown)
+        except Exception:  # noqa: BLE001 - a soak records, never stops on the first error
+            self.errors.append(traceback.format_exc(limit=6))
+
+    def _on_shown(self, image_id: str) -> None:
+        """The image the soak moved to is on screen: the user presses Segment."""
+        if image_id != self._wanted:
+            return
+        try:
+            self._asked_at[image_id] = time.monotonic()
+            self.w.segment()
         except Exception:  # noqa: BLE001 - a soak records, never stops on the first error
             self.errors.append(traceback.format_exc(limit=6))
 
