@@ -128,8 +128,10 @@ def create(into: str | Path | None = None) -> Path:
 
 
 def _install_model(models_source: Path, models_target: Path) -> str:
-    """Copy the current checkpoint of ``models_source`` into a project's models folder."""
+    """Copy the current checkpoint of ``models_source`` into a project's models folder, with its
+    ONNX export (best effort), so its CPU proposals run through ONNX Runtime like a trained one's."""
     from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.ml.unet import UNet
 
     found = CheckpointStore(models_source).load_current()
     if found is None:
@@ -138,7 +140,9 @@ def _install_model(models_source: Path, models_target: Path) -> str:
     drop = ("id", "created", "created_iso", "weights_sha256", "weights_bytes")
     meta = {k: v for k, v in meta.items() if k not in drop}
     meta["parent"] = f"bundled:{models_source.name}/{checkpoint_id}"
-    return CheckpointStore(models_target).save(state_dict, meta)
+    model = UNet.from_arch(meta["arch"])
+    model.load_state_dict(state_dict)
+    return CheckpointStore(models_target).save(state_dict, meta, onnx_model=model.eval())
 
 
 def latest_worked_on(parent: Path | None = None) -> Path | None:

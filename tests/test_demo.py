@@ -40,6 +40,7 @@ def test_demo_creates_a_project_that_opens_and_whose_model_proposes(data_home, c
 
     predictor = Predictor.from_checkpoint(root / "models", device="cpu")
     check_compatible(predictor.meta, project.n_classes)
+    assert predictor.engine == "onnxruntime" and predictor.engine_note is None  # installed with its export
     # "the first Segment press already proposes something sensible": on the accepted images the
     # bundled model agrees well with the labels
     for image_id in accepted:
