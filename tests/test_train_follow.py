@@ -73,6 +73,37 @@ def test_a_heartbeat_from_a_skewed_clock_is_never_older_than_the_threshold(tmp_p
     assert watch.look() is not None  # ...until it changes: alive by the reader's clock
 
 
+def test_a_follower_waits_out_a_share_that_went_away_and_resumes(tmp_path, monkeypatch):
+    """A checkpoint that cannot be written (the share disconnected) stops nothing: the follower
+    logs it, waits and trains on; what it writes once the share is back is whole."""
+    from segdesk.core import storage
+    from segdesk.core.errors import StorageError
+    from segdesk.ml.config import TrainConfig
+    from segdesk.ml.follow import follow
+    from segdesk.ml.train import Trainer
+
+    project, _ = make_project(tmp_path, 6, size=48, seed=5)
+    trainer = Trainer(project.root, TrainConfig(crop_size=32, batch_size=2, base_width=4, depth=2, val_every=2),
+                      device="cpu")
+    real_write, failures = storage.atomic_write_bytes, []
+
+    def share_away_once(path, data):
+        if Path(path).suffix == ".safetensors" and not failures:
+            failures.append(path)
+            raise StorageError(f"Could not write {Path(path).name}: the network share is not reachable.")
+        return real_write(path, data)
+
+    monkeypatch.setattr(storage, "atomic_write_bytes", share_away_once)
+    seen = []
+    result = follow(trainer, should_stop=lambda: bool(_checkpoints(project.root)), on_progress=seen.append,
+                    retry_s=0)
+    assert failures  # the first checkpoint write failed...
+    assert _checkpoints(project.root) == ["0001"]  # ...and the follower went on and wrote one later
+    CheckpointStore(project.root / "models").load("0001")
+    assert not list((project.root / "models").glob(TMP_PREFIX + "*"))
+    assert result.state == "stopped" and any(p.state == "waiting for labels" for p in seen)
+
+
 def test_a_follower_trains_on_new_labels_and_a_sigkill_leaves_nothing_half_written(tmp_path):
     project, truths = make_project(tmp_path, 8, size=48, seed=3, accept=False)
     ids = list(truths)

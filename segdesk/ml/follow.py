@@ -69,11 +69,10 @@ class Heartbeat:
 def follow(trainer, should_stop: Callable[[], bool], on_progress: Callable = lambda p: None,
            retry_s: float = RETRY_S):
     """Train, wait for new labels when validation stops improving, train again; until
-    ``should_stop``. Returns the last Progress."""
-    progress = trainer.progress(WAITING)
+    ``should_stop``. Returns the final Progress."""
     while not should_stop():
         try:
-            progress = trainer.run(on_progress=on_progress, should_stop=should_stop)
+            trainer.run(on_progress=on_progress, should_stop=should_stop)
             if should_stop():
                 break
             on_progress(trainer.progress(WAITING))
@@ -85,5 +84,4 @@ def follow(trainer, should_stop: Callable[[], bool], on_progress: Callable = lam
             deadline = time.monotonic() + retry_s
             while time.monotonic() < deadline and not should_stop():
                 time.sleep(0.5)  # a signal handler sets should_stop; nothing else can wake us
-            trainer.refresh_labels()
-    return trainer.progress(STOPPED) if progress.state != STOPPED else progress
+    return trainer.progress(STOPPED)
