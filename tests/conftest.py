@@ -43,6 +43,18 @@ def write_disc_image(path: Path, size: tuple[int, int] = (48, 64), seed: int = 0
     return mask
 
 
+def show_window(qtbot, window, active: bool = True):
+    """Show a real window and wait until it is exposed and, with ``active``, the active window
+    (shortcuts and key presses reach only the active window). Returns the window."""
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window, timeout=20_000)
+    if active:
+        window.activateWindow()
+        qtbot.waitUntil(window.isActiveWindow, timeout=20_000)
+    return window
+
+
 @pytest.fixture(autouse=True)
 def event_loops_still_run():
     """Fail the test that leaves Qt unable to run an event loop: a stray quit() delivered after

@@ -11,7 +11,7 @@ from PySide6.QtWidgets import QMessageBox
 from segdesk.core.project import Project
 from segdesk.qt.actions import MENUS, SHORTCUTS, TOOLBAR
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import write_disc_image
+from tests.conftest import show_window, write_disc_image
 
 
 def test_escape_drops_the_polygon_being_drawn(qtbot, tmp_path, monkeypatch):
@@ -21,11 +21,7 @@ def test_escape_drops_the_polygon_being_drawn(qtbot, tmp_path, monkeypatch):
     project = Project.create(tmp_path / "proj", ["lesion"])
     project.add_images([tmp_path / "a.png"])
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w, timeout=20_000)
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow, timeout=20_000)  # shortcuts reach only the active window
+    show_window(qtbot, w)  # key presses reach only the active window
     assert w.open_project(project.root)
     qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     w.canvas.set_zoom(4.0)

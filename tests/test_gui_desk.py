@@ -16,7 +16,7 @@ from segdesk.core import storage
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.project import STATUS_ACCEPTED, STATUS_IN_PROGRESS, Project
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import write_disc_image
+from tests.conftest import show_window, write_disc_image
 
 
 @pytest.fixture
@@ -49,11 +49,7 @@ def project(tmp_path) -> Project:
 
 def make_window(qtbot, tmp_path, root: Path) -> MainWindow:
     w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w, timeout=20_000)
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow, timeout=20_000)  # shortcuts reach only the active window
+    show_window(qtbot, w)  # key presses reach only the active window
     assert w.open_project(root)
     qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the first image is read off the GUI thread
     w.canvas.set_zoom(4.0)

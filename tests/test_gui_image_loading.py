@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from segdesk.core.project import Project
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import write_disc_image
+from tests.conftest import show_window, write_disc_image
 
 
 @pytest.fixture
@@ -34,11 +34,7 @@ def window(qtbot, tmp_path, messages):
     project = Project.create(tmp_path / "proj", ["lesion"])
     assert len(project.add_images([images]).added) == 4
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w, timeout=20_000)
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow, timeout=20_000)  # shortcuts reach only the active window
+    show_window(qtbot, w)  # key presses reach only the active window
     with qtbot.waitSignal(w.session.image_shown, timeout=20_000):
         assert w.open_project(project.root)
     yield w

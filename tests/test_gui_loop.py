@@ -17,7 +17,7 @@ from segdesk.ml import postprocess
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.inference import Predictor
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import write_disc_image
+from tests.conftest import show_window, write_disc_image
 
 TINY = TrainConfig(crop_size=48, batch_size=4, base_width=8, depth=3, val_every=8, patience=1000, lr=3e-3)
 
@@ -66,11 +66,7 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
 
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
                    train_config=TINY, device="cpu")
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w, timeout=20_000)
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow, timeout=20_000)
+    show_window(qtbot, w)  # key presses reach only the active window
     assert w.open_project(project.root)
     qtbot.waitUntil(lambda: w.status.device.text().startswith("device: CPU"), timeout=60_000)
     qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread

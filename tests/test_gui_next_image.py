@@ -16,7 +16,7 @@ from segdesk.ml.config import TrainConfig
 from segdesk.ml.normalise import NORMALISATION
 from segdesk.qt.inference_worker import InferenceWorker
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import write_disc_image
+from tests.conftest import show_window, write_disc_image
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -76,11 +76,7 @@ def test_least_sure_first_goes_on_to_the_image_with_the_highest_stored_uncertain
     project, checkpoint = make(tmp_path, 4, next_image.UNCERTAIN)
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu",
                    train_config=TrainConfig(depth=2, base_width=4, crop_size=32))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w, timeout=20_000)
-    w.activateWindow()
-    qtbot.waitUntil(w.isActiveWindow, timeout=20_000)
+    show_window(qtbot, w)  # key presses reach only the active window
     assert w.open_project(project.root)
     qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     assert w.image_list.order.currentData() == next_image.UNCERTAIN  # the project's setting is shown

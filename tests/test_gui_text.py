@@ -8,14 +8,13 @@ import pytest
 from PySide6.QtCore import QSettings, QSize
 
 from segdesk.qt.main_window import MainWindow
+from tests.conftest import show_window
 
 
 @pytest.fixture
 def window(qtbot, tmp_path) -> MainWindow:
     w = MainWindow(settings=QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w, timeout=20_000)
+    show_window(qtbot, w, active=False)
     return w
 
 

@@ -21,7 +21,7 @@ from segdesk.core.project_lock import MODELS, holder_of
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import write_disc_image
+from tests.conftest import show_window, write_disc_image
 
 FOLLOWER = ["--base-width", "8", "--depth", "3", "--crop", "48", "--batch", "4", "--val-every", "8",
             "--lr", "3e-3", "--device", "cpu", "--heartbeat", "0.2"]
@@ -57,11 +57,7 @@ def test_the_app_labels_while_a_follower_trains_and_takes_over_when_it_dies(qtbo
 
         w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
                        train_config=LOCAL, device="cpu")
-        qtbot.addWidget(w)
-        w.show()
-        qtbot.waitExposed(w, timeout=20_000)
-        w.activateWindow()
-        qtbot.waitUntil(w.isActiveWindow, timeout=20_000)  # Enter reaches the window
+        show_window(qtbot, w)  # key presses reach only the active window
         assert w.open_project(root)
         qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
         panel = w.training_panel

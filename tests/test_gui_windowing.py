@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QMessageBox, QPushButton
 from segdesk.core.project import Project
 from segdesk.qt.main_window import MainWindow
 from segdesk.qt.windowing import LEVEL_WIDTHS_PER_PX, WIDTH_DOUBLING_PX
+from tests.conftest import show_window
 from tests.dicom_factory import ct_file, ct_phantom
 
 
@@ -21,9 +22,7 @@ def window(qtbot, tmp_path, monkeypatch):
     project = Project.create(tmp_path / "proj", ["lesion"])
     assert project.add_images([tmp_path / "scans"]).added
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w, timeout=20_000)
+    show_window(qtbot, w, active=False)
     assert w.open_project(project.root)
     qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     return w

@@ -25,7 +25,7 @@ from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import write_disc_image
+from tests.conftest import show_window, write_disc_image
 
 _real_write_call = storage._write_call
 TINY = TrainConfig(crop_size=32, batch_size=2, base_width=4, depth=2, val_every=2, patience=1000)
@@ -57,9 +57,7 @@ def project(tmp_path) -> Project:
 def _window(qtbot, tmp_path, root: Path) -> MainWindow:
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu",
                    train_config=TINY)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w, timeout=20_000)
+    show_window(qtbot, w, active=False)
     assert w.open_project(root)
     qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)  # the image is read off the GUI thread
     w.canvas.set_zoom(4.0)
