@@ -43,6 +43,53 @@ def write_disc_image(path: Path, size: tuple[int, int] = (48, 64), seed: int = 0
     return mask
 
 
+@pytest.fixture
+def discs(tmp_path):
+    """A benchmark data folder: five disc images with their masks, and an image without one."""
+    data = tmp_path / "discs"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    for i in range(5):
+        mask = write_disc_image(data / "images" / f"d{i}.png", (40, 48), seed=i)
+        cv2.imwrite(str(data / "masks" / f"d{i}.png"), mask)
+    cv2.imwrite(str(data / "images" / "no_mask.png"), np.zeros((8, 8), np.uint8))  # ignored
+    return data
+
+
+def disc_project(tmp_path: Path, classes: list[str], n_images: int = 3):
+    """A project of ``n_images`` generated disc images (``img0.png``...) with ``classes``."""
+    from segdesk.core.project import Project
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(n_images):
+        write_disc_image(images / f"img{i}.png", seed=i)
+    project = Project.create(tmp_path / "proj", classes)
+    assert len(project.add_images([images]).added) == n_images
+    return project
+
+
+def keeper_with_a_stroke(tmp_path: Path):
+    """A one-image project, a SaveKeeper on it and the image's label document holding one brush
+    stroke not yet handed to the keeper. Returns (project, image id, keeper, document)."""
+    from segdesk.core.label_document import LabelDocument
+    from segdesk.core.project import Project
+    from segdesk.qt.save_keeper import SaveKeeper
+
+    write_disc_image(tmp_path / "a.png")
+    project = Project.create(tmp_path / "proj", ["disc"])
+    project.add_images([tmp_path / "a.png"])
+    image_id = project.images[0].id
+    keeper = SaveKeeper()
+    keeper.set_project(project)
+    doc = LabelDocument(np.zeros((48, 64), np.uint8))
+    keeper.opened(image_id, doc, on_disk=True)
+    doc.begin_stroke(2, 3)  # the class, radius 3
+    doc.stroke_to(12, 12)
+    doc.end_stroke()
+    return project, image_id, keeper, doc
+
+
 def show_window(qtbot, window, active: bool = True):
     """Show a real window and wait until it is exposed and, with ``active``, the active window
     (shortcuts and key presses reach only the active window). Returns the window."""

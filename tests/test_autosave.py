@@ -10,12 +10,9 @@ import time
 import numpy as np
 
 from segdesk.core import storage
-from segdesk.core.label_document import LabelDocument
-from segdesk.core.project import Project
 from segdesk.qt import autosave
 from segdesk.qt.autosave import Autosaver
-from segdesk.qt.save_keeper import SaveKeeper
-from tests.conftest import write_disc_image
+from tests.conftest import keeper_with_a_stroke
 
 
 def slow_disk(monkeypatch) -> threading.Event:
@@ -55,17 +52,7 @@ def test_a_stalled_write_outlasts_a_settle_and_a_short_flush_and_is_still_writte
 
 
 def test_leaving_an_image_on_a_stalled_disk_keeps_its_label_in_memory_until_written(qtbot, tmp_path, monkeypatch):
-    write_disc_image(tmp_path / "a.png")
-    project = Project.create(tmp_path / "proj", ["disc"])
-    project.add_images([tmp_path / "a.png"])
-    image_id = project.images[0].id
-    keeper = SaveKeeper()
-    keeper.set_project(project)
-    doc = LabelDocument(np.zeros((48, 64), np.uint8))
-    keeper.opened(image_id, doc, on_disk=True)
-    doc.begin_stroke(2, 3)  # the class, radius 3
-    doc.stroke_to(12, 12)
-    doc.end_stroke()
+    project, image_id, keeper, doc = keeper_with_a_stroke(tmp_path)
     go = slow_disk(monkeypatch)
 
     started = time.monotonic()

@@ -3,14 +3,12 @@ and the other bench commands' plumbing."""
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from segdesk.bench import loop
 from segdesk.cli import main
-from tests.conftest import write_disc_image
 
 TINY = ["--set", "crop_size=32", "--set", "base_width=4", "--set", "depth=2", "--set", "batch_size=2",
         "--set", "val_every=4", "--set", "lr=3e-3"]
@@ -21,18 +19,6 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture
-def discs(tmp_path):
-    data = tmp_path / "discs"
-    (data / "images").mkdir(parents=True)
-    (data / "masks").mkdir()
-    for i in range(5):
-        mask = write_disc_image(data / "images" / f"d{i}.png", (40, 48), seed=i)
-        cv2.imwrite(str(data / "masks" / f"d{i}.png"), mask)
-    cv2.imwrite(str(data / "images" / "no_mask.png"), np.zeros((8, 8), np.uint8))  # ignored
-    return data
 
 
 def test_bench_loop_runs_the_app_loop_and_writes_json_and_png(discs, tmp_path, capsys):

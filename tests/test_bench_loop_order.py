@@ -3,7 +3,6 @@
 import json
 from types import SimpleNamespace
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -57,13 +56,8 @@ def test_the_least_sure_of_the_sample_is_next(tmp_path):
         loop.ORDER_SAMPLE = before
 
 
-def test_bench_loop_order_uncertain_labels_the_same_images_least_sure_first(tmp_path, capsys):
-    data = tmp_path / "discs"
-    (data / "images").mkdir(parents=True)
-    (data / "masks").mkdir()
-    for i in range(5):
-        mask = write_disc_image(data / "images" / f"d{i}.png", (40, 48), seed=i)
-        cv2.imwrite(str(data / "masks" / f"d{i}.png"), mask)
+def test_bench_loop_order_uncertain_labels_the_same_images_least_sure_first(tmp_path, discs, capsys):
+    data = discs
     out = tmp_path / "result.json"
     code = main(["bench", "loop", "--data", str(data), "--images", "4", "--train-steps", "4",
                  "--device", "cpu", "--threads", "1", "--seed", "3", "--order", "uncertain", *TINY,

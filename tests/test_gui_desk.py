@@ -16,7 +16,7 @@ from segdesk.core import storage
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.project import STATUS_ACCEPTED, STATUS_IN_PROGRESS, Project
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import show_window, write_disc_image
+from tests.conftest import disc_project, show_window, write_disc_image
 
 
 @pytest.fixture
@@ -38,13 +38,7 @@ def messages(monkeypatch):
 
 @pytest.fixture
 def project(tmp_path) -> Project:
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(3):
-        write_disc_image(images / f"img{i}.png", seed=i)
-    p = Project.create(tmp_path / "proj", ["lesion", "organ"])
-    assert len(p.add_images([images]).added) == 3
-    return p
+    return disc_project(tmp_path, ["lesion", "organ"])
 
 
 def make_window(qtbot, tmp_path, root: Path) -> MainWindow:

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QMessageBox
 
 from segdesk.core.project import Project
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import show_window, write_disc_image
+from tests.conftest import disc_project, show_window, write_disc_image
 
 
 @pytest.fixture
@@ -27,12 +27,7 @@ def messages(monkeypatch):
 
 @pytest.fixture
 def window(qtbot, tmp_path, messages):
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(4):
-        write_disc_image(images / f"img{i}.png", seed=i)
-    project = Project.create(tmp_path / "proj", ["lesion"])
-    assert len(project.add_images([images]).added) == 4
+    project = disc_project(tmp_path, ["lesion"], n_images=4)
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
     show_window(qtbot, w)  # key presses reach only the active window
     with qtbot.waitSignal(w.session.image_shown, timeout=20_000):

@@ -10,7 +10,7 @@ from segdesk.core.errors import SegdeskError, StorageError
 from segdesk.core.label_document import LabelDocument
 from segdesk.core.labelling_session import ImageChanged, LabellingSession
 from segdesk.core.project import STATUS_ACCEPTED, Project
-from tests.conftest import write_disc_image
+from tests.conftest import disc_project
 
 
 class Clock:
@@ -23,13 +23,7 @@ class Clock:
 
 @pytest.fixture
 def project(tmp_path) -> Project:
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(3):
-        write_disc_image(images / f"img{i}.png", seed=i)
-    p = Project.create(tmp_path / "proj", ["lesion"])
-    assert len(p.add_images([images]).added) == 3
-    return p
+    return disc_project(tmp_path, ["lesion"])
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import show_window, write_disc_image
+from tests.conftest import disc_project, show_window, write_disc_image
 
 _real_write_call = storage._write_call
 TINY = TrainConfig(crop_size=32, batch_size=2, base_width=4, depth=2, val_every=2, patience=1000)
@@ -43,12 +43,7 @@ def messages(monkeypatch):
 
 @pytest.fixture
 def project(tmp_path) -> Project:
-    images = tmp_path / "images"
-    images.mkdir()
-    for i in range(3):
-        write_disc_image(images / f"img{i}.png", seed=i)
-    p = Project.create(tmp_path / "proj", ["lesion"])
-    p.add_images([images])
+    p = disc_project(tmp_path, ["lesion"])
     p.settings["auto_train_after"] = 1000  # no background training in these tests
     p.save()
     return p

@@ -4,26 +4,13 @@ machine), and a write's report arriving after an accept must not undo the accept
 
 from __future__ import annotations
 
-import numpy as np
-
-from segdesk.core.label_document import LabelDocument
+from segdesk.core import encoding
 from segdesk.core.project import STATUS_ACCEPTED, Project
-from segdesk.qt.save_keeper import SaveKeeper
-from tests.conftest import write_disc_image
+from tests.conftest import keeper_with_a_stroke
 
 
 def test_a_failure_delivered_after_shutdown_schedules_nothing(qtbot, tmp_path):
-    write_disc_image(tmp_path / "a.png")
-    project = Project.create(tmp_path / "proj", ["disc"])
-    project.add_images([tmp_path / "a.png"])
-    image_id = project.images[0].id
-    keeper = SaveKeeper()
-    keeper.set_project(project)
-    doc = LabelDocument(np.zeros((48, 64), np.uint8))
-    keeper.opened(image_id, doc, on_disk=True)
-    doc.begin_stroke(2, 3)  # the class, radius 3
-    doc.stroke_to(12, 12)
-    doc.end_stroke()
+    project, image_id, keeper, doc = keeper_with_a_stroke(tmp_path)
     keeper.edited()
     keeper.flush()
     keeper.shutdown()
@@ -41,20 +28,10 @@ def test_a_failure_delivered_after_shutdown_schedules_nothing(qtbot, tmp_path):
 
 
 def test_a_write_reported_after_an_accept_keeps_the_image_accepted(qtbot, tmp_path):
-    write_disc_image(tmp_path / "a.png")
-    project = Project.create(tmp_path / "proj", ["disc"])
-    project.add_images([tmp_path / "a.png"])
-    image_id = project.images[0].id
-    keeper = SaveKeeper()
-    keeper.set_project(project)
-    doc = LabelDocument(np.zeros((48, 64), np.uint8))
-    keeper.opened(image_id, doc, on_disk=True)
-    doc.begin_stroke(2, 3)
-    doc.stroke_to(12, 12)
-    doc.end_stroke()
+    project, image_id, keeper, doc = keeper_with_a_stroke(tmp_path)
     keeper.edited()
     keeper.flush()  # written; its "saved" report is queued, not delivered yet (as at an accept)
-    accepted = np.where(doc.label == 0, 1, doc.label).astype(np.uint8)
+    accepted = encoding.merge_accept(doc.label)
     project.accept(image_id, accepted)
     doc.set_label(accepted)
     keeper.mark_saved(image_id, doc)
