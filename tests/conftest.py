@@ -23,6 +23,28 @@ def torch_one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def click_model(tmp_path_factory) -> Path:
+    """A project whose current checkpoint has learned clicks: trained (600 steps, ~30 s on one core,
+    once per session) on tests/synthetic.py's two-disc images, where only a click tells which disc
+    is meant. Its models/ is read by the tests; copy the project before training it further."""
+    import torch
+
+    from segdesk.ml.config import TrainConfig
+    from segdesk.ml.train import Trainer
+    from tests.synthetic import make_choice_project
+
+    project = make_choice_project(tmp_path_factory.mktemp("clicks"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        config = TrainConfig(crop_size=64, batch_size=4, val_every=100, base_width=8, working_scale=1.0)
+        Trainer(project.root, config, device="cpu").run(max_steps=600)
+    finally:
+        torch.set_num_threads(before)
+    return project.root
+
+
 @pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -55,3 +55,40 @@ def make_project(
         if accept:
             project.accept(entry.id, mask + 1)
     return project, truths
+
+
+def make_choice_sample(rng: np.random.Generator, size: int = 64, radius: int = 7) -> tuple[np.ndarray, np.ndarray]:
+    """Two identical bright discs of which only the first is the class: no model can tell which from
+    the image alone, a click can. (uint8 gray image, uint8 mask with 0 = background, 1 = the chosen disc)."""
+    image = np.full((size, size), 60, np.float32)
+    mask = np.zeros((size, size), np.uint8)
+    centres: list[np.ndarray] = []
+    while len(centres) < 2:
+        centre = rng.integers(radius + 3, size - radius - 3, 2)
+        if all(np.hypot(*(centre - other)) > 3 * radius for other in centres):
+            centres.append(centre)
+    for i, (cy, cx) in enumerate(centres):
+        disc = np.zeros_like(mask)
+        cv2.circle(disc, (int(cx), int(cy)), radius, 1, thickness=-1)
+        image[disc > 0] = 170
+        if i == 0:
+            mask |= disc
+    image += rng.normal(0, 15, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def make_choice_project(root: str | Path, n_images: int = 10, size: int = 64, seed: int = 0) -> Project:
+    """A project of ``make_choice_sample`` images (under ``root/source``), all accepted."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    source = root / "source"
+    source.mkdir(parents=True, exist_ok=True)
+    masks = {}
+    for i in range(n_images):
+        image, mask = make_choice_sample(rng, size)
+        cv2.imwrite(str(source / f"choice{i:03d}.png"), image)
+        masks[f"choice{i:03d}.png"] = mask
+    project = Project.create(root / "project", ["disc"])
+    for entry in project.add_images([source]).added:
+        project.accept(entry.id, masks[Path(entry.source).name] + 1)
+    return project

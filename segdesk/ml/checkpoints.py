@@ -232,6 +232,9 @@ def check_compatible(meta: dict, n_classes: int) -> None:
         raise CheckpointError(f"Checkpoint {meta.get('id')} holds an unknown model architecture {arch!r}.")
     if arch.get("in_channels") != 3:
         raise CheckpointError(f"Checkpoint {meta.get('id')} expects {arch.get('in_channels')} input channels, not 3.")
+    prompts = arch.get("prompt_channels") or 0
+    if prompts and prompts != 3 * n_classes:
+        raise CheckpointError(f"Checkpoint {meta.get('id')} reads clicks for {prompts // 3} classes, not {n_classes}.")
     if arch.get("n_outputs") != n_classes + 1:
         raise CheckpointError(
             f"Checkpoint {meta.get('id')} was trained for {arch.get('n_outputs', 1) - 1} classes; "

@@ -31,3 +31,7 @@ class TrainConfig:
     # flips and turns ({"flip_lr": False}, or text: "flip-ud,rot90", "all", "off"); overrides the
     # plan and the project setting (augment_plan.py)
     augmentation: dict | str | None = None
+    # click prompts (segdesk.core.clicks): the model reads click maps and the previous mask, trained
+    # with simulated clicks (click_training.py); False trains an automatic-only model as before
+    clicks: bool = True
+    click_share: float = 0.5  # share of training crops that carry clicks; the rest train the automatic proposal

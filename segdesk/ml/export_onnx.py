@@ -54,7 +54,7 @@ def to_onnx_bytes(model: UNet, weights_sha256: str | None = None) -> bytes:
     copy.load_state_dict({k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()})
     network = _Network(copy).eval()
     side = 2**model.depth * 2
-    example = torch.zeros((1, model.in_channels, side, side))
+    example = torch.zeros((1, model.input_channels, side, side))
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, every time

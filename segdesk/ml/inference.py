@@ -7,6 +7,11 @@ probabilities (not the classes) are resized back to the image's own size before 
 There is no test-time flip averaging; if it comes, it must use only the flips of the checkpoint's
 augmentation plan (augment_plan.py), or it would average a left lung with a right one.
 
+Clicks: a click-aware checkpoint (``UNet.prompt_channels``) reads click maps and the previous mask
+besides the image (segdesk.core.clicks); its automatic proposal gives it empty ones. ``Predictor.refine``
+answers clicks on a window around them at working scale (``click_window``), so a click costs a
+fraction of a whole proposal, and replaces only that window of the previous mask.
+
 Engines: on the CPU, a checkpoint exported to ONNX (``0001.onnx``, written by the training worker)
 runs through ONNX Runtime (onnx_engine.py, chosen by ``segdesk bench latency``); torch runs on
 CUDA/MPS, for a checkpoint without an export, and when the export does not load or fails to run
@@ -22,11 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segdesk.core.clicks import Click, keep_clicks, prompt_channels, prompt_maps
 from segdesk.core.errors import CheckpointError
 from segdesk.ml import onnx_engine, postprocess
 from segdesk.ml.checkpoints import CheckpointStore
@@ -51,6 +58,55 @@ class Prediction:
     confidence: np.ndarray  # float32 H x W: the winning class's probability
     checkpoint: str | None  # which checkpoint made it (None: untrained weights)
     withheld: bool = False  # the model's proposals cost more to correct than drawing (postprocess.py)
+    # refine: (y0, x0, y1, x1), the image pixels recomputed; ``confidence`` is then of that window only
+    box: tuple[int, int, int, int] | None = None
+
+
+CLICK_WINDOW_MIN = 256  # working pixels: the side of the window a click is answered on, at least...
+CLICK_WINDOW_MAX = 384  # ...and at most (one forward pass of ~0.1 s on a laptop core)
+_CLICK_MARGIN = 32  # working pixels of context around the clicks and the objects they touch
+_CLICK_REACH = 8  # working pixels: an object this close to a click is the one it corrects
+
+
+def click_window(shape: tuple[int, int], points: list[tuple[int, int]], previous: np.ndarray | None,
+                 classes: list[int]) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) at working resolution: the clicks' bounding box, grown to hold the previous
+    mask's objects (of the clicked classes) within _CLICK_REACH of a click, plus a margin; at least
+    CLICK_WINDOW_MIN and at most CLICK_WINDOW_MAX a side (centred on the last click when the objects
+    are larger), within the image."""
+    h, w = shape
+    ys = [p[0] for p in points]
+    xs = [p[1] for p in points]
+    y0, y1, x0, x1 = min(ys), max(ys) + 1, min(xs), max(xs) + 1
+    if previous is not None:
+        for c in sorted(set(classes)):
+            n, comps, stats, _ = cv2.connectedComponentsWithStats((previous == c).astype(np.uint8), connectivity=8)
+            if n <= 1:
+                continue
+            for (py, px), pc in zip(points, classes):
+                if pc != c:
+                    continue
+                near = comps[max(0, py - _CLICK_REACH) : py + _CLICK_REACH + 1,
+                             max(0, px - _CLICK_REACH) : px + _CLICK_REACH + 1]
+                for k in np.unique(near[near > 0]):
+                    left, top, width, height = stats[k, :4]
+                    y0, y1 = min(y0, top), max(y1, top + height)
+                    x0, x1 = min(x0, left), max(x1, left + width)
+    y0, x0, y1, x1 = y0 - _CLICK_MARGIN, x0 - _CLICK_MARGIN, y1 + _CLICK_MARGIN, x1 + _CLICK_MARGIN
+
+    def side(lo: int, hi: int, length: int, centre: int) -> tuple[int, int]:
+        size = min(length, max(CLICK_WINDOW_MIN, hi - lo))
+        if size > CLICK_WINDOW_MAX:
+            size = CLICK_WINDOW_MAX
+            lo = centre - size // 2
+        elif hi - lo < size:
+            lo -= (size - (hi - lo)) // 2
+        lo = int(min(max(lo, 0), length - size))
+        return lo, lo + size
+
+    y0, y1 = side(y0, y1, h, points[-1][0])
+    x0, x1 = side(x0, x1, w, points[-1][1])
+    return y0, x0, y1, x1
 
 
 def autocast(device: torch.device):
@@ -156,6 +212,9 @@ class Predictor:
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        self.prompt_channels = int(getattr(model, "prompt_channels", 0))
+        self.n_classes = int(getattr(model, "n_outputs", 1)) - 1
+        self._working: tuple[object, np.ndarray] | None = None  # (key, 3 x h x w input) for refine
         self._onnx: onnx_engine.OnnxEngine | None = None
         # why proposals run through torch although an ONNX export was asked for or exists (None: all
         # as planned); a message the caller may show as it is
@@ -199,6 +258,11 @@ class Predictor:
         """The fixed working scale; None under a per-image rule (``scale_rule``)."""
         return None if self.scale_rule.per_image else self.scale_rule.scale
 
+    @property
+    def accepts_clicks(self) -> bool:
+        """Whether this checkpoint reads click prompts (older checkpoints and the bundled model do not)."""
+        return self.prompt_channels > 0
+
     def area_factor(self, height: int, width: int) -> float:
         """For ``postprocess.apply`` on an image of this size: the post-processing's areas in its pixels."""
         return self.scale_rule.area_factor(height, width)
@@ -232,7 +296,8 @@ class Predictor:
     ) -> "Predictor":
         """Fresh random weights (for timing, or before any checkpoint exists)."""
         config = config or TrainConfig()
-        model = UNet(3, n_classes + 1, config.depth, config.base_width)
+        model = UNet(3, n_classes + 1, config.depth, config.base_width,
+                     prompt_channels(n_classes) if config.clicks else 0)
         meta = {
             "id": None,
             "arch": model.arch_dict(),
@@ -255,17 +320,31 @@ class Predictor:
 
         return logits
 
+    def _working_input(self, pixels: np.ndarray, key: object = None) -> np.ndarray:
+        """3 x h x w float32: the image normalised at working resolution (the last one kept by ``key``)."""
+        if key is not None and self._working is not None and self._working[0] == key:
+            return self._working[1]
+        image = self.scale_rule.resize(normalise_hwc(pixels))
+        x = np.ascontiguousarray(image.transpose(2, 0, 1))
+        self._working = (key, x) if key is not None else None
+        return x
+
+    def _probabilities(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+        with torch.inference_mode():
+            try:
+                return predict_probabilities(self.model, x, tile, logits_of=self._logits_of())
+            except _EngineFailed as exc:  # the same input again, through torch, and torch from now on
+                self._fall_back(f"ONNX Runtime failed on an image: {exc}")
+                return predict_probabilities(self.model, x, tile)
+
     def predict(self, pixels: np.ndarray, tile: int | None = None) -> Prediction:
         """Classes and confidence for an image (H x W gray or H x W x 3 colour, any dtype)."""
         height, width = pixels.shape[:2]
-        image = self.scale_rule.resize(normalise_hwc(pixels))
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        x = torch.from_numpy(self._working_input(pixels))
+        if self.prompt_channels:  # a click-aware model: no clicks, no previous mask
+            x = torch.cat([x, x.new_zeros((self.prompt_channels,) + tuple(x.shape[1:]))])
+        probs = self._probabilities(x, tile or self.tile)
         with torch.inference_mode():
-            try:
-                probs = predict_probabilities(self.model, x, tile or self.tile, logits_of=self._logits_of())
-            except _EngineFailed as exc:  # the same image again, through torch, and torch from now on
-                self._fall_back(f"ONNX Runtime failed on an image: {exc}")
-                probs = predict_probabilities(self.model, x, tile or self.tile)
             if probs.shape[-2:] != (height, width):
                 probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
             confidence, classes = probs.max(dim=0)
@@ -274,3 +353,40 @@ class Predictor:
         classes = postprocess.apply(classes, self.postprocess, self.area_factor(height, width), gate=self.gate)
         return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint,
                           self.gate and postprocess.withholds(self.postprocess))
+
+    def refine(self, pixels: np.ndarray, clicks: list[Click], previous: np.ndarray | None,
+               key: object = None) -> Prediction:
+        """``previous`` (a class mask of the image's size; None = empty) corrected by ``clicks`` (image
+        pixels): the model reads the clicks and the previous mask on a window around them
+        (``click_window``), and that window of ``previous`` is replaced by its answer; every click's
+        own pixel is as the click said. ``key`` names the image so the next click reuses its working
+        input. No post-processing and no gate: the user asked. ValueError for a checkpoint that does
+        not read clicks (``accepts_clicks``)."""
+        if not self.accepts_clicks:
+            raise ValueError(f"Checkpoint {self.checkpoint} does not read clicks; train it with clicks first.")
+        height, width = pixels.shape[:2]
+        image = self._working_input(pixels, key)
+        h, w = image.shape[1:]
+        sy, sx = h / height, w / width
+        small_previous = None
+        if previous is not None:
+            small_previous = cv2.resize(previous.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        result = np.zeros((height, width), np.uint8) if previous is None else previous.astype(np.uint8, copy=True)
+        if not clicks:
+            return Prediction(result, np.ones((0, 0), np.float32), self.checkpoint, box=(0, 0, 0, 0))
+        points = [(min(h - 1, int((c.y + 0.5) * sy)), min(w - 1, int((c.x + 0.5) * sx))) for c in clicks]
+        y0, x0, y1, x1 = click_window((h, w), points, small_previous, [c.class_number for c in clicks])
+        maps = prompt_maps(clicks, small_previous, self.n_classes, (h, w), (sy, sx))
+        x = torch.from_numpy(np.concatenate([image[:, y0:y1, x0:x1], maps[:, y0:y1, x0:x1]]))
+        probs = self._probabilities(x, max(y1 - y0, x1 - x0))
+        # the window in image pixels, and the probabilities resized onto it
+        iy0, ix0 = int(round(y0 / sy)), int(round(x0 / sx))
+        iy1, ix1 = min(height, int(round(y1 / sy))), min(width, int(round(x1 / sx)))
+        with torch.inference_mode():
+            if probs.shape[-2:] != (iy1 - iy0, ix1 - ix0):
+                probs = F.interpolate(probs[None], size=(iy1 - iy0, ix1 - ix0), mode="bilinear",
+                                      align_corners=False)[0]
+            confidence, classes = probs.max(dim=0)
+        result[iy0:iy1, ix0:ix1] = classes.to(torch.uint8).cpu().numpy()
+        return Prediction(keep_clicks(result, clicks), confidence.cpu().numpy(), self.checkpoint,
+                          box=(iy0, ix0, iy1, ix1))

@@ -20,12 +20,14 @@ from typing import Callable
 import numpy as np
 import torch
 
+from segdesk.core.clicks import prompt_channels
 from segdesk.core.encoding import IGNORE, dice_per_class, mean_dice
 from segdesk.core.errors import CheckpointError, SegdeskError
 from segdesk.core.project import Project
 from segdesk.ml import postprocess
 from segdesk.ml.augment_plan import AugmentationPlan, plan_for
 from segdesk.ml.checkpoints import CheckpointStore, check_compatible
+from segdesk.ml.click_training import simulate_prompts
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.data import MIN_ACCEPTED_FOR_VALIDATION, LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
@@ -188,6 +190,8 @@ class Trainer:
             raise ValueError(f"init must be 'current' or None, not {init!r}.")
         if model is None:
             model = UNet(3, self.n_classes + 1, self.config.depth, self.config.base_width)
+        if self.config.clicks:  # a checkpoint from before clicks learns to read them from here on
+            model = model.with_prompts(prompt_channels(self.n_classes))
         model = model.to(self.device)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
@@ -253,9 +257,12 @@ class Trainer:
             return 0.0
         images = torch.stack([s[0] for s in samples]).to(self.device, non_blocking=True)
         targets = torch.stack([s[1] for s in samples]).to(self.device, non_blocking=True)
+        self.model.train()
+        if self.model.prompt_channels:
+            prompts = simulate_prompts(self.model, images, targets, self.n_classes, self.rng, self.config.click_share)
+            images = torch.cat([images, prompts], dim=1)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        self.model.train()
         with autocast(self.device):
             logits = self._trained_model(images)
         loss = masked_ce_dice(logits, targets, self.config.dice_weight)
@@ -284,7 +291,10 @@ class Trainer:
         self.model.eval()
         with torch.inference_mode():
             for _, image, target in self.data.validation_items():
-                probs = predict_probabilities(self.model, torch.from_numpy(image), _VALIDATION_TILE)
+                x = torch.from_numpy(image)
+                if self.model.prompt_channels:  # the automatic proposal: empty prompts
+                    x = torch.cat([x, x.new_zeros((self.model.prompt_channels,) + tuple(x.shape[1:]))])
+                probs = predict_probabilities(self.model, x, _VALIDATION_TILE)
                 classes = probs.argmax(dim=0).cpu().numpy()
                 if len(self._val_pairs) < _POSTPROCESS_IMAGES:
                     self._val_pairs.append((classes.astype(np.uint8), target.astype(np.int16)))
@@ -309,6 +319,7 @@ class Trainer:
             "working_scale": self.working_scale,  # before scale rules; None under a per-image rule
             "scale_rule": self.scale_rule.to_meta(),
             "augmentation": self.augmentation.to_meta(),
+            "prompts": "clicks" if self.model.prompt_channels else None,  # which kind of model
             "crop_size": self.config.crop_size,
             "n_train_images": self.data.n_train_images,
             "n_val_images": len(self.data.validation_ids),

@@ -11,6 +11,11 @@
 Each decoder block takes the row below (upsampled) and the skip connection on its left.
 Widths double at each level: ``base_width * 2**level``. GroupNorm instead of BatchNorm so the model
 trains at batch size 1 and behaves the same in train and eval mode.
+
+A click-aware U-Net reads ``prompt_channels`` more input channels after the image's (click maps and
+the previous mask: segdesk.core.clicks); all zero, they ask for the automatic proposal. A model
+without them widens with ``with_prompts``: the new inputs start with zero weights, so it proposes
+exactly as before until training teaches it to read clicks.
 """
 
 from __future__ import annotations
@@ -102,20 +107,22 @@ class UNet(nn.Module):
     ``2**depth`` and the output is cropped back to the input size.
     """
 
-    def __init__(self, in_channels: int = 3, n_outputs: int = 2, depth: int = 4, base_width: int = 16):
+    def __init__(self, in_channels: int = 3, n_outputs: int = 2, depth: int = 4, base_width: int = 16,
+                 prompt_channels: int = 0):
         super().__init__()
-        if depth < 1 or base_width < 1 or in_channels < 1 or n_outputs < 1:
+        if depth < 1 or base_width < 1 or in_channels < 1 or n_outputs < 1 or prompt_channels < 0:
             raise ValueError(
-                f"UNet needs depth, base_width, in_channels and n_outputs >= 1, got {depth}, "
-                f"{base_width}, {in_channels}, {n_outputs}."
+                f"UNet needs depth, base_width, in_channels and n_outputs >= 1 and prompt_channels >= 0, "
+                f"got {depth}, {base_width}, {in_channels}, {n_outputs}, {prompt_channels}."
             )
-        self.in_channels = in_channels
+        self.in_channels = in_channels  # the image's
+        self.prompt_channels = prompt_channels  # click maps and previous mask (0: not click-aware)
         self.n_outputs = n_outputs
         self.depth = depth
         self.base_width = base_width
         self.widths = [base_width * 2**level for level in range(depth + 1)]
 
-        self.encoder = Encoder(in_channels, self.widths)
+        self.encoder = Encoder(in_channels + prompt_channels, self.widths)
         self.decoder = Decoder(self.widths)
         self.head = nn.Conv2d(self.widths[0], n_outputs, kernel_size=1)
 
@@ -126,7 +133,29 @@ class UNet(nn.Module):
             "n_outputs": self.n_outputs,
             "depth": self.depth,
             "base_width": self.base_width,
+            "prompt_channels": self.prompt_channels,
         }
+
+    @property
+    def input_channels(self) -> int:
+        """Channels ``forward`` reads: the image's, then the prompts'."""
+        return self.in_channels + self.prompt_channels
+
+    def with_prompts(self, prompt_channels: int) -> "UNet":
+        """A copy that reads ``prompt_channels`` prompt channels (this model's weights; the new
+        inputs' first-layer weights zero, so with empty prompts it computes exactly what this does)."""
+        if prompt_channels == self.prompt_channels:
+            return self
+        wider = UNet(self.in_channels, self.n_outputs, self.depth, self.base_width, prompt_channels)
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        key = "encoder.stem.0.weight"
+        old = state[key]
+        keep = min(old.shape[1], wider.input_channels)
+        new = old.new_zeros((old.shape[0], wider.input_channels) + tuple(old.shape[2:]))
+        new[:, :keep] = old[:, :keep]
+        state[key] = new
+        wider.load_state_dict(state)
+        return wider.to(old.device)
 
     @classmethod
     def from_arch(cls, arch: dict) -> "UNet":
@@ -134,13 +163,15 @@ class UNet(nn.Module):
             raise ValueError(f"Not a U-Net architecture: {arch!r}.")
         try:
             sizes = {k: int(arch[k]) for k in ("in_channels", "n_outputs", "depth", "base_width")}
+            sizes["prompt_channels"] = int(arch.get("prompt_channels") or 0)  # older checkpoints: none
         except (TypeError, OverflowError) as exc:  # e.g. null or Infinity in the metadata
             raise ValueError(f"Unreadable U-Net size in {arch!r}: {exc}.") from exc
         # Checked before building: a damaged or hostile checkpoint's metadata must not make us
         # allocate a model of gigabytes (found by tests/test_reliability_model_files.py).
         if not (1 <= sizes["in_channels"] <= 4 and 1 <= sizes["n_outputs"] <= MAX_OUTPUTS
                 and 1 <= sizes["depth"] <= MAX_DEPTH and 1 <= sizes["base_width"] <= MAX_BASE_WIDTH
-                and sizes["base_width"] << sizes["depth"] <= MAX_BOTTLENECK_WIDTH):
+                and sizes["base_width"] << sizes["depth"] <= MAX_BOTTLENECK_WIDTH
+                and 0 <= sizes["prompt_channels"] <= 3 * MAX_OUTPUTS):
             raise ValueError(f"Implausible U-Net size {sizes}: the checkpoint is damaged or not from segdesk.")
         return cls(**sizes)
 
@@ -152,9 +183,10 @@ class UNet(nn.Module):
                 f"UNet expects a 4D tensor N x C x H x W, got shape {tuple(x.shape)}; "
                 "for one image use x.unsqueeze(0)."
             )
-        if x.shape[1] != self.in_channels:
+        if x.shape[1] != self.input_channels:
+            prompts = f" and {self.prompt_channels} prompt channels" if self.prompt_channels else ""
             raise ValueError(
-                f"UNet expects {self.in_channels} input channels, got {x.shape[1]} (shape "
+                f"UNet expects {self.in_channels} image channels{prompts}, got {x.shape[1]} (shape "
                 f"{tuple(x.shape)}); convert images with segdesk.ml.normalise.to_model_input "
                 "(gray is replicated to 3 channels) and put channels second."
             )

@@ -1,0 +1,130 @@
+"""Click prompts: where a click goes, and the maps a click-aware U-Net reads (DESIGN.md "Model").
+
+A click says "this pixel is class c" (positive) or "this pixel is not class c" (negative). The
+U-Net takes, besides the image, 3K prompt channels for K classes (``prompt_channels``): for each
+class a map of its positive clicks, one of its negative clicks (disks of CLICK_RADIUS working
+pixels) and the previous mask of that class. With no clicks and an empty previous mask the maps are
+all zero: the automatic proposal.
+
+``next_click`` is the standard protocol of interactive segmentation (RITM, ScribblePrompt and
+MultiverSeg measure with it; DESIGN.md "Measuring", clicks): the click goes at the point of the
+largest error region farthest from its edge, positive or negative by what the truth says there.
+Training simulates clicks with it on the model's own errors, and ``segdesk bench loop --clicks``
+places the user's clicks with it.
+
+Masks here are class masks (segdesk.core.encoding: 0 = background, 1..K = classes). numpy and
+OpenCV only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+CLICK_RADIUS = 3  # working pixels: a click's disk in the prompt maps (RITM uses 5 at about 2x the size)
+
+
+@dataclass(frozen=True)
+class Click:
+    """One click at image pixel (y, x): ``positive`` = "this is class ``class_number``"."""
+
+    y: float
+    x: float
+    class_number: int  # 1..K, the number users see (segdesk.core.encoding.class_number)
+    positive: bool
+
+    def to_json(self) -> dict:
+        return {"y": float(self.y), "x": float(self.x), "class": int(self.class_number), "positive": bool(self.positive)}
+
+
+def prompt_channels(n_classes: int) -> int:
+    """How many prompt channels a click-aware U-Net for ``n_classes`` classes reads."""
+    return 3 * n_classes
+
+
+def next_click(shown: np.ndarray, truth: np.ndarray, valid: np.ndarray | None = None) -> Click | None:
+    """The protocol's next click for a user who wants ``truth`` and sees ``shown`` (class masks of one
+    shape), or None when they agree. ``valid``: where the truth is known (elsewhere nothing is wrong).
+
+    The largest 8-connected region where they differ (all classes together, as a user sees a wrong
+    colour); in it, the point farthest from the region's edge (the image border counts as edge);
+    positive for the true class there, or negative for the shown class where the truth is background.
+    """
+    error = shown != truth
+    if valid is not None:
+        error &= valid
+    if not error.any():
+        return None
+    n, components, stats, _ = cv2.connectedComponentsWithStats(error.astype(np.uint8), connectivity=8)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x0, y0 = stats[largest, cv2.CC_STAT_LEFT], stats[largest, cv2.CC_STAT_TOP]
+    w, h = stats[largest, cv2.CC_STAT_WIDTH], stats[largest, cv2.CC_STAT_HEIGHT]
+    region = (components[y0 : y0 + h, x0 : x0 + w] == largest).astype(np.uint8)
+    distance = cv2.distanceTransform(np.pad(region, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
+    y, x = int(y) + int(y0), int(x) + int(x0)
+    true_class = int(truth[y, x])
+    if true_class > 0:
+        return Click(y, x, true_class, True)
+    return Click(y, x, int(shown[y, x]), False)
+
+
+def random_clicks(truth: np.ndarray, rng: np.random.Generator, positives: int, negatives: int,
+                  valid: np.ndarray | None = None) -> list[Click]:
+    """Clicks a user might start with on an empty mask: ``positives`` inside the true objects (each on
+    a random pixel of a random class present) and ``negatives`` on the background, for training."""
+    clicks: list[Click] = []
+    known = np.ones(truth.shape, bool) if valid is None else valid
+    present = [int(c) for c in np.unique(truth[known]) if c > 0]
+    for _ in range(positives if present else 0):
+        c = present[int(rng.integers(len(present)))]
+        ys, xs = np.nonzero((truth == c) & known)
+        i = int(rng.integers(len(ys)))
+        clicks.append(Click(int(ys[i]), int(xs[i]), c, True))
+    ys, xs = np.nonzero((truth == 0) & known)
+    for _ in range(negatives if present and len(ys) else 0):
+        i = int(rng.integers(len(ys)))
+        clicks.append(Click(int(ys[i]), int(xs[i]), present[int(rng.integers(len(present)))], False))
+    return clicks
+
+
+def prompt_maps(clicks: Iterable[Click], previous: np.ndarray | None, n_classes: int,
+                shape: tuple[int, int], scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """The 3K x h x w float32 prompt channels at working resolution ``shape``: for each class, its
+    positive clicks, its negative clicks (disks of CLICK_RADIUS), then its previous mask.
+
+    ``scale``: working pixels per image pixel, (y, x); clicks are in image pixels. ``previous``: the
+    class mask the clicks correct (any resolution; resized with nearest), or None for none."""
+    h, w = shape
+    maps = np.zeros((3 * n_classes, h, w), np.uint8)
+    for click in clicks:
+        c = int(click.class_number)
+        if not 1 <= c <= n_classes:
+            continue
+        channel = (c - 1) if click.positive else (n_classes + c - 1)
+        centre = (int(round((click.x + 0.5) * scale[1] - 0.5)), int(round((click.y + 0.5) * scale[0] - 0.5)))
+        cv2.circle(maps[channel], centre, CLICK_RADIUS, 1, thickness=-1)
+    if previous is not None and previous.any():
+        if previous.shape != (h, w):
+            previous = cv2.resize(previous.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+        for c in range(1, n_classes + 1):
+            maps[2 * n_classes + c - 1] = previous == c
+    return maps.astype(np.float32)
+
+
+def keep_clicks(mask: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
+    """``mask`` with every clicked pixel as its click said (a copy): a positive click's pixel is its
+    class, a negative click's pixel is not (background). A user's click is never overruled."""
+    out = mask.copy()
+    h, w = out.shape
+    for click in clicks:
+        y, x = int(round(click.y)), int(round(click.x))
+        if 0 <= y < h and 0 <= x < w:
+            if click.positive:
+                out[y, x] = click.class_number
+            elif out[y, x] == click.class_number:
+                out[y, x] = 0
+    return out

@@ -1,0 +1,127 @@
+"""Click prompts: the protocol's next click, the prompt maps, and a model that learns to read clicks."""
+
+import numpy as np
+import pytest
+import torch
+
+from segdesk.core.clicks import Click, keep_clicks, next_click, prompt_maps, random_clicks
+from segdesk.core.encoding import mean_dice
+from segdesk.ml.checkpoints import CheckpointStore
+from segdesk.ml.inference import CLICK_WINDOW_MAX, Predictor, click_window
+from tests.synthetic import make_choice_sample
+
+
+def square(size=40, box=(10, 30, 10, 30), value=1):
+    mask = np.zeros((size, size), np.uint8)
+    y0, y1, x0, x1 = box
+    mask[y0:y1, x0:x1] = value
+    return mask
+
+
+def test_first_click_on_an_empty_mask_goes_to_the_middle_of_the_object_and_is_positive():
+    click = next_click(np.zeros((40, 40), np.uint8), square())
+    assert click.positive and click.class_number == 1
+    assert 18 <= click.y <= 21 and 18 <= click.x <= 21
+
+
+def test_a_spill_gets_a_negative_click_for_the_shown_class_inside_the_spill():
+    shown = square(box=(10, 30, 10, 38))  # 8 px too far right
+    click = next_click(shown, square())
+    assert not click.positive and click.class_number == 1
+    assert 30 <= click.x < 38 and 10 <= click.y < 30
+
+
+def test_the_largest_error_is_clicked_first_and_agreement_needs_no_click():
+    truth = square(60, (5, 15, 5, 15)) | square(60, (30, 55, 30, 55))  # small and large object missed
+    click = next_click(np.zeros_like(truth), truth)
+    assert 30 <= click.y < 55 and 30 <= click.x < 55
+    assert next_click(truth, truth) is None
+
+
+def test_a_wrong_class_gets_a_positive_click_for_the_true_class():
+    truth, shown = square(value=2), square(value=1)
+    click = next_click(shown, truth)
+    assert click.positive and click.class_number == 2
+
+
+def test_errors_where_the_truth_is_unknown_are_not_clicked():
+    truth = square()
+    valid = np.zeros(truth.shape, bool)
+    assert next_click(np.zeros_like(truth), truth, valid) is None
+
+
+def test_prompt_maps_put_each_click_in_its_class_channel_at_working_scale():
+    previous = square(40, (0, 20, 0, 20), value=2)
+    clicks = [Click(30, 30, 1, True), Click(10, 10, 2, False)]
+    maps = prompt_maps(clicks, previous, 2, (20, 20), (0.5, 0.5))
+    assert maps.shape == (6, 20, 20) and maps.dtype == np.float32
+    pos1, pos2, neg1, neg2, prev1, prev2 = maps
+    assert pos1[15, 15] == 1 and pos1.sum() > 1 and pos2.sum() == 0
+    assert neg2[5, 5] == 1 and neg1.sum() == 0
+    assert prev1.sum() == 0 and prev2[:10, :10].all() and prev2.sum() == 100
+    assert not prompt_maps([], None, 2, (20, 20)).any()  # the automatic proposal
+
+
+def test_random_starting_clicks_land_on_the_object_and_on_the_background():
+    truth = square()
+    clicks = random_clicks(truth, np.random.default_rng(0), positives=3, negatives=2)
+    assert sum(c.positive for c in clicks) == 3 and len(clicks) == 5
+    assert all(truth[c.y, c.x] == (1 if c.positive else 0) for c in clicks)
+
+
+def test_a_click_is_never_overruled_at_its_own_pixel():
+    mask = square()
+    kept = keep_clicks(mask, [Click(0, 0, 1, True), Click(20, 20, 1, False)])
+    assert kept[0, 0] == 1 and kept[20, 20] == 0 and mask[20, 20] == 1
+
+
+def test_click_window_holds_the_clicked_object_and_stays_in_bounds():
+    previous = square(600, (100, 300, 100, 300))
+    y0, x0, y1, x1 = click_window((600, 600), [(150, 305)], previous, [1])
+    assert y0 <= 100 and x0 <= 100 and y1 >= 300 and x1 >= 305
+    y0, x0, y1, x1 = click_window((600, 600), [(5, 595)], None, [1])
+    assert 0 <= y0 < y1 <= 600 and 0 <= x0 < x1 <= 600 and y1 - y0 >= 256
+    big = square(1000, (0, 1000, 0, 1000))
+    y0, x0, y1, x1 = click_window((1000, 1000), [(500, 500)], big, [1])
+    assert y1 - y0 == CLICK_WINDOW_MAX and y0 <= 500 < y1
+
+
+# ----- a model that learned clicks (conftest.click_model)
+
+def test_the_checkpoint_says_it_reads_clicks(click_model):
+    store = CheckpointStore(click_model / "models")
+    meta = store.list()[-1]
+    assert meta["prompts"] == "clicks" and meta["arch"]["prompt_channels"] == 3
+    assert (click_model / "models" / f"{meta['id']}.onnx").is_file()
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_one_click_tells_the_model_which_disc_is_meant(click_model, engine):
+    """Two identical discs, one is the class: the automatic proposal cannot know which (it takes
+    both or neither), a click on the wrong one can."""
+    predictor = Predictor.from_checkpoint(click_model / "models", device="cpu", engine=engine)
+    assert predictor.accepts_clicks
+    rng = np.random.default_rng(123)
+    before, after = [], []
+    for i in range(6):
+        image, truth = make_choice_sample(rng)
+        shown = predictor.predict(image).classes
+        click = next_click(shown, truth)
+        refined = predictor.refine(image, [click], shown, key=i)
+        before.append(mean_dice(shown, truth))
+        after.append(mean_dice(refined.classes, truth))
+        assert refined.box is not None
+    assert np.mean(after) > np.mean(before) + 0.15, (before, after)
+    assert np.mean(after) > 0.8
+
+
+def test_a_model_without_click_inputs_refuses_clicks_and_still_proposes():
+    torch.manual_seed(0)
+    from segdesk.ml.config import TrainConfig
+
+    predictor = Predictor.untrained(1, TrainConfig(base_width=4, depth=2, clicks=False), device="cpu")
+    assert not predictor.accepts_clicks
+    image = np.zeros((32, 32), np.uint8)
+    assert predictor.predict(image).classes.shape == (32, 32)
+    with pytest.raises(ValueError, match="does not read clicks"):
+        predictor.refine(image, [Click(5, 5, 1, True)], None)
