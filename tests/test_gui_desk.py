@@ -123,9 +123,10 @@ def test_paint_two_classes_undo_redo_accept_reopen(qtbot, tmp_path, project, mes
     colour = w.canvas.overlay.pixel_colour(20, 12)
     assert (colour.red(), colour.green(), colour.blue()) == w.project.classes[0].rgb
 
-    with qtbot.waitSignal(w.session.image_shown, timeout=20_000):
-        QTest.keyClick(w, Qt.Key.Key_Return)  # accept: durable at once, then moves on to the next image
-        assert w.project.image(first).status == STATUS_ACCEPTED
+    # accept: moves on to the next image at once; "accepted" once the writer has it on disk
+    with qtbot.waitSignals([w.session.image_shown, w.session.image_accepted], timeout=20_000):
+        QTest.keyClick(w, Qt.Key.Key_Return)
+    assert w.project.image(first).status == STATUS_ACCEPTED
     assert w.current.image_id != first
     second = w.current.image_id
     choose_class(w, 2)
@@ -260,16 +261,17 @@ def test_adding_a_folder_shows_progress_and_can_stop(qtbot, tmp_path, project, m
     calls = []
     real = P.add_images
 
-    def stop_after_two(self, paths, progress=None):
+    def stop_after_two(self, paths, progress=None, save=True):
         def spy(done, total):
             calls.append((done, total))
             return progress(done, total) and done < 2
-        return real(self, paths, progress=spy)
+        return real(self, paths, progress=spy, save=save)
 
     monkeypatch.setattr(P, "add_images", stop_after_two)
     w.add_images([str(folder)])
     assert calls[0] == (0, 5) and len(calls) == 3
     assert len(w.project.images) == 3 + 2  # the two added before stopping are kept
     assert "then stopped" in w.statusBar().currentMessage()
+    assert w.saver.flush()  # project.json is written off the GUI thread
     assert len(Project.open(project.root).images) == 5
     w.close()

@@ -80,7 +80,8 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
     for _ in range(3):  # the user labels three images completely and accepts each with Enter
         cur = w.current
         cur.doc.set_label(truth_of(cur.image_id) + 1)
-        with qtbot.waitSignal(w.session.image_shown, timeout=20_000):  # the next image is read off the GUI thread
+        # the next image is read, and the accept written, off the GUI thread
+        with qtbot.waitSignals([w.session.image_shown, w.session.image_accepted], timeout=20_000):
             QTest.keyClick(w, Qt.Key.Key_Return)
     assert len(w.project.accepted_ids()) == 3
     assert w.loop.training_running  # started by itself after the second accept
@@ -141,7 +142,8 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
     w.current.doc.begin_stroke(1, 2)
     w.current.doc.stroke_to(1, 1)
     w.current.doc.end_stroke()
-    QTest.keyClick(w, Qt.Key.Key_Return)
+    with qtbot.waitSignal(w.session.image_accepted, timeout=20_000):  # written off the GUI thread
+        QTest.keyClick(w, Qt.Key.Key_Return)
     stored = w.project.read_label(image_id)
     expected = proposal.copy()
     expected[np.hypot(*np.mgrid[0:64, 0:64] - 1) <= 2] = 1
@@ -314,7 +316,8 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     w.current.doc.begin_stroke(1, 2)
     w.current.doc.stroke_to(1, 1)
     w.current.doc.end_stroke()
-    QTest.keyClick(w, Qt.Key.Key_Return)
+    with qtbot.waitSignal(w.session.image_accepted, timeout=20_000):  # written off the GUI thread
+        QTest.keyClick(w, Qt.Key.Key_Return)
     expected = ungated.copy()
     expected[np.hypot(*np.mgrid[0:48, 0:64] - 1) <= 2] = 1
     assert np.array_equal(w.project.read_label(first.id), expected)

@@ -95,9 +95,10 @@ def test_least_sure_first_goes_on_to_the_image_with_the_highest_stored_uncertain
     for image_id, value in chosen.items():
         write_proposal(project.root / "proposals", image_id, label, checkpoint, uncertainty=value)
     w.current.doc.set_label(label)
-    with qtbot.waitSignal(w.session.image_shown, timeout=20_000):  # the next image is read off the GUI thread
-        QTest.keyClick(w, Qt.Key.Key_Return)  # accept and go on
-        assert w.project.image(first).status == "accepted"
+    # accept and go on: the next image is read, and the accept written, off the GUI thread
+    with qtbot.waitSignals([w.session.image_shown, w.session.image_accepted], timeout=20_000):
+        QTest.keyClick(w, Qt.Key.Key_Return)
+    assert w.project.image(first).status == "accepted"
     assert w.current.image_id == ids[2]  # the least sure, not the next in the list
     qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=60_000)  # and its proposal is shown
     # the list shows the stored scores (the open image's own proposal has rewritten its score)
@@ -111,6 +112,7 @@ def test_least_sure_first_goes_on_to_the_image_with_the_highest_stored_uncertain
 
     # back to "in order": the choice is stored in the project and Next image steps through the list
     w.image_list.order.setCurrentIndex(w.image_list.order.findData(next_image.IN_ORDER))
+    assert w.saver.flush()  # the setting is written off the GUI thread
     assert Project.open(project.root).settings[next_image.ORDER_KEY] == next_image.IN_ORDER
     assert "unsure" not in w.image_list.list.item(1).text()
     with qtbot.waitSignal(w.session.image_shown, timeout=20_000):

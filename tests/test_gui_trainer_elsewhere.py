@@ -70,7 +70,8 @@ def test_the_app_labels_while_a_follower_trains_and_takes_over_when_it_dies(qtbo
             cur = w.current
             drawn[cur.image_id] = truths[w.project.source_path(w.project.image(cur.image_id)).name] + 1
             cur.doc.set_label(drawn[cur.image_id])
-            with qtbot.waitSignal(w.session.image_shown, timeout=20_000):  # the next image is read off the GUI thread
+            # the next image is read, and the accept written, off the GUI thread
+            with qtbot.waitSignals([w.session.image_shown, w.session.image_accepted], timeout=20_000):
                 QTest.keyClick(w, Qt.Key.Key_Return)
         assert len(w.project.accepted_ids()) == 4
         assert not w.loop.training_running

@@ -104,9 +104,11 @@ def test_read_only_folder_keeps_edits_and_saves_when_writable_again(qtbot, tmp_p
     assert "unsaved" in w.windowTitle()
     assert not w.project.label_path(image_id).exists() and not _temporaries(project.root)
 
-    # accept while read-only: refused with the reason; the label and status stay as they were
+    # accept while read-only: refused with the reason (written off the GUI thread); the label and
+    # status stay as they were, and the user is back on the image
     QTest.keyClick(w, Qt.Key.Key_Return)
-    assert messages[-1][0] == "Not accepted" and reason in messages[-1][1]
+    qtbot.waitUntil(lambda: messages[-1][0] == "Not accepted" and w.current.image_id == image_id, timeout=20_000)
+    assert reason in messages[-1][1]
     assert w.current.image_id == image_id and w.project.image(image_id).status != STATUS_ACCEPTED
     assert np.array_equal(w.current.doc.label, painted)
 
@@ -118,7 +120,8 @@ def test_read_only_folder_keeps_edits_and_saves_when_writable_again(qtbot, tmp_p
     qtbot.waitUntil(lambda: w.project.label_path(image_id).exists(), timeout=20_000)
     assert np.array_equal(cv2.imread(str(w.project.label_path(image_id)), cv2.IMREAD_UNCHANGED), painted)
     qtbot.waitUntil(lambda: "unsaved" not in w.windowTitle(), timeout=20_000)
-    QTest.keyClick(w, Qt.Key.Key_Return)
+    with qtbot.waitSignal(w.session.image_accepted, timeout=20_000):
+        QTest.keyClick(w, Qt.Key.Key_Return)
     assert Project.open(project.root, clean=False).image(image_id).status == STATUS_ACCEPTED
     w.close()
     assert not _temporaries(project.root)
@@ -142,6 +145,8 @@ def test_full_disk_while_accepting_rolls_back_and_accepts_later(qtbot, tmp_path,
 
     monkeypatch.setattr(storage, "_write_call", json_full)
     QTest.keyClick(w, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: bool(messages) and messages[-1][0] == "Not accepted" and w.current.image_id == image_id,
+                    timeout=20_000)
     assert messages[-1][0] == "Not accepted" and "No space left on device" in messages[-1][1]
     assert "project.json" in messages[-1][1]
     entry = w.project.image(image_id)
@@ -150,7 +155,8 @@ def test_full_disk_while_accepting_rolls_back_and_accepts_later(qtbot, tmp_path,
     assert w.current.image_id == image_id and not _temporaries(project.root)
 
     monkeypatch.setattr(storage, "_write_call", _real_write_call)
-    QTest.keyClick(w, Qt.Key.Key_Return)
+    with qtbot.waitSignal(w.session.image_accepted, timeout=20_000):
+        QTest.keyClick(w, Qt.Key.Key_Return)
     reopened = Project.open(project.root, clean=False).image(image_id)
     assert reopened.status == STATUS_ACCEPTED and 0 < reopened.seconds_spent < 60
     w.close()

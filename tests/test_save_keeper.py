@@ -18,7 +18,7 @@ def test_a_failure_delivered_after_shutdown_schedules_nothing(qtbot, tmp_path):
     assert stored is not None and stored.any()  # the edit reached the disk before shut-down
 
     # the writer's "failed" signal for an earlier write, delivered late
-    keeper._autosaver.failed.emit(image_id, doc.version, "No space left on device")
+    keeper.writer.label_failed.emit(image_id, doc.version, "No space left on device")
     assert not keeper._retry.isActive()
     doc.begin_stroke(2, 3)
     doc.stroke_to(30, 20)
@@ -28,14 +28,12 @@ def test_a_failure_delivered_after_shutdown_schedules_nothing(qtbot, tmp_path):
 
 
 def test_a_write_reported_after_an_accept_keeps_the_image_accepted(qtbot, tmp_path):
+    """An autosave and the accept that follows it are reported in the writer's order: the write's
+    report ("in progress"), arriving after the accept was asked for, does not undo the accept."""
     project, image_id, keeper, doc = keeper_with_a_stroke(tmp_path)
-    keeper.edited()
-    keeper.flush()  # written; its "saved" report is queued, not delivered yet (as at an accept)
-    accepted = encoding.merge_accept(doc.label)
-    project.accept(image_id, accepted)
-    doc.set_label(accepted)
-    keeper.mark_saved(image_id, doc)
-    with qtbot.waitSignal(keeper.status_text, timeout=20_000):  # the late report arrives
+    keeper.edited()  # written; its report is queued behind the accept below
+    keeper.accept(image_id, doc, encoding.merge_accept(doc.label), 1.0, None)
+    with qtbot.waitSignal(keeper.accepted, timeout=20_000):
         pass
     assert project.image(image_id).status == STATUS_ACCEPTED
     assert Project.open(project.root, clean=False).image(image_id).status == STATUS_ACCEPTED

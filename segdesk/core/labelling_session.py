@@ -52,6 +52,16 @@ class OpenImage:
     newest_request: int = 0  # answers to older proposal requests for this image are stale
 
 
+@dataclass(frozen=True)
+class AcceptRequest:
+    """An accept on its way to the disk."""
+
+    image_id: str
+    label: np.ndarray  # what is stored: unlabelled pixels made background
+    seconds: float  # time spent on the image, counted in this accept
+    checkpoint: str | None  # the model whose proposal it corrects
+
+
 class LabellingSession:
     def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic):
         self.project = project
@@ -59,6 +69,7 @@ class LabellingSession:
         self._clock = clock
         self._spent: dict[str, float] = {}  # seconds on images not yet accepted, open time not included
         self.scores = next_image.Scores(project)  # stored proposal uncertainties, for "least sure first"
+        self.accepting: set[str] = set()  # images whose accept is on its way to the disk
 
     # ----- which image
 
@@ -87,7 +98,10 @@ class LabellingSession:
         after = after or (self.current.image_id if self.current is not None else None)
         if after is None:
             return None
-        return next_image.choose(self.project, after, next_image.order_of(self.project), checkpoint, self.scores)
+        choice = next_image.choose(self.project, after, next_image.order_of(self.project), checkpoint, self.scores)
+        if choice in self.accepting:  # accepted a moment ago, not on disk yet: the next not accepted
+            choice = next((i for i in next_image.upcoming(self.project, after) if i not in self.accepting), None)
+        return choice
 
     def needs_proposal(self) -> bool:
         return self.current is not None and self.project.image(self.current.image_id).status != STATUS_ACCEPTED
@@ -143,17 +157,41 @@ class LabellingSession:
 
     # ----- accept
 
-    def accept(self) -> np.ndarray:
-        """Store the proposal plus corrections (unlabelled pixels become background) as the open
-        image's label, with the time spent on it; returns the stored label. On a SegdeskError
-        nothing changes and the time keeps counting."""
+    def accept_request(self) -> AcceptRequest:
+        """What accepting the open image stores: the proposal plus corrections (unlabelled pixels
+        become background), with the time spent on it. Nothing changes until ``accepted``: the
+        window has the writer store it (Project.accept) off the GUI thread."""
         cur = self.current
         label = encoding.merge_accept(cur.doc.label, cur.proposal)
-        now = self._clock()
-        seconds = self._spent.get(cur.image_id, 0.0) + now - cur.opened_at
-        accepted = self.project.accept(cur.image_id, label, seconds, proposal_checkpoint=cur.proposal_checkpoint)
-        self._spent.pop(cur.image_id, None)
-        cur.opened_at = now  # time restarts if the user stays here
-        cur.doc.set_label(accepted)
-        cur.proposal = None
-        return accepted
+        self.accepting.add(cur.image_id)
+        return AcceptRequest(cur.image_id, label, self.seconds_spent(cur.image_id), cur.proposal_checkpoint)
+
+    def accepted(self, request: AcceptRequest, stored: np.ndarray) -> None:
+        """``request`` is on disk (``stored``): the time it counted starts anew; the image, if still
+        open, shows no proposal any more."""
+        self.accepting.discard(request.image_id)
+        # seconds_spent = _spent + open time, so this leaves the time since the request
+        self._spent[request.image_id] = self._spent.get(request.image_id, 0.0) - request.seconds
+        cur = self.current
+        if cur is not None and cur.image_id == request.image_id:
+            cur.proposal = None
+
+    def accept_failed(self, request: AcceptRequest) -> None:
+        """``request`` was not stored: the image is not accepted, its time keeps counting."""
+        self.accepting.discard(request.image_id)
+
+    def accept(self) -> np.ndarray:
+        """Accept the open image and wait for the disk (Project.accept): ``accept_request`` and
+        ``accepted`` in one; returns the stored label. On a SegdeskError nothing changes and the
+        time keeps counting."""
+        cur = self.current
+        request = self.accept_request()
+        try:
+            stored = self.project.accept(request.image_id, request.label, request.seconds,
+                                         proposal_checkpoint=request.checkpoint)
+        except BaseException:
+            self.accept_failed(request)
+            raise
+        self.accepted(request, stored)
+        cur.doc.set_label(stored)
+        return stored

@@ -241,8 +241,10 @@ class Project:
         return imageio.read_image(self.source_path(entry), frame=entry.frame)
 
     def add_images(self, paths: Iterable[str | os.PathLike],
-                   progress: Callable[[int, int], bool] | None = None) -> AddReport:
+                   progress: Callable[[int, int], bool] | None = None, save: bool = True) -> AddReport:
         """Add files and whole folders (recursively). Unreadable files are skipped with a reason.
+        ``save`` False: the caller stores project.json and logs the addition (the app's one
+        writer of project.json does, off the GUI thread: segdesk.qt.project_writer).
 
         ``progress(done, total)`` is called before each file; when it returns False the adding
         stops, and what was added so far is kept.
@@ -287,7 +289,7 @@ class Project:
             self._by_id[image_id] = entry
             known.add((sha, frame))
             report.added.append(entry)
-        if report.added:
+        if report.added and save:
             self.save()
             self.log_event("images_added", count=len(report.added))
         for path, reason in report.skipped:

@@ -18,9 +18,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QAction
 
 from segdesk.core import display, next_image
-from segdesk.core.errors import SegdeskError
 from segdesk.core.label_document import LabelDocument
-from segdesk.core.labelling_session import LabellingSession, OpenImage
+from segdesk.core.labelling_session import AcceptRequest, LabellingSession, OpenImage
 from segdesk.core.project import Project
 from segdesk.qt.canvas import Canvas
 from segdesk.qt.image_loader import ImageLoader, LoadedImage
@@ -39,6 +38,7 @@ class SessionController(QObject):
     error = Signal(str, str)  # title, message: shown in a dialog
     image_shown = Signal(str)  # image id: it is on screen, with its label
     image_failed = Signal(str)  # image id: it could not be opened (the error was shown)
+    image_accepted = Signal(str)  # image id: its accept is on disk (label file and project.json)
 
     def __init__(self, canvas: Canvas, controller: ToolController, saver: SaveKeeper, image_list: ImageList,
                  windowing: WindowingController, tools: ToolsPanel, status: StatusFields,
@@ -58,6 +58,11 @@ class SessionController(QObject):
         self._next_request = 0
         # the switch on its way: (request id, image id, the unsaved document the saver handed over)
         self._wanted: tuple[int, str, LabelDocument | None] | None = None
+        # accepts on their way to the disk: image id -> what was asked to be stored
+        self._requests: dict[str, AcceptRequest] = {}
+        self._moved_to: dict[str, str | None] = {}  # where each accept went on to
+        saver.accepted.connect(self._on_accepted)
+        saver.accept_failed.connect(self._on_accept_failed)
         image_list.order_chosen.connect(self.set_order)
         # with "least sure first", the list shows the scores the inference worker stores as it scouts
         self._scores_timer = QTimer(self, interval=2000)
@@ -75,6 +80,7 @@ class SessionController(QObject):
     def start(self, project: Project, loop: LoopController) -> None:
         """A project was opened (the previous image left): label it with proposals from ``loop``."""
         self.session, self._loop = LabellingSession(project), loop
+        self._requests, self._moved_to = {}, {}
         rgbs = [c.rgb for c in project.classes]
         self._lut = colour_table(rgbs)
         self._proposal_luts = proposal_tables(rgbs)
@@ -228,10 +234,10 @@ class SessionController(QObject):
         (where the inference worker reads it); a setting not saved holds until the project closes."""
         if self.session is None:
             return
-        try:
-            next_image.set_order(self.session.project, order)
-        except SegdeskError as exc:
-            self.message.emit(f"Setting not saved: {exc}", 10000)
+        if order not in next_image.ORDERS:
+            raise ValueError(f"unknown next-image order {order!r}; one of {', '.join(next_image.ORDERS)}")
+        self.session.project.settings[next_image.ORDER_KEY] = order
+        self._saver.save_setting(next_image.ORDER_KEY, order, failed=lambda m: self.message.emit(m, 10000))
         self._order_changed(order)
         self._prefetch_next()
 
@@ -279,30 +285,53 @@ class SessionController(QObject):
             self.message.emit(f"No proposal: {message}", 10000)
 
     def accept(self) -> None:
-        """Accept proposal plus corrections (unlabelled pixels become background) and go on."""
+        """Accept proposal plus corrections (unlabelled pixels become background) and go on at once.
+        The writer stores it off this thread; the image shows "accepted" (list, status bar) and the
+        trainer hears of it only once it is on disk (``image_accepted``)."""
         cur = self.current
-        if cur is None:
+        if cur is None or cur.image_id in self.session.accepting:
             return
         self._controller.finish_stroke()
-        self._saver.flush()
-        try:
-            self.session.accept()
-        except SegdeskError as exc:
-            self.error.emit("Not accepted", f"{exc}\nYour label is kept in memory; try again.")
-            return
-        project = self.session.project
+        request = self.session.accept_request()
+        self._requests[cur.image_id] = request
+        self._saver.accept(cur.image_id, cur.doc, request.label, request.seconds, request.checkpoint)
         self._canvas.set_proposal(None)
-        self._saver.mark_saved(cur.image_id, cur.doc)
-        self._canvas.overlay.refresh(None)
-        self._image_list.set_status(project.image(cur.image_id))
-        self.message.emit(f"Accepted {Path(project.image(cur.image_id).source).name}.", 5000)
-        if self._loop is not None:
-            self._loop.image_accepted()
         following = self.session.following(self._loop.active_checkpoint if self._loop is not None else None)
+        self._moved_to[cur.image_id] = following
         if following is not None:
             self.show(following)
-        else:
+
+    def _on_accepted(self, image_id: str, stored: np.ndarray) -> None:
+        """The writer has the accept on disk: say so, and tell the trainer."""
+        request = self._requests.pop(image_id, None)
+        self._moved_to.pop(image_id, None)
+        session = self.session
+        if request is None or session is None:
+            return
+        session.accepted(request, stored)
+        project = session.project
+        if self.current is not None and self.current.image_id == image_id:  # the user is back on it
+            self._canvas.set_proposal(None)
+            self._canvas.overlay.refresh(None)
+        self._image_list.set_status(project.image(image_id))
+        self.message.emit(f"Accepted {Path(project.image(image_id).source).name}.", 5000)
+        self.image_accepted.emit(image_id)
+        if self._loop is not None:
+            self._loop.image_accepted()
+        if len(project.accepted_ids()) == len(project.images):
             self.message.emit("Every image in the project is accepted.", 10000)
+
+    def _on_accept_failed(self, image_id: str, message: str) -> None:
+        """Not accepted: said so, and the user is taken back to it (unless they went on elsewhere)."""
+        request = self._requests.pop(image_id, None)
+        moved_to = self._moved_to.pop(image_id, None)
+        if request is None or self.session is None:
+            return
+        self.session.accept_failed(request)
+        on_screen = self.switching_to or (self.current.image_id if self.current is not None else None)
+        if moved_to is not None and moved_to == on_screen:
+            self.show(image_id)
+        self.error.emit("Not accepted", f"{message}\nYour label is kept in memory; try again.")
 
     # ----- view
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
@@ -74,9 +75,13 @@ class LoopController(QObject):
     _list = Signal()
     _train = Signal()
 
-    def __init__(self, project: Project, train_config=None, device: str | None = None, parent=None):
+    def __init__(self, project: Project, train_config=None, device: str | None = None, parent=None,
+                 store_setting: Callable[..., None] | None = None):
+        """``store_setting(key, value, failed=callback)``: how a setting reaches project.json (the
+        window's project writer, off the GUI thread); None: written here (tests, scripts)."""
         super().__init__(parent)
         self.project = project
+        self._store_setting = store_setting
         self._next_id = 0
         # (image id, learning) -> (checkpoint, label): shown-anyway proposals never answer Segment
         self._cache: OrderedDict[tuple[str, bool], tuple[str, np.ndarray]] = OrderedDict()
@@ -266,12 +271,20 @@ class LoopController(QObject):
 
     def set_auto_start(self, n: int) -> None:
         self.project.settings[AUTO_START_KEY] = n
+        if self._store_setting is not None:
+            self._store_setting(AUTO_START_KEY, n, failed=self._setting_not_saved)
+            self._maybe_auto_start()
+            return
         try:
             self.project.save()
         except SegdeskError as exc:  # a setting not saved is reported, not fatal: it holds until closing
             log.warning("auto-start setting not saved: %s", exc)
             self.message.emit(f"Setting not saved: {exc}")
         self._maybe_auto_start()
+
+    def _setting_not_saved(self, message: str) -> None:
+        log.warning("auto-start setting not saved: %s", message)
+        self.message.emit(message)
 
     def _maybe_auto_start(self) -> None:
         if (not self.training_running and not self.elsewhere.alive

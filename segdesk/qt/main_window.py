@@ -183,7 +183,8 @@ class MainWindow(QMainWindow):
         self.controller.set_value(2)
         self.image_list.set_images(project.images)
         self.training_panel.plot.clear()
-        self.loop = LoopController(project, self._train_config, self._device, self)
+        self.loop = LoopController(project, self._train_config, self._device, self,
+                                   store_setting=self.saver.save_setting)  # written off this thread
         self.training_panel.bind(self.loop)
         self.models_panel.bind(self.loop)
         self.loop.message.connect(lambda m: self.statusBar().showMessage(m, 10000))
@@ -215,7 +216,8 @@ class MainWindow(QMainWindow):
             return not dialog.wasCanceled()
 
         try:
-            report = self.project.add_images(paths, progress=progress)
+            report = self.project.add_images(paths, progress=progress, save=False)
+            self.saver.images_added(report.added)  # the project writer stores them, off this thread
         except SegdeskError as exc:
             self._error("Cannot add images", str(exc))
             return

@@ -1,20 +1,24 @@
-"""Keeps every label edit until the disk has it: autosave, retries, and unsaved documents in memory.
+"""Keeps every label edit until the disk has it: autosave, accepts, retries, unsaved documents in memory.
 
-Label files are written by the Autosaver thread; the image status in project.json is updated here on
-the GUI thread when a write is confirmed. A failed write (full disk, read-only or deleted folder)
-keeps the document in memory and retries every few seconds; nothing is dropped while the app runs.
+Every write goes through the project writer (segdesk.qt.project_writer), in order, off the GUI
+thread; its reports carry the image's entry as the disk has it, copied here into the window's
+Project. A failed write (full disk, read-only or deleted folder) keeps the document in memory and
+retries every few seconds; nothing is dropped while the app runs. An accept is reported
+(``accepted``) only once its label file and project.json are on disk.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
+import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from segdesk.core.errors import SegdeskError
 from segdesk.core.label_document import LabelDocument
-from segdesk.core.project import Project
-from segdesk.qt.autosave import Autosaver
+from segdesk.core.project import ImageEntry, Project
+from segdesk.qt.project_writer import CLOSE_S, ProjectWriter, mirror
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +28,24 @@ RETRY_MS = 5000
 class SaveKeeper(QObject):
     status_text = Signal(str)  # "All changes saved", "Saving…", "Not saved: …"
     first_failure = Signal(str)  # the first failure of a streak, for a dialog
-    label_stored = Signal(str)  # image id whose label reached the disk
+    label_stored = Signal(str)  # image id whose label reached the disk (not by an accept)
     unsaved_changed = Signal(bool)
+    accepted = Signal(str, object)  # image id, the stored label: the accept is on disk
+    accept_failed = Signal(str, str)  # image id, message: not accepted, the label is kept in memory
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.project: Project | None = None
-        self._autosaver = Autosaver(self)
-        self._autosaver.saved.connect(self._on_saved)
-        self._autosaver.failed.connect(self._on_failed)
+        self.writer = ProjectWriter(self)
+        self.writer.label_written.connect(self._on_saved)
+        self.writer.label_failed.connect(self._on_failed)
+        self.writer.accepted.connect(self._on_accepted)
+        self.writer.accept_failed.connect(self._on_accept_failed)
+        self.writer.project_failed.connect(self._on_project_failed)
         self._unsaved: dict[str, LabelDocument] = {}
         self._open: tuple[str, LabelDocument] | None = None
+        self._accepts: dict[str, LabelDocument] = {}  # image id -> document whose accept is on its way
+        self._setting_failed: Callable[[str], None] | None = None
         self.error: str | None = None
         self._retry = QTimer(self, interval=RETRY_MS)
         self._retry.timeout.connect(self.save_all)
@@ -43,7 +54,9 @@ class SaveKeeper(QObject):
     def set_project(self, project: Project) -> None:
         self.flush()
         self.project = project
+        self.writer.set_project(project)
         self._unsaved.clear()
+        self._accepts.clear()
         self._open = None
 
     # ----- the open document
@@ -52,7 +65,7 @@ class SaveKeeper(QObject):
         """``doc`` is now edited; ``on_disk`` says whether its current version is what the disk holds."""
         self._open = (image_id, doc)
         if on_disk:
-            self._autosaver.mark_saved(image_id, doc.version)
+            self.writer.mark_saved(image_id, doc.version)
 
     def take_unsaved(self, image_id: str) -> LabelDocument | None:
         return self._unsaved.pop(image_id, None)
@@ -67,36 +80,95 @@ class SaveKeeper(QObject):
             self._submit(*self._open)
             self.status_text.emit("Saving…")
 
-    def mark_saved(self, image_id: str, doc: LabelDocument) -> None:
-        """The label was written synchronously (accept)."""
-        self._autosaver.mark_saved(image_id, doc.version)
-        self._unsaved.pop(image_id, None)
-
     def close(self) -> None:
-        """Save the open document, waiting a frame at most (an image switch); keep it in memory
-        until the disk has it."""
+        """Hand the open document to the writer (an image switch; nothing waits) and keep it in
+        memory until the disk has it."""
         if self._open is None:
             return
         image_id, doc = self._open
         self._submit(image_id, doc)
-        self._autosaver.settle()
         if not self._is_saved(image_id, doc):
             self._unsaved[image_id] = doc
         self._open = None
+
+    # ----- accept
+
+    def accept(self, image_id: str, doc: LabelDocument, label: np.ndarray, seconds: float,
+               checkpoint: str | None) -> None:
+        """Store ``label`` (``doc``'s label with unlabelled pixels made background) as accepted; the
+        answer is ``accepted`` or ``accept_failed``. Nothing waits for the disk."""
+        if self._shut_down or self.project is None:
+            return
+        self._accepts[image_id] = doc
+        self.writer.accept(image_id, label, doc.version, seconds, checkpoint)
+        self.status_text.emit("Saving…")
+
+    def accepting(self) -> list[str]:
+        """Images whose accept is on its way to the disk."""
+        return list(self._accepts)
+
+    def _on_accepted(self, image_id: str, version: int, fields: dict, stored: np.ndarray) -> None:
+        doc = self._accepts.pop(image_id, None)
+        if self.project is None or doc is None:
+            return  # another project was opened meanwhile
+        mirror(self.project, image_id, fields)
+        if doc.version == version:  # not edited since: it shows what is stored
+            doc.set_label(stored)
+            self.writer.mark_saved(image_id, doc.version)
+        self._forget_if_saved(image_id, doc)
+        self.accepted.emit(image_id, stored)
+        self._report()
+
+    def _on_accept_failed(self, image_id: str, version: int, message: str) -> None:
+        doc = self._accepts.pop(image_id, None)
+        if doc is not None and not self._is_saved(image_id, doc):
+            self._submit(image_id, doc)  # as a label, so that the edits are not lost
+        self._report()  # first: a switch back to the image takes its document out of the keeper
+        self.accept_failed.emit(image_id, message)
+
+    # ----- settings and new images
+
+    def save_setting(self, key: str, value, failed: Callable[[str], None] | None = None) -> None:
+        """Store a project setting (already set in the window's Project); ``failed(message)`` is
+        called if the disk refuses it."""
+        self._setting_failed = failed
+        self.writer.set_setting(key, value)
+
+    def images_added(self, entries: list[ImageEntry]) -> None:
+        """The window's Project added these images (``Project.add_images(..., save=False)``)."""
+        if entries:
+            self.writer.add_images(entries)
+
+    def _on_project_failed(self, message: str) -> None:
+        if self._setting_failed is not None and message.startswith("Setting"):
+            self._setting_failed(message)
+        else:
+            self.status_text.emit(message)
 
     # ----- saving
 
     def _submit(self, image_id: str, doc: LabelDocument) -> None:
         if self._shut_down:
             return  # the window has closed; what could not be saved was offered to the user then
-        if self.project is not None and not self._is_saved(image_id, doc):
-            self._autosaver.submit(image_id, self.project.label_path(image_id), doc.label.copy(), doc.version)
+        if self.project is None or self._is_saved(image_id, doc) or self.writer.accepting(image_id) == doc.version:
+            return  # on disk already, or its accept writes it
+        self.writer.write_label(image_id, doc.label.copy(), doc.version)
 
     def _is_saved(self, image_id: str, doc: LabelDocument) -> bool:
-        return self._autosaver.saved_version(image_id) == doc.version
+        return self.writer.saved_version(image_id) == doc.version
 
-    def flush(self) -> None:
-        self._autosaver.flush()
+    def _forget_if_saved(self, image_id: str, doc: LabelDocument) -> None:
+        held = self._unsaved.get(image_id)
+        if held is not None and held is doc and self._is_saved(image_id, doc):
+            del self._unsaved[image_id]
+
+    def flush(self, timeout: float = CLOSE_S) -> bool:
+        """Wait (at most ``timeout`` seconds) for every write handed to the writer; False, with
+        ``error`` saying so, when the disk did not answer in time."""
+        if self.writer.flush(timeout):
+            return True
+        self.error = f"the disk did not answer within {timeout:.0f} s"
+        return False
 
     def save_all(self) -> None:
         for image_id, doc in list(self._unsaved.items()):
@@ -111,25 +183,29 @@ class SaveKeeper(QObject):
             ids.append(self._open[0])
         return ids
 
-    def _on_saved(self, image_id: str, version: int, painted: bool, has_unlabelled: bool) -> None:
+    def _on_saved(self, image_id: str, version: int, fields: dict) -> None:
         doc = self._unsaved.get(image_id)
         if doc is not None and doc.version == version:
             del self._unsaved[image_id]
-        # an older write's report, delivered after a newer version was stored (an accept marks its
-        # own): the newer one's status stands (this one would turn an accepted image "in progress")
-        if self._autosaver.saved_version(image_id) == version:
+        if self.project is not None:
             try:
-                self.project.label_saved(image_id, painted, has_unlabelled)
-            except SegdeskError as exc:
-                self._on_failed(image_id, version, str(exc))
+                mirror(self.project, image_id, fields)  # reports come in the writer's order
+            except SegdeskError:  # an image of the project opened before
                 return
+        if self.writer.saved_version(image_id) == version:
             self.label_stored.emit(image_id)
-        if not self.unsaved_ids():
+        self._report()
+
+    def _report(self) -> None:
+        if not self.unsaved_ids() and not self._accepts:
             if self.error is not None:
                 self.error = None
                 self.unsaved_changed.emit(False)
             self._retry.stop()
-        self.status_text.emit(f"Not saved: {self.error}" if self.error else "All changes saved")
+        if self._accepts or self.writer.pending():
+            self.status_text.emit("Saving…")
+        else:
+            self.status_text.emit(f"Not saved: {self.error}" if self.error else "All changes saved")
 
     def _on_failed(self, image_id: str, version: int, message: str) -> None:
         first = self.error is None
@@ -144,4 +220,4 @@ class SaveKeeper(QObject):
     def shutdown(self) -> None:
         self._shut_down = True
         self._retry.stop()
-        self._autosaver.shutdown()
+        self.writer.shutdown()

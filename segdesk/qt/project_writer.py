@@ -1,0 +1,220 @@
+"""The app's one writer of project.json and label files: every write in order, off the GUI thread.
+
+The GUI thread owns the open Project (DESIGN.md "Threads") and never waits for the disk. This
+writer, one thread of its own, keeps its own copy of the project as the disk has it; each
+change (an autosaved label, an accept, a setting, new images) is applied to that copy on the
+writer's thread and written (atomically and fsynced: segdesk.core.storage). One writer, one order:
+two threads never race on project.json, and a newer change is never overwritten by an older copy.
+
+Each result comes back to the GUI thread as a queued signal carrying the image's entry as the
+disk now has it, for the window to copy into its Project: an image shows "accepted" only once
+its label file and project.json are on disk. ``flush`` waits, bounded, for everything submitted
+(at closing); an image switch never waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from segdesk.core import encoding, storage
+from segdesk.core.errors import SegdeskError
+from segdesk.core.project import ImageEntry, Project
+
+log = logging.getLogger(__name__)
+
+CLOSE_S = 30.0  # the longest closing (or opening another project) waits for the disk
+
+
+def _accept_over(accepting: dict, image_id: str, version: int) -> None:
+    if accepting.get(image_id) == version:
+        del accepting[image_id]
+
+
+def entry_fields(entry: ImageEntry) -> dict:
+    """What the window copies from the disk's entry of an image into its own Project."""
+    return {"status": entry.status, "accepted_at": entry.accepted_at, "seconds_spent": entry.seconds_spent}
+
+
+def mirror(project: Project, image_id: str, fields: dict) -> None:
+    """Copy an entry reported by the writer into the window's ``project``."""
+    entry = project.image(image_id)
+    for key, value in fields.items():
+        setattr(entry, key, value)
+
+
+class ProjectWriter(QObject):
+    # image id, document version, the image's entry fields on disk (``entry_fields``)
+    label_written = Signal(str, int, object)
+    label_failed = Signal(str, int, str)  # image id, version, message
+    # image id, document version, entry fields, the stored label (unlabelled pixels made background)
+    accepted = Signal(str, int, object, object)
+    accept_failed = Signal(str, int, str)  # image id, version, message
+    project_failed = Signal(str)  # a setting or new images not written: the message
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._disk: Project | None = None  # the writer thread's copy: what project.json holds
+        self._done = threading.Condition()
+        self._pending = 0
+        self._saved_versions: dict[str, int] = {}  # written by the writer thread, read after flush()
+        self._accepting: dict[str, int] = {}  # image id -> document version of an accept on its way
+        self._closed = False
+        # one thread, so the writes keep their order; a plain Python thread, not a QThread: one
+        # destroyed with its window while a write runs would abort the process
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segdesk-project-writer")
+
+    # ----- the GUI thread's side
+
+    def set_project(self, project: Project) -> None:
+        """Write ``project`` from now on (after what was submitted for the previous one)."""
+        self.flush()
+        self._saved_versions, self._accepting = {}, {}  # the previous project's jobs keep theirs
+        copy = Project(project.root, project.to_json())
+        self._submit(lambda: self._use(copy))
+
+    def mark_saved(self, image_id: str, version: int) -> None:
+        """``version`` of an image's label is what the disk holds (it was just loaded)."""
+        self._saved_versions[image_id] = version
+
+    def saved_version(self, image_id: str) -> int | None:
+        return self._saved_versions.get(image_id)
+
+    def accepting(self, image_id: str) -> int | None:
+        """The document version whose accept is on its way, or None."""
+        return self._accepting.get(image_id)
+
+    def write_label(self, image_id: str, label: np.ndarray, version: int) -> None:
+        """Queue a label file write (``label``: the caller's copy; it must not change afterwards)."""
+        versions = self._saved_versions
+        self._submit(lambda: self._write_label(image_id, label, version, versions))
+
+    def accept(self, image_id: str, label: np.ndarray, version: int, seconds: float,
+               checkpoint: str | None) -> None:
+        """Queue an accept (Project.accept: the label file, then project.json, then the log line)."""
+        self._accepting[image_id] = version
+        versions, accepting = self._saved_versions, self._accepting
+        self._submit(lambda: self._accept(image_id, label, version, seconds, checkpoint, versions, accepting))
+
+    def set_setting(self, key: str, value) -> None:
+        self._submit(lambda: self._set_setting(key, value))
+
+    def add_images(self, entries: list[ImageEntry]) -> None:
+        """Images the window's Project has added (Project.add_images with ``save=False``)."""
+        copies = [asdict(e) for e in entries]
+        self._submit(lambda: self._add_images(copies))
+
+    def pending(self) -> int:
+        return self._pending
+
+    def flush(self, timeout: float = CLOSE_S) -> bool:
+        """Wait until every submitted write has finished (its report is queued, not yet delivered);
+        False, with a warning logged, when some still run after ``timeout`` seconds."""
+        with self._done:
+            if self._done.wait_for(lambda: self._pending == 0, timeout):
+                return True
+            log.warning("%d project write(s) still running after %.2f s", self._pending, timeout)
+            return False
+
+    def shutdown(self, timeout: float = CLOSE_S) -> bool:
+        """Wait (bounded) for what was submitted, then stop the thread; False if writes still ran."""
+        flushed = self.flush(timeout)
+        self._closed = True
+        self._pool.shutdown(wait=False)  # a write still running ends on its own
+        return flushed
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        if self._closed:
+            log.warning("a write was asked for after the writer stopped; it is not made")
+            return
+        with self._done:
+            self._pending += 1
+        self._pool.submit(self._run, job)
+
+    # ----- the writer thread
+
+    def _run(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:  # noqa: BLE001 - a bug in a job must not stop every later write
+            log.exception("a project write failed unexpectedly")
+        finally:
+            with self._done:
+                self._pending -= 1
+                self._done.notify_all()
+
+    def _use(self, copy: Project) -> None:
+        self._disk = copy
+
+    def _write_label(self, image_id: str, label: np.ndarray, version: int, versions: dict) -> None:
+        disk = self._disk
+        try:
+            entry = disk.image(image_id)
+            storage.write_label(disk.label_path(image_id), label)
+            before = entry.status
+            try:
+                disk.label_saved(image_id, bool(label.any()), bool((label == encoding.UNLABELLED).any()))
+            except SegdeskError:
+                entry.status = before  # project.json not written: the copy stays what the disk holds
+                raise
+        except SegdeskError as exc:
+            log.warning("saving the label of %s failed: %s", image_id, exc)
+            self.label_failed.emit(image_id, version, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - never lose the error in the thread (DESIGN.md style 4)
+            log.exception("saving the label of %s failed", image_id)
+            self.label_failed.emit(image_id, version, f"Could not save the label: {exc}")
+            return
+        versions[image_id] = version
+        self.label_written.emit(image_id, version, entry_fields(entry))
+
+    def _accept(self, image_id: str, label: np.ndarray, version: int, seconds: float,
+                checkpoint: str | None, versions: dict, accepting: dict) -> None:
+        disk = self._disk
+        try:
+            stored = disk.accept(image_id, label, seconds, proposal_checkpoint=checkpoint)
+        except SegdeskError as exc:  # Project.accept left the copy as the disk has it
+            log.warning("accepting %s failed: %s", image_id, exc)
+            _accept_over(accepting, image_id, version)
+            self.accept_failed.emit(image_id, version, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001
+            log.exception("accepting %s failed", image_id)
+            _accept_over(accepting, image_id, version)
+            self.accept_failed.emit(image_id, version, f"Could not store the accept: {exc}")
+            return
+        versions[image_id] = version  # nothing of this version is left to write
+        _accept_over(accepting, image_id, version)
+        self.accepted.emit(image_id, version, entry_fields(disk.image(image_id)), stored)
+
+    def _set_setting(self, key: str, value) -> None:
+        disk = self._disk
+        had, before = key in disk.settings, disk.settings.get(key)
+        disk.settings[key] = value
+        try:
+            disk.save()
+        except SegdeskError as exc:
+            if had:
+                disk.settings[key] = before
+            else:
+                del disk.settings[key]
+            log.warning("setting %s not saved: %s", key, exc)
+            self.project_failed.emit(f"Setting not saved: {exc}")
+
+    def _add_images(self, entries: list[dict]) -> None:
+        data = self._disk.to_json()
+        data["images"] += entries
+        copy = Project(self._disk.root, data)
+        try:
+            copy.save()
+        except SegdeskError as exc:  # kept in the copy: the next write of project.json stores them
+            log.warning("new images not saved: %s", exc)
+            self.project_failed.emit(f"The new images are not saved yet: {exc}")
+        self._disk = copy
+        copy.log_event("images_added", count=len(entries))

@@ -1,0 +1,126 @@
+"""The project writer: every write of project.json and label files in order, off the GUI thread.
+An image switch never waits, close waits (bounded) for the disk, a write that outlasts a wait is
+neither lost nor silent, and an accept is reported only once it is on disk."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+
+import numpy as np
+
+from segdesk.core import storage
+from segdesk.core.project import STATUS_ACCEPTED, Project
+from segdesk.qt.project_writer import ProjectWriter
+from tests.conftest import disc_project, keeper_with_a_stroke
+
+
+def slow_disk(monkeypatch) -> threading.Event:
+    """Label writes wait until the returned event is set (a disk that has stalled)."""
+    go = threading.Event()
+    real = storage.write_label
+
+    def write_label(path, label):
+        assert go.wait(60)
+        real(path, label)
+
+    monkeypatch.setattr(storage, "write_label", write_label)
+    return go
+
+
+def test_a_stalled_write_outlasts_a_short_flush_and_is_still_written(qtbot, tmp_path, monkeypatch, caplog):
+    project = disc_project(tmp_path, ["disc"], n_images=1)
+    image_id = project.images[0].id
+    go = slow_disk(monkeypatch)
+    writer = ProjectWriter()
+    writer.set_project(project)
+    written = []
+    writer.label_written.connect(lambda i, version, fields: written.append((i, version, fields["status"])))
+    writer.write_label(image_id, np.full(project.images[0].shape, 2, np.uint8), 1)
+
+    with caplog.at_level(logging.WARNING, logger="segdesk.qt.project_writer"):
+        assert not writer.flush(timeout=0.05)
+    assert "1 project write(s) still running" in caplog.text  # not passed over in silence
+
+    go.set()
+    assert writer.flush()  # the write that outlasted the wait is still waited for
+    assert writer.saved_version(image_id) == 1 and project.label_path(image_id).exists()
+    qtbot.waitUntil(lambda: written == [(image_id, 1, "in progress")], timeout=5000)
+    assert Project.open(project.root, clean=False).image(image_id).status == "in progress"
+    assert writer.shutdown()
+
+
+def test_leaving_an_image_on_a_stalled_disk_keeps_its_label_in_memory_until_written(qtbot, tmp_path, monkeypatch):
+    project, image_id, keeper, doc = keeper_with_a_stroke(tmp_path)
+    go = slow_disk(monkeypatch)
+
+    started = time.monotonic()
+    keeper.close()  # switching to another image
+    assert time.monotonic() - started < 1.0
+    assert keeper.unsaved_ids() == [image_id]  # in memory while the disk is busy
+
+    with qtbot.waitSignal(keeper.label_stored, timeout=20_000):
+        go.set()
+    assert not keeper.unsaved_ids()
+    assert np.array_equal(project.read_label(image_id), doc.label)
+    assert project.image(image_id).status == "in progress"  # the window's Project follows the disk
+    assert keeper.take_unsaved(image_id) is None  # written: nothing is kept any more
+    keeper.shutdown()
+
+
+def test_an_accept_is_reported_only_once_on_disk_and_a_refused_one_changes_nothing(qtbot, tmp_path, monkeypatch):
+    project, image_id, keeper, doc = keeper_with_a_stroke(tmp_path)
+    go = slow_disk(monkeypatch)
+    accepted, refused = [], []
+    keeper.accepted.connect(lambda i, label: accepted.append(i))
+    keeper.accept_failed.connect(lambda i, message: refused.append(message))
+    label = np.where(doc.label == 0, 1, doc.label).astype(np.uint8)
+
+    keeper.accept(image_id, doc, label, 12.0, None)  # returns at once: the disk has stalled
+    assert project.image(image_id).status != STATUS_ACCEPTED and not accepted
+    with qtbot.waitSignal(keeper.accepted, timeout=20_000):
+        go.set()
+    assert accepted == [image_id] and project.image(image_id).status == STATUS_ACCEPTED
+    on_disk = Project.open(project.root, clean=False)
+    assert on_disk.image(image_id).status == STATUS_ACCEPTED and on_disk.image(image_id).seconds_spent == 12.0
+    assert np.array_equal(on_disk.read_label(image_id), label)
+    assert np.array_equal(doc.label, label)  # the document shows what is stored
+    assert not keeper.unsaved_ids()
+
+    # the next accept meets a full disk: refused with the reason, nothing changes anywhere
+    doc.begin_stroke(0, 3)  # the eraser: unlabelled pixels again, so the image is "in progress"
+    doc.stroke_to(20, 20)
+    doc.end_stroke()
+    keeper.edited()
+    qtbot.waitUntil(lambda: project.image(image_id).status == "in progress", timeout=20_000)
+
+    def full_disk(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(storage, "_write_call", full_disk)
+    with qtbot.waitSignal(keeper.accept_failed, timeout=20_000):
+        keeper.accept(image_id, doc, np.where(doc.label == 0, 1, doc.label).astype(np.uint8), 5.0, None)
+    assert "No space left on device" in refused[-1] and accepted == [image_id]
+    assert project.image(image_id).status == "in progress"
+    assert Project.open(project.root, clean=False).image(image_id).seconds_spent == 12.0
+    keeper.shutdown()
+
+
+def test_settings_labels_and_accepts_queued_together_all_reach_project_json(qtbot, tmp_path):
+    """One writer in order: no write of project.json loses another's change."""
+    project = disc_project(tmp_path, ["disc"], n_images=3)
+    writer = ProjectWriter()
+    writer.set_project(project)
+    a, b, c = (e.id for e in project.images)
+    shape = project.images[0].shape
+    writer.accept(a, np.ones(shape, np.uint8), 1, 3.0, None)
+    writer.write_label(b, np.full(shape, 2, np.uint8), 1)
+    writer.set_setting("next_image", "uncertain")
+    writer.accept(c, np.full(shape, 2, np.uint8), 1, 4.0, "0001")
+    assert writer.flush()
+    on_disk = Project.open(project.root, clean=False)
+    assert [e.status for e in on_disk.images] == [STATUS_ACCEPTED, "in progress", STATUS_ACCEPTED]
+    assert on_disk.settings["next_image"] == "uncertain"
+    assert writer.shutdown()
