@@ -201,3 +201,26 @@ def test_invalid_values_and_misuse():
         doc.begin_stroke(2, 0)
     with pytest.raises(RuntimeError):
         doc.stroke_to(1, 1)
+
+
+def test_replace_sets_a_box_as_one_undo_step_and_returns_what_undo_restores():
+    doc = LabelDocument(np.zeros((20, 30), np.uint8))
+    doc.begin_stroke(2, 2)
+    doc.stroke_to(5, 5)
+    doc.end_stroke()
+    before = doc.label.copy()
+    values = np.full((10, 12), 1, np.uint8)
+    values[2:8, 3:9] = 2
+    atom = doc.replace((4, 6, 14, 18), values)
+    assert atom is not None and atom.box == (4, 6, 14, 18)
+    assert np.array_equal(doc.label[4:14, 6:18], values)
+    assert np.array_equal(doc.label[:4], before[:4]) and np.array_equal(doc.label[:, :6], before[:, :6])
+    assert doc.replace((4, 6, 14, 18), values) is None  # nothing changed: no step
+    assert np.array_equal(doc.undo(), (4, 6, 14, 18))
+    assert np.array_equal(doc.label, before)
+    doc.redo()
+    assert np.array_equal(doc.label[4:14, 6:18], values)
+    with pytest.raises(ValueError, match="not inside"):
+        doc.replace((15, 0, 25, 5), np.zeros((10, 5), np.uint8))
+    with pytest.raises(LabelError, match="does not match"):
+        doc.replace((0, 0, 5, 5), np.zeros((4, 5), np.uint8))

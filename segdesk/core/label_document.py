@@ -170,6 +170,26 @@ class LabelDocument:
         value = _check_value(value)
         return self._single_step(brush.polygon_mask(points, self.shape), value)
 
+    def replace(self, box: Box, values: np.ndarray) -> PaintAtom | None:
+        """Set the pixels of ``box`` (y0, x0, y1, x1) to ``values`` (a label of the box's size), e.g. a
+        click's answer; one undo step holding only the pixels that changed. Returns that step's atom
+        (its box, mask and old values: what undoing it restores), or None when nothing changed."""
+        self.end_stroke()
+        h, w = self.shape
+        y0, x0, y1, x1 = (int(v) for v in box)
+        if not (0 <= y0 <= y1 <= h and 0 <= x0 <= x1 <= w):
+            raise ValueError(f"box {box} is not inside the {w}x{h} label")
+        values = _as_label(values, (y1 - y0, x1 - x0))
+        region = self.label[y0:y1, x0:x1]
+        changed = region != values
+        if not changed.any():
+            return None
+        atom = PaintAtom((y0, x0, y1, x1), changed, region[changed], values[changed])
+        atom.apply(self.label, atom.new)
+        self.version += 1
+        self.history.push([atom])
+        return atom
+
     # -- whole label and history --------------------------------------------------------------
 
     def set_label(self, label: np.ndarray) -> None:
