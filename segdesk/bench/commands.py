@@ -88,7 +88,7 @@ def cmd_loop(args) -> int:
                       train_steps=args.train_steps, device=args.device, init=args.init, seed=args.seed,
                       overrides=parse_overrides(args.set or []), postprocess=not args.no_postprocess,
                       keep=args.keep, threads=args.threads, on_image=lambda r: _err(loop_progress_line(r)),
-                      order=args.order)
+                      order=args.order, clicks=args.clicks)
     return _done(Path(args.out), loop_summary_line(result))
 
 
@@ -99,7 +99,8 @@ def loop_progress_line(r: dict) -> str:
     return (f"[{r['index']:3d}] {r['image'][:24]:24s} Dice {r['dice']:.3f}  E/S "
             f"{r['effort']:7.0f}/{r['scratch_effort']:<7.0f} region {r['region_effort']:7.0f}/"
             f"{r['region_scratch_effort']:<7.0f} model {model:>14}  "
-            f"trained {r['train_steps']} steps in {r['train_s']:.1f} s")
+            f"trained {r['train_steps']} steps in {r['train_s']:.1f} s"
+            + (f"  NoC@90 {r['noc90']}" if "noc90" in r else ""))
 
 
 def loop_summary_line(result: dict) -> str:
@@ -109,7 +110,10 @@ def loop_summary_line(result: dict) -> str:
     return (f"effort ratio {result['effort_ratio']} (region measure {result.get('region_effort_ratio')}), "
             f"Dice of the last ten {result['dice_last10']} shown, {result.get('dice_last10_model')} the "
             f"model's own, first proposal shown at image {first if first is not None else 'never'}, "
-            f"{result['images']} images in {result['total_s']:.0f} s")
+            f"{result['images']} images in {result['total_s']:.0f} s" + (
+                f"; NoC@90 {result['noc90_1_10']} / {result['noc90_11_20']} / {result['noc90_21_30']} over "
+                f"images 1-10 / 11-20 / 21-30, effort ratio after clicks {result['effort_ratio_after_clicks']}"
+                if result.get("clicks") else ""))
 
 
 def cmd_latency(args) -> int:
@@ -210,6 +214,9 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
     p.add_argument("--order", choices=("given", "uncertain"), default="given",
                    help="which image is labelled next: given (the seed's order, default) or uncertain (the "
                         "current model's least sure of up to 8 remaining images drawn at random)")
+    p.add_argument("--clicks", action="store_true",
+                   help="also click each proposal toward the truth (DESIGN.md clicks protocol, up to 20 clicks) "
+                        "and report NoC@90 over images 1-10, 11-20 and 21-30")
 
     p = add("latency", cmd_latency, "time from Segment to mask per image size, with FLOPs and FLOP/s")
     p.add_argument("--sizes", type=_sizes, default=[512, 1024, 2048, 4096], metavar="LIST",

@@ -27,6 +27,11 @@ spent. Training runs on the same number of CPU threads as in the app (all cores 
 seconds-budget figures depend on the machine and its load; a steps budget makes runs comparable
 across machines.
 
+With ``clicks=True`` (``--clicks``), after each proposal is scored the simulated user also clicks
+it toward the truth with the clicks protocol (segdesk.bench.clicks), then accepts the truth as
+always: each image records NoC@90, Dice after 1, 3 and 5 clicks and the effort left after them, and
+the summary gives NoC@90 over images 1-10, 11-20 and 21-30.
+
 Post-processing (segdesk.ml.postprocess) is chosen by the trainer for each checkpoint it saves, on
 its held-out accepted images, as nnU-Net chooses it, and stored in the checkpoint's metadata. That
 choice also withholds proposals while, on the held-out images, they cost more to correct than
@@ -230,11 +235,14 @@ def run(
     threads: int | None = None,
     on_image: Callable[[dict], None] | None = None,
     order: str = "given",
+    clicks: bool = False,
 ) -> dict:
     """Run the simulated clinician; write ``out`` (JSON) and its PNG when given; return the result.
-    ``order``: "given" (fixed by the seed) or "uncertain" (the least sure of a sample next)."""
+    ``order``: "given" (fixed by the seed) or "uncertain" (the least sure of a sample next).
+    ``clicks``: also run the clicks protocol on each proposal (segdesk.bench.clicks)."""
     import torch
 
+    from segdesk.bench.clicks import run_clicks, summarise_clicks
     from segdesk.core.project import Project
     from segdesk.ml import device as ml_device
     from segdesk.ml import postprocess as pp
@@ -342,6 +350,8 @@ def run(
             if order == "uncertain":
                 record.update(uncertainty=scores.get(entry.id), order_scored=len(scores),
                               order_s=round(order_s, 3))
+            if clicks:
+                record.update(run_clicks(predictor, pixels, proposal, truth, key=stem))
             project.accept(entry.id, mask_to_label(truth), proposal_checkpoint=record["checkpoint"])
             t0 = time.perf_counter()
             steps_before = trainer.step_count
@@ -357,7 +367,10 @@ def run(
 
         total = time.perf_counter() - start
         result = summarise(records)
+        if clicks:
+            result.update(summarise_clicks(records))
         result.update({
+            "clicks": clicks,
             "benchmark": "loop",
             "data": str(data),
             "images": len(records),

@@ -1,0 +1,63 @@
+"""``segdesk bench loop --clicks``: the clicks protocol and its NoC@90 figures."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from segdesk.bench.clicks import MAX_CLICKS, run_clicks, summarise_clicks
+from segdesk.cli import main
+from segdesk.core.encoding import mean_dice
+from segdesk.ml.inference import Predictor
+from tests.synthetic import make_choice_sample
+from tests.test_bench_loop import TINY
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_clicks_reach_the_target_with_a_model_that_reads_them(click_model):
+    predictor = Predictor.from_checkpoint(click_model / "models", device="cpu")
+    rng = np.random.default_rng(7)
+    records = []
+    for i in range(5):
+        image, truth = make_choice_sample(rng)
+        shown = predictor.predict(image).classes
+        record = run_clicks(predictor, image, shown, truth, key=i)
+        assert record["clicks_usable"] and record["clicks"] == record["noc90"] <= MAX_CLICKS
+        assert record["dice_after_1"] >= mean_dice(shown, truth) - 0.02
+        records.append({**record, "index": i + 1, "scratch_effort": 1.0})
+    assert np.mean([r["noc90"] for r in records]) <= 3
+    summary = summarise_clicks(records)
+    assert summary["noc90_1_10"] == np.mean([r["noc90"] for r in records])
+    assert summary["noc90_11_20"] is None
+
+
+def test_without_a_model_that_reads_clicks_the_user_draws_and_noc_is_the_maximum():
+    truth = np.zeros((32, 32), np.uint8)
+    truth[8:20, 8:20] = 1
+    record = run_clicks(None, np.zeros((32, 32), np.uint8), np.zeros_like(truth), truth, key=0)
+    assert record["noc90"] == MAX_CLICKS and record["clicks"] == 0 and not record["clicks_usable"]
+    assert record["dice_after_5"] == 0.0
+    done = run_clicks(None, np.zeros((32, 32), np.uint8), truth, truth, key=0)
+    assert done["noc90"] == 0  # the proposal was already right
+
+
+def test_bench_loop_clicks_reports_noc_per_block(discs, tmp_path, capsys):
+    out = tmp_path / "clicks.json"
+    code = main(["bench", "loop", "--data", str(discs), "--images", "4", "--train-steps", "6", "--clicks",
+                 "--device", "cpu", "--threads", "1", "--seed", "1", *TINY, "--out", str(out)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    result = json.loads(out.read_text())
+    rows = result["per_image"]
+    assert result["clicks"] is True and all(0 <= r["noc90"] <= MAX_CLICKS for r in rows)
+    assert rows[0]["noc90"] == MAX_CLICKS  # no model before the first image
+    assert result["noc90_1_10"] == round(float(np.mean([r["noc90"] for r in rows])), 2)
+    assert f"NoC@90 {result['noc90_1_10']} / None / None" in stdout
+    assert result["effort_ratio_after_clicks"] >= 0 and result["click_s_median"] is not None
