@@ -109,7 +109,7 @@ def test_the_first_image_gets_its_proposal_once_the_model_has_loaded(qtbot, tmp_
     qtbot.waitUntil(lambda: w.current is not None, timeout=60_000)
     first = w.current.image_id
     qtbot.waitUntil(lambda: w.loop.active_checkpoint is not None, timeout=120_000)
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert w.current.image_id == first and w.canvas.proposal is not None
     assert not messages, messages
     w.close()

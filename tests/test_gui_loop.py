@@ -112,7 +112,7 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
     assert w.project.image(image_id).status != STATUS_ACCEPTED
     w.current.proposal = None
     QTest.keyClick(w, Qt.Key.Key_S)
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert ticker.max_gap < 5.0, f"GUI stalled {ticker.max_gap:.2f} s during a proposal"
     truth = truth_of(image_id)
     trained = dice(w.current.proposal, truth)
@@ -132,7 +132,7 @@ def test_loop_accept_train_segment_rollback_close(qtbot, tmp_path, messages):
     qtbot.waitUntil(lambda: w.loop.active_checkpoint == first, timeout=120_000)
     w.current.proposal = None
     QTest.keyClick(w, Qt.Key.Key_S)
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert w.current.proposal_checkpoint == first
     meta = json.loads((w.project.root / "proposals" / f"{image_id}.json").read_text())
     assert meta["checkpoint"] == first  # provenance of the stored proposal
@@ -230,7 +230,7 @@ def test_a_model_that_costs_more_than_drawing_shows_no_proposal_and_says_why(qtb
     w.loop.use_checkpoint(proposes)  # rollback to the model that saves work
     qtbot.waitUntil(lambda: w.loop.active_checkpoint == proposes, timeout=120_000)
     QTest.keyClick(w, Qt.Key.Key_S)
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert w.current.proposal_checkpoint == proposes
     w.close()
 
@@ -282,7 +282,7 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     assert w.current.proposal is None and w.canvas.proposal is None
 
     QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # show anyway
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert np.array_equal(w.current.proposal, ungated)
     assert w.current.proposal_checkpoint == learning and w.current.proposal_learning
     assert f"proposal from model {learning} (still learning: shown on request)" in w.status.proposal.text()
@@ -309,7 +309,7 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     assert w.current.proposal is None and w.canvas.proposal is None
 
     QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # from the cache this time
-    qtbot.waitUntil(lambda: w.current.proposal is not None, timeout=120_000)
+    qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert np.array_equal(w.current.proposal, ungated) and w.current.proposal_learning
 
     # accepting: the shown proposal plus one correction is the label

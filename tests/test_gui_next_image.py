@@ -94,6 +94,9 @@ def test_least_sure_first_goes_on_to_the_image_with_the_highest_stored_uncertain
     label = np.ones(project.images[0].shape, np.uint8)
     for image_id, value in chosen.items():
         write_proposal(project.root / "proposals", image_id, label, checkpoint, uncertainty=value)
+    # the window reads stored scores off the GUI thread every few seconds: once the list shows them
+    qtbot.waitUntil(lambda: all(w.image_list.list.item(ids.index(i)).text().endswith(f" · unsure {v:.2f}")
+                                for i, v in chosen.items()), timeout=20_000)
     w.current.doc.set_label(label)
     # accept and go on: the next image is read, and the accept written, off the GUI thread
     with qtbot.waitSignals([w.session.image_shown, w.session.image_accepted], timeout=20_000):

@@ -63,12 +63,14 @@ class AcceptRequest:
 
 
 class LabellingSession:
-    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, project: Project, clock: Callable[[], float] = time.monotonic, scores=None):
+        """``scores``: where "least sure first" finds the stored proposal uncertainties, an object
+        with next_image.Scores's ``of``; the window passes one that reads them off its thread."""
         self.project = project
         self.current: OpenImage | None = None
         self._clock = clock
         self._spent: dict[str, float] = {}  # seconds on images not yet accepted, open time not included
-        self.scores = next_image.Scores(project)  # stored proposal uncertainties, for "least sure first"
+        self.scores = scores if scores is not None else next_image.Scores(project)
         self.accepting: set[str] = set()  # images whose accept is on its way to the disk
 
     # ----- which image

@@ -67,6 +67,7 @@ class LoopController(QObject):
     follow_latest_changed = Signal(bool)  # whether each newly saved checkpoint proposes at once
     status_changed = Signal(object)  # TrainingStatus
     progress = Signal(object)  # training figures, the dict TrainingWorker.progress sends
+    scored = Signal(str, str, float)  # image id, checkpoint, uncertainty: a scouted proposal was stored
 
     _load = Signal(str)
     # request id, image id, path, frame (-1: none), prefetch, ungated (show anyway)
@@ -107,6 +108,7 @@ class LoopController(QObject):
         self._inference.prediction_failed.connect(self._on_prediction_failed)
         self._inference.prediction_withheld.connect(self._on_prediction_withheld)
         self._inference.device_probed.connect(self._on_device)
+        self._inference.scored.connect(self.scored)
 
         self._trainer = TrainingWorker(project.root, train_config, device, gate)
         self._trainer_thread = WorkerThread(self._trainer, "segdesk-training")
