@@ -8,7 +8,9 @@ training has judged a model of its own; ``init="scratch"`` starts with no model.
 ``interval`` seconds the bench acts as a user: it moves to the next image (its proposal is asked
 for as it arrives), and every third time it accepts the image on screen from its true mask
 instead (accept goes on to the next image by itself). A 5 ms timer measures the gaps of the event
-loop; a gap beyond its interval is a stall the user would feel. ``busy_cores`` processes spin
+loop; a gap beyond its interval is a stall the user would feel, and for the longest ones the JSON
+says where the GUI thread was meanwhile (segdesk.bench.stall_watch). An accept counts once the
+window reports it on disk (it is written off the GUI thread). ``busy_cores`` processes spin
 meanwhile, as another program would. One brush segment on a large image is timed too
 (segdesk.bench.brush).
 """
@@ -118,6 +120,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
 
     from segdesk.app import preload_engine
     from segdesk.bench import brush
+    from segdesk.bench.stall_watch import StallWatch
     from segdesk.qt.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
@@ -126,6 +129,9 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
     stop_busy, busy = _busy(busy_cores) if busy_cores > 0 else (None, [])
     try:
         project, masks = _project_from(Path(data), tmp / "project", n_images, n_accept=3, init=init)
+        # the labels the bench "paints", read before measuring: reading them is not the window's work
+        truths = {e.id: mask_to_label(cv2.imread(str(masks[Path(e.source).stem]), cv2.IMREAD_UNCHANGED))
+                  for e in project.images}
         window = MainWindow(settings=QSettings(str(tmp / "settings.ini"), QSettings.Format.IniFormat),
                             device=device)
         window.show()
@@ -139,6 +145,8 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         switch_s: list[float] = []  # from asking for an image to it on screen
         asked: dict[str, float] = {}
         switch_asked: dict[str, float] = {}
+        accept_asked: dict[str, float] = {}
+        accept_s: list[float] = []  # from accepting to the accept on disk (written off the GUI thread)
         checkpoints: set[str] = set()
         events: list[tuple[float, str]] = []  # when the bench acted and models changed, to place the stalls
 
@@ -174,6 +182,15 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         def on_image_failed(_image_id: str) -> None:
             counts["switches_failed"] += 1
 
+        def on_accepted(image_id: str) -> None:
+            counts["accepts"] += 1
+            if image_id in accept_asked:
+                accept_s.append(time.perf_counter() - accept_asked.pop(image_id))
+
+        def on_error(title: str, _message: str) -> None:
+            if title == "Not accepted":
+                counts["accepts_refused"] += 1
+
         def act() -> None:
             actions[0] += 1
             cur = window.current
@@ -181,12 +198,10 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
                 return  # the last switch has not arrived yet: a user would wait too
             shown = window.project  # the window's own Project: it records the accepts
             if actions[0] % ACCEPT_EVERY == 0 and cur.image_id not in shown.accepted_ids():
-                mask = cv2.imread(str(masks[Path(shown.image(cur.image_id).source).stem]), cv2.IMREAD_UNCHANGED)
-                cur.doc.set_label(mask_to_label(mask))  # the user corrected it all the way
+                cur.doc.set_label(truths[cur.image_id])  # the user corrected it all the way
                 note("accept")
-                window.accept_current()
-                accepted = cur.image_id in shown.accepted_ids()
-                counts["accepts" if accepted else "accepts_refused"] += 1
+                accept_asked[cur.image_id] = time.perf_counter()
+                window.accept_current()  # counted when the writer has it on disk (on_accepted)
             else:
                 note("next image")
                 window.step_image(+1)
@@ -199,6 +214,8 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         window.loop.proposal_failed.connect(on_failed)
         window.session.image_shown.connect(on_shown)
         window.session.image_failed.connect(on_image_failed)
+        window.session.image_accepted.connect(on_accepted)
+        window.session.error.connect(on_error)
         window.loop.checkpoint_changed.connect(lambda c: note(f"model {c} proposes"))
         ticker = QTimer(interval=TICK_MS)
         ticker.timeout.connect(tick)
@@ -206,6 +223,8 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         stepper.timeout.connect(act)
         start = [time.perf_counter()]
         last[0] = start[0]
+        watch = StallWatch(last)
+        watch.start()
         ticker.start()
         stepper.start()
         end = time.monotonic() + seconds
@@ -214,6 +233,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             time.sleep(0.001)
         ticker.stop()
         stepper.stop()
+        watch.stop()
         state = window.training_panel.state.full_text()
         step = window.training_panel.step.text()
         model_at_end = window.loop.active_checkpoint
@@ -236,7 +256,9 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
                                                           default=0.0)), 2),
             "stalls_over_30ms": int((stalls > 30).sum()),
             "stalls_over_50ms_at_s": [round(t, 1) for t, g in zip(gap_times[1:], gaps[1:]) if g > 50],
-            "longest_stalls": [{"at_s": round(t, 2), "ms": round(g, 1)}
+            # where the GUI thread was during each (segdesk.bench.stall_watch)
+            "longest_stalls": [{"at_s": round(t, 2), "ms": round(g, 1),
+                                "gui_thread": watch.during(start[0] + t - g / 1000, start[0] + t)}
                                for t, g in sorted(zip(gap_times[1:], gaps[1:]), key=lambda x: -x[1])[:8]],
             "events": [{"at_s": t, "what": w} for t, w in events],
             # proposals_shown: for the image on screen; proposals_run: every answer, prefetches included
@@ -245,6 +267,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             "proposal_median_s": _stats(proposal_s)["median"],
             "proposal_latency_s": _stats(proposal_s),
             "switch_latency_s": _stats(switch_s),
+            "accept_to_disk_s": _stats(accept_s),
             "checkpoints_that_proposed": sorted(checkpoints),
             "model_at_end": model_at_end,
             "training_state_at_end": state,
