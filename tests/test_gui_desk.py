@@ -147,6 +147,16 @@ def test_paint_two_classes_undo_redo_accept_reopen(qtbot, tmp_path, project, mes
     w2 = make_window(qtbot, tmp_path, project.root)
     show(qtbot, w2, first)
     assert np.array_equal(w2.current.doc.label, accepted)
+    # the stored label is shown (coloured on the reader thread), and it shows the document's edits
+    y, x = (int(v) for v in np.argwhere(accepted == 2)[0])
+    colour = w2.canvas.overlay.pixel_colour(x, y)
+    assert (colour.red(), colour.green(), colour.blue()) == w2.project.classes[0].rgb
+    y, x = (int(v) for v in np.argwhere(accepted == 1)[0])
+    choose_class(w2, 3)
+    drag(w2, [(x, y), (x, y)])
+    assert w2.current.doc.label[y, x] == 3
+    colour = w2.canvas.overlay.pixel_colour(x, y)
+    assert (colour.red(), colour.green(), colour.blue()) == w2.project.classes[1].rgb
     w2.close()
 
 

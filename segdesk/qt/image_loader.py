@@ -26,6 +26,7 @@ from segdesk.core.errors import SegdeskError
 from segdesk.core.image import Image
 from segdesk.core.labelling_session import ImageChanged, read_checked
 from segdesk.core.project import Project
+from segdesk.qt.overlay import LabelOverlayItem
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class LoadedImage:
     rgb: np.ndarray
     label: np.ndarray | None  # None: not asked for
     label_warning: str | None  # the label did not fit and was set aside
+    overlay: LabelOverlayItem | None = None  # ``label`` coloured, when a colour table was given
 
 
 @dataclass
@@ -71,15 +73,17 @@ class ImageLoader(QObject):
         self._cache: OrderedDict[tuple[str, str], _Read] = OrderedDict()
         self._closed = False
 
-    def load(self, request_id: int, project: Project, image_id: str, with_label: bool) -> None:
-        """Read ``image_id`` (and its label when ``with_label``); the answer is ``loaded`` or
+    def load(self, request_id: int, project: Project, image_id: str, with_label: bool,
+             lut: np.ndarray | None = None) -> None:
+        """Read ``image_id`` (and its label when ``with_label``, coloured for display with ``lut``
+        when given: colouring a large label takes a frame or more); the answer is ``loaded`` or
         ``failed`` with ``request_id``. A newer load makes this one skipped if it has not begun."""
         if self._closed:
             return
         self._latest = request_id
         entry = project.image(image_id)  # resolved here: the project is the GUI thread's
         path, frame = project.source_path(entry), entry.frame
-        self._pool.submit(self._load, request_id, project, image_id, Path(path), frame, entry.shape, with_label)
+        self._pool.submit(self._load, request_id, project, image_id, Path(path), frame, entry.shape, with_label, lut)
 
     def read_ahead(self, project: Project, image_id: str) -> None:
         """Decode ``image_id`` in the background so that showing it later is quick; skipped when a
@@ -100,14 +104,18 @@ class ImageLoader(QObject):
     # ----- the reader thread
 
     def _load(self, request_id: int, project: Project, image_id: str, path: Path, frame, shape,
-              with_label: bool) -> None:
+              with_label: bool, lut: np.ndarray | None) -> None:
         if request_id < self._latest or self._closed:
             return  # the user moved on before it began
         try:
             read = self._read(project, image_id, path, frame, shape)
             label, warning = label_files.load_for_editing(project, image_id) if with_label else (None, None)
+            overlay = None
+            if label is not None and lut is not None:
+                label = np.ascontiguousarray(label, np.uint8)  # the array a LabelDocument edits in place
+                overlay = LabelOverlayItem(label, lut)  # in no scene until the GUI thread adds it
             self._emit(self.loaded, request_id,
-                       LoadedImage(project, image_id, read.image, read.window, read.rgb, label, warning))
+                       LoadedImage(project, image_id, read.image, read.window, read.rgb, label, warning, overlay))
         except ImageChanged as exc:
             self._emit(self.failed, request_id, image_id, str(exc), True)
         except SegdeskError as exc:

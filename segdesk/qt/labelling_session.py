@@ -122,7 +122,7 @@ class SessionController(QObject):
         # an unsaved document (its write failed or still runs) is taken now: the file on disk may be older
         doc = self._saver.take_unsaved(image_id)
         self._wanted = (self._next_request, image_id, doc)
-        self._loader.load(self._next_request, session.project, image_id, with_label=doc is None)
+        self._loader.load(self._next_request, session.project, image_id, with_label=doc is None, lut=self._lut)
         return True
 
     def _drop_wanted(self) -> None:
@@ -162,7 +162,9 @@ class SessionController(QObject):
         self._saver.opened(image_id, doc, on_disk)
         cur = session.open(image_id, loaded.image, doc, loaded.window)
         self._canvas.set_image(loaded.rgb)
-        overlay = LabelOverlayItem(doc.label, self._lut)
+        overlay = loaded.overlay  # coloured on the loader's thread, for the array the document edits
+        if overlay is None or loaded.label is not doc.label:
+            overlay = LabelOverlayItem(doc.label, self._lut)
         overlay.setOpacity(self._tools.opacity_slider.value() / 100.0)
         if self._actions["outline"].isChecked():  # each set_outline colours the whole label again
             overlay.set_outline(True)
