@@ -29,6 +29,9 @@ SHORTCUTS: dict[str, tuple[str, tuple[str, ...], str]] = {
     "eraser": ("&Eraser", ("E",), "Remove label (back to not labelled)"),
     "fill": ("F&ill", ("G",), "Fill the connected region under the cursor"),
     "polygon": ("&Polygon", ("P",), "Click corners; double-click or right-click closes, Esc cancels"),
+    "click": ("&Click", ("C",), "Click to correct the proposal: left click = this is the selected class, "
+                               "right click or Shift+click = this is not"),
+    "remove_click": ("Remove last click", ("Backspace",), "Remove the last click and its change"),
     "cancel_polygon": ("Cancel polygon", ("Escape",), "Drop the polygon being drawn"),
     "brush_bigger": ("Bigger brush", ("]",), "Brush size up"),
     "brush_smaller": ("Smaller brush", ("[",), "Brush size down"),
@@ -50,7 +53,8 @@ MENUS: dict[str, tuple[str | None, ...]] = {
     "&File": ("new_project", "open_project", None, "add_images", "add_folder", None, "save", None, "quit"),
     "&Edit": ("undo", "redo", None, "segment", "segment_anyway", "auto_propose", "accept"),
     "&View": ("fit", "zoom_actual", None, "toggle_labels", "outline", None, "next_image", "previous_image"),
-    "&Tools": ("brush", "eraser", "fill", "polygon", None, "brush_bigger", "brush_smaller"),
+    "&Tools": ("brush", "eraser", "fill", "polygon", "click", None, "remove_click", None, "brush_bigger",
+               "brush_smaller"),
 }
 TOOLBAR: tuple[str | None, ...] = ("open_project", "add_images", None, "segment", "accept", None, "undo", "redo",
                                    None, "previous_image", "next_image", None, "fit")

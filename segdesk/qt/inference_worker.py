@@ -14,6 +14,10 @@ each model loaded, it proposes for up to ``SCOUT_AHEAD`` upcoming images not acc
 score from the current model, one per turn of its event loop, so a request the user makes waits
 for one proposal at most; scouted proposals are only stored (``scored`` tells), never shown, and
 training is not paused for them.
+
+Clicks (the Click tool, qt/click_session.py): ``refine(request_id, image_id, pixels, clicks,
+previous)`` answers with ``refined`` (the class mask of the window the model recomputed, and that
+window) or ``refine_failed``; a newer click supersedes a pending one (``supersede_click``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from segdesk.ml.uncertainty import uncertainty
 
 log = logging.getLogger(__name__)
 
+NO_CLICKS = "This model does not read clicks yet: it learns them as it trains."
 SCOUT_AHEAD = 8  # upcoming images scored per model and image on screen, for "least sure first"
 
 
@@ -59,6 +64,10 @@ class InferenceWorker(QObject):
     device_probed = Signal(str, str)  # device name, problem ("" when none)
     models_listed = Signal(object, str)  # list of checkpoint metadata dicts, current id ("" if none)
     scored = Signal(str, str, float)  # image id, checkpoint id, uncertainty: a scouted proposal was stored
+    # request id, image id, class mask of the window (uint8, 0 = background), window (y0, x0, y1, x1)
+    # in image pixels, checkpoint id
+    refined = Signal(int, str, object, object, str)
+    refine_failed = Signal(int, str, str)  # request id, image id, message ("" when superseded)
     _scout = Signal()  # queued to itself: the next scouting step runs after whatever was asked meanwhile
 
     def __init__(self, models_dir: Path, proposals_dir: Path, n_classes: int, device: str | None = None,
@@ -73,6 +82,7 @@ class InferenceWorker(QObject):
         self._predictor = None
         self._latest = {False: -1, True: -1}  # newest request id asked for, per kind (prefetch or not)
         self._latest_lock = threading.Lock()
+        self._latest_click = -1  # newest click request asked for (guarded by _latest_lock)
         self._scout_after: str | None = None  # the image asked for last: scouting starts after it
         self._scout_queue: list[tuple[str, str, int]] = []  # (image id, path, frame)
         self._scout_checkpoint: str | None = None  # the model the queue was planned for
@@ -86,6 +96,41 @@ class InferenceWorker(QObject):
         unrun, so a user clicking through images never waits behind proposals nobody looks at."""
         with self._latest_lock:
             self._latest[prefetch] = max(self._latest[prefetch], request_id)
+
+    def supersede_click(self, request_id: int) -> None:
+        """Called from the GUI thread with each click: older click requests are dropped unrun."""
+        with self._latest_lock:
+            self._latest_click = max(self._latest_click, request_id)
+
+    @Slot(int, str, object, object, object)
+    def refine(self, request_id: int, image_id: str, pixels: np.ndarray, clicks: list, previous: np.ndarray) -> None:
+        """The proposal ``previous`` (the class mask on screen) corrected by ``clicks`` (a list of
+        segdesk.core.clicks.Click in image pixels) on ``pixels`` (the image's own, read-only here)."""
+        with self._latest_lock:
+            stale = request_id < self._latest_click
+        if stale:
+            self.refine_failed.emit(request_id, image_id, "")
+            return
+        predictor = self._predictor
+        if predictor is None:
+            self.refine_failed.emit(request_id, image_id, "No trained model yet: clicks need one.")
+            return
+        if not predictor.accepts_clicks:
+            self.refine_failed.emit(request_id, image_id, NO_CLICKS)
+            return
+        try:
+            with self._gate.proposing():  # training pauses after its current step
+                prediction = predictor.refine(pixels, clicks, previous, key=image_id)
+            y0, x0, y1, x1 = prediction.box
+            window = np.ascontiguousarray(prediction.classes[y0:y1, x0:x1])
+        except MemoryError:
+            self.refine_failed.emit(request_id, image_id, "Out of memory while answering the click.")
+            return
+        except Exception as exc:  # noqa: BLE001 - reported, never raised in the thread
+            log.exception("answering a click on %s failed", image_id)
+            self.refine_failed.emit(request_id, image_id, f"The click could not be answered: {exc}")
+            return
+        self.refined.emit(request_id, image_id, window, (y0, x0, y1, x1), prediction.checkpoint or "")
 
     @Slot(str)
     def load_checkpoint(self, checkpoint_id: str) -> None:

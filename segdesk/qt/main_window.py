@@ -20,6 +20,7 @@ from segdesk.core.project import Project
 from segdesk.qt import project_dialogs as dialogs
 from segdesk.qt.actions import add_menus, new_action
 from segdesk.qt.canvas import Canvas
+from segdesk.qt.click_session import ClickSession
 from segdesk.qt.image_list import ImageList
 from segdesk.qt.labelling_session import SessionController
 from segdesk.qt.loop_controller import LoopController
@@ -72,6 +73,8 @@ class MainWindow(QMainWindow):
                                          self.tools, self.status, self.actions_by_name, self)
         self.session.message.connect(self.statusBar().showMessage)
         self.session.error.connect(self._error)
+        self.clicks = ClickSession(self.canvas, self.controller, self.session, self)  # the Click tool
+        self.clicks.message.connect(self.statusBar().showMessage)
         self.controller.edited.connect(self.saver.edited)
         self.saver.status_text.connect(self.status.save.setText)
         self.saver.first_failure.connect(lambda m: self._error(
@@ -106,7 +109,7 @@ class MainWindow(QMainWindow):
             ("next_image", lambda: self.step_image(+1)), ("previous_image", lambda: self.step_image(-1)),
             ("accept", self.accept_current), ("fit", self.canvas.fit),
             ("zoom_actual", lambda: self.canvas.set_zoom(1.0)), ("segment", self.segment),
-            ("segment_anyway", lambda: self.segment(anyway=True)),
+            ("segment_anyway", lambda: self.segment(anyway=True)), ("remove_click", lambda: self.clicks.remove_last()),
         ):
             a[name] = new_action(self, name, slot)
         a["outline"] = new_action(self, "outline", self.canvas.set_outline, checkable=True)
@@ -190,6 +193,7 @@ class MainWindow(QMainWindow):
         self.loop.message.connect(lambda m: self.statusBar().showMessage(m, 10000))
         self.loop.error.connect(self._error)
         self.loop.device_named.connect(self.status.show_device)
+        self.clicks.bind(self.loop)
         self._update_title()
         self.session.start(project, self.loop)
         return True
@@ -253,6 +257,7 @@ class MainWindow(QMainWindow):
         self.session.segment(anyway)
 
     def accept_current(self) -> None:
+        self.clicks.clear()  # the clicks' changes are in the label; their markers go
         self.session.accept()
 
     # ----- saving

@@ -6,6 +6,7 @@ import logging
 from enum import Enum
 
 from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QGuiApplication
 
 from segdesk.core import encoding
 from segdesk.core.label_document import LabelDocument
@@ -22,6 +23,7 @@ class Tool(str, Enum):
     ERASER = "eraser"
     FILL = "fill"
     POLYGON = "polygon"
+    CLICK = "click"
 
 
 class ToolController(QObject):
@@ -29,9 +31,14 @@ class ToolController(QObject):
 
     Right mouse button with the brush erases, the way painters expect. Emits ``edited`` once per
     finished stroke, fill or polygon (one undo step each), which the window turns into an autosave.
+    The Click tool edits nothing itself: it emits ``click_placed`` for the click session
+    (qt/click_session.py), which asks the model and edits through ``changed``.
     """
 
     edited = Signal()
+    click_placed = Signal(float, float, bool)  # image pixel x, y; positive ("this is the selected class")
+    document_changed = Signal()  # another label document (or none) is edited now
+    undoing = Signal()  # an undo is about to run (the click session drops a click whose change it undoes)
     tool_changed = Signal(str)
     radius_changed = Signal(float)
     value_changed = Signal(int)
@@ -70,6 +77,7 @@ class ToolController(QObject):
         self.finish_stroke()
         self.cancel_polygon()
         self._doc = doc
+        self.document_changed.emit()
 
     def set_tool(self, tool: Tool | str) -> None:
         tool = Tool(tool)
@@ -105,6 +113,12 @@ class ToolController(QObject):
         if box is not None and self._canvas.overlay is not None:
             self._canvas.overlay.refresh(box)
 
+    def changed(self, box) -> None:
+        """Someone else (the click session) changed ``box`` of the document: show and save it."""
+        if box is not None:
+            self._refresh(box)
+            self.edited.emit()
+
     @staticmethod
     def _pixel(x: float, y: float) -> tuple[float, float]:
         """Scene coordinates put pixel i's centre at i + 0.5; the document puts it at i."""
@@ -127,6 +141,9 @@ class ToolController(QObject):
                 if box is not None:
                     self._refresh(box)
                     self.edited.emit()
+        elif self._tool == Tool.CLICK and button in (Qt.MouseButton.LeftButton, Qt.MouseButton.RightButton):
+            shift = bool(QGuiApplication.keyboardModifiers() & Qt.KeyboardModifier.ShiftModifier)
+            self.click_placed.emit(px, py, button == Qt.MouseButton.LeftButton and not shift)
         elif self._tool == Tool.POLYGON:
             if button == Qt.MouseButton.RightButton:
                 self.close_polygon()
@@ -178,6 +195,7 @@ class ToolController(QObject):
 
     def undo(self) -> None:
         if self._doc is not None and not self._stroking:
+            self.undoing.emit()
             box = self._doc.undo()
             if box is not None:
                 self._refresh(box)

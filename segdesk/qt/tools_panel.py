@@ -30,10 +30,12 @@ from segdesk.core import encoding
 from segdesk.core.dicom_image import center_width
 from segdesk.core.project import LabelClass
 from segdesk.qt.overlay import BACKGROUND_RGB
-from segdesk.qt.tool_controller import MAX_RADIUS, ToolController
+from segdesk.qt.tool_controller import MAX_RADIUS, Tool, ToolController
 from segdesk.qt.windowing import WindowingController
 
 CUSTOM = "Custom"  # the preset row of a window that is no preset
+CLICK_HINT = ("Left click: this is the selected class. Right click or Shift+click: this is not. "
+              "Backspace removes the last click.")
 
 
 def _swatch(rgb: tuple[int, int, int]) -> QIcon:
@@ -51,12 +53,19 @@ class ToolsPanel(QWidget):
         layout = QVBoxLayout(self)
 
         tools = QGroupBox("Tool")
-        row = QHBoxLayout(tools)
+        tools_layout = QVBoxLayout(tools)
+        row = QHBoxLayout()
         for action in tool_actions:
             button = QToolButton()
             button.setDefaultAction(action)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             row.addWidget(button)
+        tools_layout.addLayout(row)
+        self.click_hint = QLabel(CLICK_HINT)  # how the Click tool reads the mouse, while it is chosen
+        self.click_hint.setWordWrap(True)
+        self.click_hint.setVisible(controller.tool == Tool.CLICK)
+        tools_layout.addWidget(self.click_hint)
+        controller.tool_changed.connect(lambda name: self.click_hint.setVisible(name == Tool.CLICK.value))
         layout.addWidget(tools)
 
         size_box = QGroupBox("Brush size (radius, pixels)")
