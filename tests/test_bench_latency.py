@@ -18,6 +18,9 @@ def test_engines_side_by_side(tmp_path, capsys):
     assert torch_["speedup_vs_torch"] == 1.0 and onnx["speedup_vs_torch"] > 0
     assert onnx["dice_vs_torch"] >= 0.999 and onnx["gflop_per_s"] > 0
     assert row["seconds"] == onnx["seconds"]  # the top-level figure is the engine the app uses
+    # a click's answer, timed per engine (the model reads clicks)
+    assert onnx["click_s"] > 0 and onnx["first_click_s"] > 0 and torch_["click_s"] > 0
+    assert row["click_s"] == onnx["click_s"] and "a click's answer" in capsys.readouterr().out
     assert out.with_suffix(".png").is_file()
 
 

@@ -121,7 +121,8 @@ def cmd_latency(args) -> int:
 
     def line(r: dict) -> str:
         engines = ", ".join(f"{name} {e['seconds']:.3f} s ({e['gflop_per_s']:.1f} GFLOP/s, "
-                            f"x{e['speedup_vs_torch']:.2f}, Dice {e['dice_vs_torch']:.4f})"
+                            f"x{e['speedup_vs_torch']:.2f}, Dice {e['dice_vs_torch']:.4f}"
+                            + (f", a click {e['click_s']:.3f} s" if e.get("click_s") is not None else "") + ")"
                             for name, e in r["engines"].items())
         return f"{r['size']:5d} px, {r['gflop']:.0f} GFLOP: {engines}"
 
@@ -131,7 +132,9 @@ def cmd_latency(args) -> int:
     for note in result["engine_notes"]:
         _err(note)
     rows = ", ".join(f"{r['size']}: {r['seconds']:.2f} s" for r in result["sizes"])
-    return _done(Path(args.out), f"segment time ({result['engine']}) {rows} on {result['device']}")
+    clicks = ", ".join(f"{r['size']}: {r['click_s']:.3f} s" for r in result["sizes"] if r.get("click_s") is not None)
+    return _done(Path(args.out), f"segment time ({result['engine']}) {rows} on {result['device']}"
+                                 + (f"; a click's answer {clicks}" if clicks else ""))
 
 
 def cmd_ui(args) -> int:

@@ -13,6 +13,11 @@ and resizing not counted). Per engine, the median of ``repeats`` timed runs, the
 (the figure to set against the device's peak), the ratio to torch's time and the Dice of its mask
 against torch's. A row's top-level ``seconds`` and ``gflop_per_s`` are those of the engine the app
 uses on this device (``engine``).
+
+Clicks: per size and engine, the time of one click's answer (``Predictor.refine``, as the app's Click
+tool runs it: a window around the click at working scale, merged into the previous mask) on the
+image whose proposal was just made: ``click_s`` once the image's working input is kept (every click
+after the first), ``first_click_s`` when it must be prepared (the first click on an image).
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ def run(
                     predictor.predict(image)
                     _sync(predictor.device)
                     times[name].append(time.perf_counter() - start)
+            clicks = {name: _click_times(predictor, image, masks[name], repeats) for name, predictor in predictors.items()}
             torch_s = statistics.median(times["torch"])
             per_engine = {}
             for name, values in times.items():
@@ -119,13 +125,15 @@ def run(
                     "megapixels_per_s": round(size * size / seconds / 1e6, 3),
                     "speedup_vs_torch": round(torch_s / seconds, 2),
                     "dice_vs_torch": round(mean_dice(masks[name], masks["torch"]), 5),
+                    **clicks[name],
                 }
             row = {
                 "size": size,
                 "tiles": len(tile_boxes(size, size, reference.tile)),
                 "gflop": round(flops / 1e9, 2),
                 "engine": chosen,
-                **{k: per_engine[chosen][k] for k in ("seconds", "seconds_all", "gflop_per_s", "megapixels_per_s")},
+                **{k: per_engine[chosen][k] for k in ("seconds", "seconds_all", "gflop_per_s", "megapixels_per_s",
+                                                      "click_s", "first_click_s")},
                 "engines": per_engine,
             }
             rows.append(row)
@@ -156,6 +164,27 @@ def run(
         out.write_text(json.dumps(result, indent=2) + "\n")
         plot(result, out.with_suffix(".png"))
     return result
+
+
+def _click_times(predictor, image: np.ndarray, previous: np.ndarray, repeats: int) -> dict:
+    """Median seconds of a click's answer near the image's centre (kept working input) and of a first click."""
+    from segdesk.core.clicks import Click
+
+    if not predictor.accepts_clicks:
+        return {"click_s": None, "first_click_s": None}
+    h, w = image.shape[:2]
+    clicks = [Click(h // 2, w // 2, 1, True)]
+    predictor.refine(image, clicks, previous, key="latency")  # warm-up, and keeps the working input
+    kept, first = [], []
+    for i in range(repeats):
+        clicks.append(Click(h // 2 + 8 * (i + 1), w // 2, 1, i % 2 == 0))
+        start = time.perf_counter()
+        predictor.refine(image, clicks, previous, key="latency")
+        kept.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        predictor.refine(image, clicks, previous)  # no key: the working input is prepared again
+        first.append(time.perf_counter() - start)
+    return {"click_s": round(statistics.median(kept), 4), "first_click_s": round(statistics.median(first), 4)}
 
 
 def _version(package: str) -> str | None:
