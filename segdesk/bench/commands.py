@@ -1,4 +1,4 @@
-"""The ``segdesk bench`` sub-commands: loop, latency, ui, brush.
+"""The ``segdesk bench`` sub-commands: loop, latency, ui, large, brush.
 
 Each writes RESULT.json (machine-readable) and RESULT.png (for people) and prints a one-line
 summary on stdout; per-image progress goes to stderr. Heavy imports (torch, Qt) happen only inside
@@ -150,6 +150,28 @@ def cmd_ui(args) -> int:
                                  f"{result['accepts']} accepts")
 
 
+def cmd_large(args) -> int:
+    from segdesk.bench import large
+
+    result = large.run(Path(args.out), images=args.images, wait_s=args.wait, device=args.device,
+                       trace=args.trace_stalls)
+    rows = ", ".join(f"{r['image']}: peak {max((p['peak_rss_gb'] for p in r.get('phases', {}).values()), default=0)} GB, "
+                     f"longest stall {max((p['longest_stall_ms'] for p in r.get('phases', {}).values()), default=0)} ms"
+                     f"{'' if r.get('proposal_shown') else ' (no proposal: ' + str(r.get('segment_error') or r.get('error')) + ')'}"
+                     for r in result["images"])
+    return _done(Path(args.out), f"large images: {rows}; peak RSS {result['peak_rss_gb']} GB "
+                                 f"(goal {result['peak_rss_goal_gb']}), longest stall {result['longest_stall_ms']} ms")
+
+
+def _large_images(text: str):
+    from segdesk.bench.large import parse_specs
+
+    try:
+        return parse_specs(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_brush(args) -> int:
     from segdesk.bench import brush
 
@@ -243,6 +265,20 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
                         "first second; scratch: no model until training saves one")
     p.add_argument("--busy-cores", type=int, default=0, metavar="N",
                    help="keep N cores busy with other processes meanwhile (default 0)")
+
+    p = add("large", cmd_large, "open, zoom, pan, paint, segment and accept very large images in the window",
+            "Generates a 10,000 x 10,000 RGB PNG and a 20,000 x 20,000 16-bit gray TIFF (not kept), opens "
+            "each in the real window as a one-image project with the bundled nuclei model, zooms, pans, "
+            "paints, waits for the proposal and accepts it; reports peak resident memory and the longest "
+            "GUI stall per phase.")
+    p.add_argument("--images", type=_large_images, default=None, metavar="LIST",
+                   help="images to generate, KIND:SIDE with KIND rgb (PNG) or gray (16-bit TIFF); "
+                        "default rgb:10000,gray:20000")
+    p.add_argument("--wait", type=_positive_float, default=1800.0, metavar="S",
+                   help="longest wait for an image to open or its proposal to arrive (default 1800)")
+    p.add_argument("--device", default="cpu", metavar="D", help="cpu (default), auto, cuda, cuda:N or mps")
+    p.add_argument("--trace-stalls", action="store_true",
+                   help="sample the GUI thread's stack while it is late, to place each stall (stall_stacks)")
 
     p = add("brush", cmd_brush, "time of one brush segment on a large image (label edit, overlay, repaint)")
     p.add_argument("--size", type=_positive_int, default=4096, metavar="PX", help="image side in pixels (default 4096)")
