@@ -126,14 +126,14 @@ def test_clicks_move_the_proposal_toward_the_truth_and_accept_stores_them(qtbot,
     click_at(w, -5, -5)  # outside the image: ignored
     assert w.clicks.clicks == [] and len(w.clicks.markers) == 0 and not w.clicks.pending
     dice = [before]
-    for i in range(3):
-        if not protocol_click(qtbot, w, truth, shift_for_negative=i == 1):
-            break
+    while dice[-1] < 0.9 and len(dice) <= 3:  # the clicks protocol: until Dice 0.90 (here at most 3 clicks)
+        # a negative first click is a Shift+click (the Backspace test right-clicks)
+        assert protocol_click(qtbot, w, truth, shift_for_negative=len(dice) == 1)
         dice.append(encoding.mean_dice(shown(w), truth))
-        assert len(w.clicks.markers) == len(w.clicks.clicks) == i + 1
+        assert len(w.clicks.markers) == len(w.clicks.clicks) == len(dice) - 1
         assert "click answered in" in w.statusBar().currentMessage()
     assert len(dice) > 1, "the proposal was right already: the test image does not test clicks"
-    assert dice[-1] > before + 0.1 and dice[-1] > 0.85, dice
+    assert dice[-1] > before + 0.15, dice  # the two discs: a click says which one is meant
 
     # a brush correction on top of the clicks' result, then Enter stores what is shown
     QTest.keyClick(w, Qt.Key.Key_B)
