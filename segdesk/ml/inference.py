@@ -50,6 +50,8 @@ TILE_BATCH = 4  # tiles per forward pass
 OVERLAP = 0.25
 _WINDOW_FLOOR = 0.01  # blending weights never reach zero, so every pixel has a defined average
 ENGINES = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when the export loads, else torch
+# Images with more pixels get their classes from the probabilities strip by strip (Predictor.predict)
+FULL_SIZE_STRIP_PIXELS = 1 << 24
 
 
 @dataclass
@@ -345,11 +347,29 @@ class Predictor:
             x = torch.cat([x, x.new_zeros((self.prompt_channels,) + tuple(x.shape[1:]))])
         probs = self._probabilities(x, tile or self.tile)
         with torch.inference_mode():
-            if probs.shape[-2:] != (height, width):
-                probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-            confidence, classes = probs.max(dim=0)
-            classes = classes.to(torch.uint8).cpu().numpy()
-            confidence = confidence.cpu().numpy()
+            if height * width <= FULL_SIZE_STRIP_PIXELS:
+                if probs.shape[-2:] != (height, width):
+                    probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
+                confidence, classes = probs.max(dim=0)
+                classes = classes.to(torch.uint8).cpu().numpy()
+                confidence = confidence.cpu().numpy()
+            else:  # strip by strip: full-size probabilities and int64 argmax take 12+ bytes a pixel a class
+                classes, confidence = np.empty((height, width), np.uint8), np.empty((height, width), np.float32)
+                n, h0, w0 = probs.shape
+                rows = max(1, FULL_SIZE_STRIP_PIXELS // (4 * width * n))
+                for y in range(0, height, rows):
+                    y1 = min(height, y + rows)
+                    if (h0, w0) == (height, width):
+                        part = probs[:, y:y1]
+                    else:  # bilinear with half-pixel centres as F.interpolate: rows here, columns by it
+                        src = ((torch.arange(y, y1, dtype=torch.float64) + 0.5) * (h0 / height) - 0.5).clamp(min=0)
+                        top = src.floor().long().clamp(max=h0 - 1).to(probs.device)
+                        weight = (src - top).to(probs.dtype).to(probs.device)[None, :, None]
+                        part = probs[:, top] * (1 - weight) + probs[:, (top + 1).clamp(max=h0 - 1)] * weight
+                        part = F.interpolate(part[None], size=(y1 - y, width), mode="bilinear", align_corners=False)[0]
+                    strip_confidence, strip_classes = part.max(dim=0)
+                    classes[y:y1] = strip_classes.to(torch.uint8).cpu().numpy()
+                    confidence[y:y1] = strip_confidence.float().cpu().numpy()
         classes = postprocess.apply(classes, self.postprocess, self.area_factor(height, width), gate=self.gate)
         return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint,
                           self.gate and postprocess.withholds(self.postprocess))
