@@ -138,6 +138,10 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         window.open_project(project.root)
         gaps: list[float] = []
         gap_times: list[float] = []
+        # CPU seconds of the GUI thread and of the whole process at each tick: a stall in which the
+        # GUI thread used the CPU is our code on it; one in which the process used little was
+        # other programs holding the CPU
+        cpu: list[tuple[float, float]] = []
         counts = {"proposals_shown": 0, "proposals_run": 0, "withheld": 0, "proposal_failures": 0,
                   "switches_asked": 0, "switches_shown": 0, "switches_failed": 0, "accepts": 0,
                   "accepts_refused": 0}
@@ -160,6 +164,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             gaps.append((now - last[0]) * 1000)
             gap_times.append(now - start[0])
             last[0] = now
+            cpu.append((time.thread_time(), time.process_time()))
 
         def on_proposal(image_id: str, _label, checkpoint, _learning=False, _request=0) -> None:
             counts["proposals_run"] += 1
@@ -239,6 +244,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         model_at_end = window.loop.active_checkpoint
         window.close()
         stalls = np.array(gaps[1:]) if len(gaps) > 1 else np.zeros(1)
+        gui_cpu = [(cpu[i][0] - cpu[i - 1][0]) * 1000 for i in range(1, len(cpu))]
         result = {
             "benchmark": "ui",
             "data": str(data),
@@ -255,11 +261,20 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             "event_loop_max_after_1s_ms": round(float(max([g for t, g in zip(gap_times[1:], gaps[1:]) if t > 1.0],
                                                           default=0.0)), 2),
             "stalls_over_30ms": int((stalls > 30).sum()),
+            # the GUI thread's own CPU time in each gap: its work, whatever else holds the machine
+            "gui_thread_cpu_per_gap_max_ms": round(max(gui_cpu, default=0.0), 2),
+            "gui_thread_cpu_per_gap_p99_ms": round(float(np.percentile(gui_cpu, 99)) if gui_cpu else 0.0, 2),
+            # stalls over 30 ms in which this process got under a quarter of one core: other programs had it
+            "stalls_over_30ms_starved": sum(1 for i in range(1, len(gaps))
+                                            if gaps[i] > 30 and (cpu[i][1] - cpu[i - 1][1]) * 1000 < gaps[i] / 4),
             "stalls_over_50ms_at_s": [round(t, 1) for t, g in zip(gap_times[1:], gaps[1:]) if g > 50],
             # where the GUI thread was during each (segdesk.bench.stall_watch)
-            "longest_stalls": [{"at_s": round(t, 2), "ms": round(g, 1),
-                                "gui_thread": watch.during(start[0] + t - g / 1000, start[0] + t)}
-                               for t, g in sorted(zip(gap_times[1:], gaps[1:]), key=lambda x: -x[1])[:8]],
+            "longest_stalls": [{"at_s": round(gap_times[i], 2), "ms": round(gaps[i], 1),
+                                "gui_thread_cpu_ms": round((cpu[i][0] - cpu[i - 1][0]) * 1000, 1),
+                                "process_cpu_ms": round((cpu[i][1] - cpu[i - 1][1]) * 1000, 1),
+                                "gui_thread": watch.during(start[0] + gap_times[i] - gaps[i] / 1000,
+                                                           start[0] + gap_times[i])}
+                               for i in sorted(range(1, len(gaps)), key=lambda i: -gaps[i])[:8]],
             "events": [{"at_s": t, "what": w} for t, w in events],
             # proposals_shown: for the image on screen; proposals_run: every answer, prefetches included
             "proposals": counts["proposals_shown"],
