@@ -124,3 +124,26 @@ def test_settings_labels_and_accepts_queued_together_all_reach_project_json(qtbo
     assert [e.status for e in on_disk.images] == [STATUS_ACCEPTED, "in progress", STATUS_ACCEPTED]
     assert on_disk.settings["next_image"] == "uncertain"
     assert writer.shutdown()
+
+
+def test_a_report_of_the_project_open_before_does_not_reach_the_next_one(qtbot, tmp_path):
+    """The same images in two projects have the same ids: a write of the first project, reported
+    after the second was opened, must not change the second's entry."""
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first = disc_project(tmp_path / "one", ["disc"], n_images=1)
+    second = disc_project(tmp_path / "two", ["disc"], n_images=1)
+    image_id = first.images[0].id
+    assert second.images[0].id == image_id
+    writer = ProjectWriter()
+    writer.set_project(first)
+    reports = []
+    writer.label_written.connect(lambda i, version, fields: reports.append((version, fields["status"])))
+    writer.write_label(image_id, np.full(first.images[0].shape, 2, np.uint8), 1)
+    assert writer.flush()  # written; its report is queued, not delivered yet
+    writer.set_project(second)
+    with qtbot.waitSignal(writer.label_written, timeout=20_000):  # reports arrive in the writer's order
+        writer.write_label(image_id, np.ones(second.images[0].shape, np.uint8), 7)
+    assert reports == [(7, "in progress")]  # only the second project's
+    assert Project.open(first.root, clean=False).image(image_id).status == "in progress"
+    assert writer.shutdown()

@@ -56,7 +56,11 @@ class ProjectWriter(QObject):
     # image id, document version, entry fields, the stored label (unlabelled pixels made background)
     accepted = Signal(str, int, object, object)
     accept_failed = Signal(str, int, str)  # image id, version, message
-    project_failed = Signal(str)  # a setting or new images not written: the message
+    project_failed = Signal(str, str)  # a setting (its key) or new images ("") not written: the message
+    # from the writer thread: the project's generation, the signal's name, its arguments; relayed
+    # on the GUI thread only while that project is still the one written (a report of the project
+    # open before is dropped: an image of the same id there is another image)
+    _relay = Signal(int, str, object)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -66,6 +70,8 @@ class ProjectWriter(QObject):
         self._saved_versions: dict[str, int] = {}  # written by the writer thread, read after flush()
         self._accepting: dict[str, int] = {}  # image id -> document version of an accept on its way
         self._closed = False
+        self._generation = 0
+        self._relay.connect(self._deliver)
         # one thread, so the writes keep their order; a plain Python thread, not a QThread: one
         # destroyed with its window while a write runs would abort the process
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segdesk-project-writer")
@@ -75,6 +81,7 @@ class ProjectWriter(QObject):
     def set_project(self, project: Project) -> None:
         """Write ``project`` from now on (after what was submitted for the previous one)."""
         self.flush()
+        self._generation += 1
         self._saved_versions, self._accepting = {}, {}  # the previous project's jobs keep theirs
         copy = Project(project.root, project.to_json())
         self._submit(lambda: self._use(copy))
@@ -135,11 +142,12 @@ class ProjectWriter(QObject):
             return
         with self._done:
             self._pending += 1
-        self._pool.submit(self._run, job)
+        self._pool.submit(self._run, job, self._generation)
 
     # ----- the writer thread
 
-    def _run(self, job: Callable[[], None]) -> None:
+    def _run(self, job: Callable[[], None], generation: int) -> None:
+        self._job_generation = generation  # the reports of this job carry it (the writer thread's own)
         try:
             job()
         except Exception:  # noqa: BLE001 - a bug in a job must not stop every later write
@@ -148,6 +156,17 @@ class ProjectWriter(QObject):
             with self._done:
                 self._pending -= 1
                 self._done.notify_all()
+
+    def _report(self, name: str, *args) -> None:
+        """Emit signal ``name`` on the GUI thread, unless another project is written by then."""
+        try:
+            self._relay.emit(self._job_generation, name, args)
+        except RuntimeError:  # the window (and this object) went away while the write ran
+            log.debug("a project write finished after the window closed")
+
+    def _deliver(self, generation: int, name: str, args: tuple) -> None:
+        if generation == self._generation:
+            getattr(self, name).emit(*args)
 
     def _use(self, copy: Project) -> None:
         self._disk = copy
@@ -165,14 +184,14 @@ class ProjectWriter(QObject):
                 raise
         except SegdeskError as exc:
             log.warning("saving the label of %s failed: %s", image_id, exc)
-            self.label_failed.emit(image_id, version, str(exc))
+            self._report("label_failed", image_id, version, str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - never lose the error in the thread (DESIGN.md style 4)
             log.exception("saving the label of %s failed", image_id)
-            self.label_failed.emit(image_id, version, f"Could not save the label: {exc}")
+            self._report("label_failed", image_id, version, f"Could not save the label: {exc}")
             return
         versions[image_id] = version
-        self.label_written.emit(image_id, version, entry_fields(entry))
+        self._report("label_written", image_id, version, entry_fields(entry))
 
     def _accept(self, image_id: str, label: np.ndarray, version: int, seconds: float,
                 checkpoint: str | None, versions: dict, accepting: dict) -> None:
@@ -182,16 +201,16 @@ class ProjectWriter(QObject):
         except SegdeskError as exc:  # Project.accept left the copy as the disk has it
             log.warning("accepting %s failed: %s", image_id, exc)
             _accept_over(accepting, image_id, version)
-            self.accept_failed.emit(image_id, version, str(exc))
+            self._report("accept_failed", image_id, version, str(exc))
             return
         except Exception as exc:  # noqa: BLE001
             log.exception("accepting %s failed", image_id)
             _accept_over(accepting, image_id, version)
-            self.accept_failed.emit(image_id, version, f"Could not store the accept: {exc}")
+            self._report("accept_failed", image_id, version, f"Could not store the accept: {exc}")
             return
         versions[image_id] = version  # nothing of this version is left to write
         _accept_over(accepting, image_id, version)
-        self.accepted.emit(image_id, version, entry_fields(disk.image(image_id)), stored)
+        self._report("accepted", image_id, version, entry_fields(disk.image(image_id)), stored)
 
     def _set_setting(self, key: str, value) -> None:
         disk = self._disk
@@ -205,16 +224,17 @@ class ProjectWriter(QObject):
             else:
                 del disk.settings[key]
             log.warning("setting %s not saved: %s", key, exc)
-            self.project_failed.emit(f"Setting not saved: {exc}")
+            self._report("project_failed", key, f"Setting not saved: {exc}")
 
     def _add_images(self, entries: list[dict]) -> None:
         data = self._disk.to_json()
         data["images"] += entries
         copy = Project(self._disk.root, data)
+        self._disk = copy  # kept even when not written: the next write of project.json stores them
         try:
             copy.save()
-        except SegdeskError as exc:  # kept in the copy: the next write of project.json stores them
+        except SegdeskError as exc:
             log.warning("new images not saved: %s", exc)
-            self.project_failed.emit(f"The new images are not saved yet: {exc}")
-        self._disk = copy
+            self._report("project_failed", "", f"The new images are not saved yet: {exc}")
+            return
         copy.log_event("images_added", count=len(entries))

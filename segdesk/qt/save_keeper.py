@@ -45,7 +45,7 @@ class SaveKeeper(QObject):
         self._unsaved: dict[str, LabelDocument] = {}
         self._open: tuple[str, LabelDocument] | None = None
         self._accepts: dict[str, LabelDocument] = {}  # image id -> document whose accept is on its way
-        self._setting_failed: Callable[[str], None] | None = None
+        self._setting_failed: dict[str, Callable[[str], None]] = {}  # key -> who is told of a refusal
         self.error: str | None = None
         self._retry = QTimer(self, interval=RETRY_MS)
         self._retry.timeout.connect(self.save_all)
@@ -131,7 +131,8 @@ class SaveKeeper(QObject):
     def save_setting(self, key: str, value, failed: Callable[[str], None] | None = None) -> None:
         """Store a project setting (already set in the window's Project); ``failed(message)`` is
         called if the disk refuses it."""
-        self._setting_failed = failed
+        if failed is not None:
+            self._setting_failed[key] = failed
         self.writer.set_setting(key, value)
 
     def images_added(self, entries: list[ImageEntry]) -> None:
@@ -139,9 +140,10 @@ class SaveKeeper(QObject):
         if entries:
             self.writer.add_images(entries)
 
-    def _on_project_failed(self, message: str) -> None:
-        if self._setting_failed is not None and message.startswith("Setting"):
-            self._setting_failed(message)
+    def _on_project_failed(self, key: str, message: str) -> None:
+        told = self._setting_failed.get(key)
+        if told is not None:
+            told(message)
         else:
             self.status_text.emit(message)
 
@@ -218,6 +220,8 @@ class SaveKeeper(QObject):
             self.first_failure.emit(message)
 
     def shutdown(self) -> None:
+        """The window closes: it has flushed (and asked the user about what could not be saved);
+        a write still running ends on its own."""
         self._shut_down = True
         self._retry.stop()
-        self.writer.shutdown()
+        self.writer.shutdown(timeout=1.0)
