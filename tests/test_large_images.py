@@ -24,3 +24,161 @@ def test_classes_strip_by_strip_match_the_whole_image(monkeypatch, scale):
     assert strips.classes.shape == (301, 257) and strips.confidence.dtype == np.float32
     np.testing.assert_allclose(strips.confidence, whole.confidence, atol=1e-5)
     assert (strips.classes != whole.classes).mean() < 1e-3  # only where two classes tie to rounding
+
+
+# ----- display: a large image has no 8-bit copy; what is drawn is the same
+
+
+@pytest.fixture
+def large_limit(monkeypatch):
+    """Images over 1,000 pixels take the large-image paths."""
+    from segdesk.core import display
+    from segdesk.qt import canvas, overlay
+
+    for module in (display, canvas, overlay):
+        monkeypatch.setattr(module, "LARGE_PIXELS", 1000)
+    return 1000
+
+
+def test_render_of_a_large_image_is_lazy_with_the_same_values(large_limit):
+    from segdesk.core import display
+    from segdesk.core.dicom_image import DicomImage
+    from segdesk.core.image import Image
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (Image(rng.integers(0, 4000, (150, 120)).astype(np.uint16), "x"), None),
+        (Image(rng.integers(0, 255, (150, 120, 3)).astype(np.uint8), "x"), None),
+        (Image(rng.normal(size=(150, 120)).astype(np.float32), "x"), (-1.0, 1.0)),
+        (DicomImage(pixels=rng.integers(-1000, 1000, (150, 120)).astype(np.int16), path="x", invert=True),
+         (-160.0, 240.0)),
+    ]
+    for image, window in cases:
+        lazy = display.render(image, window)
+        assert isinstance(lazy, display.LazyDisplay) and lazy.shape[:2] == (150, 120)
+        assert lazy.nbytes <= 65536  # a table at most, never a copy of the image
+        monkey_limit = display.LARGE_PIXELS
+        display.LARGE_PIXELS = 10**9
+        try:
+            whole = display.render(image, window if window is not None or image.bit_depth == 8
+                                   else display.auto_window(image.pixels))
+        finally:
+            display.LARGE_PIXELS = monkey_limit
+        part = lazy[7:140:4, 3:119:2]
+        expected = whole[7:140:4, 3:119:2]
+        np.testing.assert_array_equal(part, expected if image.is_color else expected[..., 0])
+
+
+def _scene_image(canvas, zoom: float):
+    """The canvas scene (image and overlays) drawn at ``zoom``, as the view would show it."""
+    from PySide6.QtCore import QRectF
+    from PySide6.QtGui import QColor, QImage, QPainter
+
+    rect = canvas._image_item.boundingRect()
+    out = QImage(int(rect.width() * zoom), int(rect.height() * zoom), QImage.Format.Format_ARGB32)
+    out.fill(QColor("black"))
+    painter = QPainter(out)
+    canvas.scene().render(painter, QRectF(out.rect()), rect)
+    painter.end()
+    return out
+
+
+def _pixels(qimage) -> np.ndarray:
+    ptr = qimage.constBits()
+    return np.frombuffer(ptr, np.uint8).reshape(qimage.height(), qimage.bytesPerLine())[:, :qimage.width() * 4] \
+        .reshape(qimage.height(), qimage.width(), 4).copy()
+
+
+@pytest.mark.parametrize("outline", [False, True])
+def test_large_image_and_label_are_drawn_as_ordinary_ones_at_actual_size(qtbot, monkeypatch, outline):
+    from segdesk.qt import canvas as canvas_module
+    from segdesk.qt import overlay
+    from segdesk.qt.canvas import Canvas, LargeImageItem
+    from segdesk.qt.overlay import LabelOverlayItem, colour_table, proposal_tables
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 255, (90, 130, 3), np.uint8)
+    label = np.zeros((90, 130), np.uint8)
+    label[20:50, 30:90] = 2
+    label[60:70, 10:40] = 1
+    proposal = np.ones((90, 130), np.uint8)
+    proposal[10:60, 50:120] = 2
+    fill, edge = proposal_tables([(230, 159, 0)])
+    drawn = {}
+    for limit in (10**9, 1000):  # ordinary, then large
+        monkeypatch.setattr(canvas_module, "LARGE_PIXELS", limit)
+        monkeypatch.setattr(overlay, "LARGE_PIXELS", limit)
+        canvas = Canvas()
+        qtbot.addWidget(canvas)
+        canvas.set_image(rgb)
+        canvas.set_proposal(LabelOverlayItem(proposal, fill, edge_lut=edge, dash=4))
+        item = LabelOverlayItem(label, colour_table([(230, 159, 0)]))
+        item.set_outline(outline)
+        canvas.set_overlay(item)
+        assert isinstance(canvas._image_item, LargeImageItem) == (limit == 1000)
+        drawn[limit] = (_pixels(_scene_image(canvas, 1.0)), _pixels(_scene_image(canvas, 2.0)), item)
+    for i in range(2):
+        np.testing.assert_array_equal(drawn[1000][i], drawn[10**9][i])
+    for x, y in [(0, 0), (30, 20), (29, 20), (89, 49), (10, 60), (129, 89)]:
+        assert drawn[1000][2].pixel_colour(x, y) == drawn[10**9][2].pixel_colour(x, y)
+
+
+def test_large_image_zoomed_out_draws_a_sample_of_it(qtbot, large_limit):
+    from segdesk.qt.canvas import Canvas
+    from segdesk.qt.overlay import LabelOverlayItem, colour_table
+
+    rgb = np.zeros((400, 600, 3), np.uint8)
+    rgb[:, :300] = (200, 0, 0)  # left red, right blue
+    rgb[:, 300:] = (0, 0, 200)
+    label = np.zeros((400, 600), np.uint8)
+    label[:200] = 2  # top half labelled
+    canvas = Canvas()
+    qtbot.addWidget(canvas)
+    canvas.set_image(rgb)
+    canvas.set_overlay(LabelOverlayItem(label, colour_table([(0, 255, 0)])))
+    canvas.overlay.setOpacity(1.0)
+    shown = _pixels(_scene_image(canvas, 0.1))  # 60 x 40, every 8th pixel
+    assert shown.shape[:2] == (40, 60)
+    # (B, G, R) in memory
+    assert tuple(shown[30, 10, :3]) == (0, 0, 200)  # bottom left: the image's red
+    assert tuple(shown[30, 50, :3]) == (200, 0, 0)  # bottom right: its blue
+    assert tuple(shown[5, 10, :3]) == (0, 255, 0)  # top: the label's colour
+
+
+def test_painting_a_large_image_in_the_window(qtbot, tmp_path, large_limit):
+    """A project image over the limit opens with a lazy display, a stroke paints the label and
+    the overlay shows it, and the window zooms and pans without an error."""
+    from PySide6.QtCore import QPointF, QSettings, Qt
+    from PySide6.QtTest import QTest
+
+    from segdesk.core import display
+    from segdesk.qt.canvas import LargeImageItem
+    from segdesk.qt.main_window import MainWindow
+    from tests.conftest import disc_project, show_window
+
+    project = disc_project(tmp_path, ["lesion"], n_images=1)
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    show_window(qtbot, w)
+    assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)
+    h, wd = w.current.doc.shape
+    assert h * wd > large_limit
+    assert isinstance(w.canvas._image_item, LargeImageItem)
+    w.canvas.set_zoom(4.0)
+    w.canvas.centerOn(QPointF(wd / 2, h / 2))
+    vp = w.canvas.viewport()
+    points = [w.canvas.mapFromScene(QPointF(wd / 2 + dx, h / 2)) for dx in (-6, -3, 0, 3, 6)]
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, points[0])
+    for p in points[1:]:
+        QTest.mouseMove(vp, p)
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, points[-1])
+    y, x = int(h / 2), int(wd / 2)
+    assert w.current.doc.label[y, x] == 2
+    colour = w.canvas.overlay.pixel_colour(x, y)
+    assert (colour.red(), colour.green(), colour.blue()) == w.project.classes[0].rgb
+    shown = w.canvas.viewport().grab().toImage()
+    centre = shown.pixelColor(w.canvas.mapFromScene(QPointF(x + 0.5, y + 0.5)))
+    assert centre.red() > centre.blue()  # the class colour (orange) over the gray image
+    w.canvas.fit()
+    qtbot.wait(1)
+    assert isinstance(display.render(w.current.image, w.current.window), display.LazyDisplay)

@@ -24,6 +24,8 @@ CT_PRESETS = (
 AUTO = "Auto (0.5-99.5 percentile)"
 VOI_LUT = "File: VOI LUT"
 _MAX_WINDOW_SAMPLES = 1_000_000
+# Images with more pixels are displayed from a LazyDisplay (no 8-bit copy of the whole image).
+LARGE_PIXELS = 2048 * 2048
 
 
 def auto_window(pixels: np.ndarray) -> tuple[float, float]:
@@ -48,14 +50,15 @@ def auto_window(pixels: np.ndarray) -> tuple[float, float]:
     return low, high
 
 
-def to_display(pixels: np.ndarray, window: tuple[float, float] | None = None) -> np.ndarray:
-    """uint8 H x W x 3 RGB for the screen: window low..high mapped linearly to 0..255, clipped."""
+def to_display(pixels: np.ndarray, window: tuple[float, float] | None = None, rgb: bool = True) -> np.ndarray:
+    """uint8 H x W x 3 RGB for the screen: window low..high mapped linearly to 0..255, clipped.
+    ``rgb`` False keeps a gray image H x W (a third of the memory)."""
     if pixels.ndim == 3 and pixels.shape[2] in (1, 4):
         pixels = pixels[:, :, 0] if pixels.shape[2] == 1 else pixels[:, :, :3]
     if pixels.dtype == bool:
         pixels = pixels.astype(np.uint8) * 255
     if pixels.dtype == np.uint8 and window is None:
-        out = pixels.copy()
+        out = pixels if rgb and pixels.ndim == 2 else pixels.copy()  # GRAY2RGB below makes the copy
     else:
         low, high = (float(v) for v in (window if window is not None else auto_window(pixels)))
         if not high > low:
@@ -72,8 +75,8 @@ def to_display(pixels: np.ndarray, window: tuple[float, float] | None = None) ->
         else:
             clipped = np.clip(pixels.astype(np.float32, copy=False), low, high)
             out = cv2.convertScaleAbs(clipped, alpha=scale, beta=-low * scale)  # >= 0, so abs is a no-op
-    if out.ndim == 2:
-        return cv2.cvtColor(out, cv2.COLOR_GRAY2RGB)
+    if out.ndim == 2 and rgb:
+        return cv2.cvtColor(np.ascontiguousarray(out), cv2.COLOR_GRAY2RGB)
     return np.ascontiguousarray(out)
 
 
@@ -131,18 +134,67 @@ def _voi_display(pixels: np.ndarray, first: int, table: np.ndarray) -> np.ndarra
     return table8[index]
 
 
-def render(image: Image, window: tuple[float, float] | None) -> np.ndarray:
-    """uint8 H x W x 3 RGB for the screen. The file's VOI LUT is applied while ``window`` is its
-    input range; MONOCHROME1 is turned over after windowing (white = low values)."""
-    voi = voi_window(image)
-    if voi is not None and window is not None and tuple(window) == voi:
-        first, table = image.voi_lut
-        rgb = cv2.cvtColor(_voi_display(image.pixels, first, table), cv2.COLOR_GRAY2RGB)
+def _render_pixels(pixels: np.ndarray, window: tuple[float, float] | None, voi_lut, invert: bool,
+                   rgb: bool = True) -> np.ndarray:
+    """The display of ``pixels``: the VOI LUT (first, table) when given, else ``window``; turned over
+    when ``invert``."""
+    if voi_lut is not None:
+        out = _voi_display(pixels, *voi_lut)
+        out = cv2.cvtColor(out, cv2.COLOR_GRAY2RGB) if rgb and out.ndim == 2 else out
     else:
-        rgb = to_display(image.pixels, window)
-    if isinstance(image, DicomImage) and image.invert:
-        cv2.bitwise_not(rgb, dst=rgb)
-    return rgb
+        out = to_display(pixels, window, rgb)
+    if invert:
+        cv2.bitwise_not(out, dst=out)
+    return out
+
+
+def render(image: Image, window: tuple[float, float] | None) -> np.ndarray | LazyDisplay:
+    """uint8 H x W x 3 RGB for the screen. The file's VOI LUT is applied while ``window`` is its
+    input range; MONOCHROME1 is turned over after windowing (white = low values). An image of more
+    than LARGE_PIXELS gets a LazyDisplay instead: the same values, computed for the part asked for."""
+    voi = voi_window(image)
+    voi_lut = image.voi_lut if voi is not None and window is not None and tuple(window) == voi else None
+    invert = isinstance(image, DicomImage) and image.invert
+    if image.height * image.width > LARGE_PIXELS:
+        return LazyDisplay(image.pixels, window, voi_lut, invert)
+    return _render_pixels(image.pixels, window, voi_lut, invert)
+
+
+class LazyDisplay:
+    """The display of a large image without an 8-bit copy of it: indexing (``display[y0:y1:k,
+    x0:x1:k]``) maps just those pixels, with the same values ``render`` gives. Gray images stay
+    H x W; colour ones are H x W x 3. 8- and 16-bit integer pixels go through one table of every
+    value (built once); others are mapped per request."""
+
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, pixels: np.ndarray, window: tuple[float, float] | None, voi_lut=None, invert: bool = False):
+        if window is None and pixels.dtype != np.uint8 and voi_lut is None:
+            window = auto_window(pixels)  # pinned: each part must not get a window of its own
+        self.pixels, self.window = pixels, window
+        self._voi_lut, self._invert = voi_lut, invert
+        self._table: np.ndarray | None = None
+        if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2:
+            codes = np.arange(2 ** (8 * pixels.dtype.itemsize), dtype=f"u{pixels.dtype.itemsize}")
+            self._table = _render_pixels(codes.view(pixels.dtype)[None, :], window, voi_lut, invert, rgb=False)[0]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.pixels.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.pixels.ndim
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self._table is None else int(self._table.nbytes)
+
+    def __getitem__(self, key) -> np.ndarray:
+        part = self.pixels[key]
+        if self._table is not None:
+            return self._table[part.view(f"u{part.dtype.itemsize}")]
+        return _render_pixels(np.ascontiguousarray(part), self.window, self._voi_lut, self._invert, rgb=False)
 
 
 def describe(image: Image) -> str:

@@ -1,4 +1,10 @@
-"""The canvas: an image with its label overlay; zoom to cursor, pan, fit; mouse in image pixels."""
+"""The canvas: an image with its label overlay; zoom to cursor, pan, fit; mouse in image pixels.
+
+Scene units are image pixels. An image up to display.LARGE_PIXELS is one QPixmap; a larger one
+(or a LazyDisplay) is a LargeImageItem that draws only the exposed part, sampled at the step the
+zoom allows (segdesk.core.sampling): no screen copy of a 20,000 px image, and zoomed out it draws
+about as many pixels as the screen has.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +13,55 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QMouseEvent, QPainter, QPainterPath, QPen, QPixmap, QWheelEvent
 from PySide6.QtWidgets import (
     QGraphicsEllipseItem,
+    QGraphicsItem,
     QGraphicsPathItem,
     QGraphicsPixmapItem,
     QGraphicsScene,
     QGraphicsView,
+    QStyleOptionGraphicsItem,
+    QWidget,
 )
 
+from segdesk.core.display import LARGE_PIXELS
 from segdesk.qt.overlay import LabelOverlayItem
+from segdesk.qt.sampled_paint import paint_sampled, to_qimage
 
 ZOOM_STEP = 1.25
 MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
 
 
 def rgb_to_pixmap(rgb: np.ndarray) -> QPixmap:
-    h, w = rgb.shape[:2]
-    rgb = np.ascontiguousarray(rgb)
-    qimage = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(qimage)  # copies, so ``rgb`` may be freed
+    return QPixmap.fromImage(to_qimage(np.ascontiguousarray(rgb)))  # copies, so ``rgb`` may be freed
+
+
+def is_large(rgb) -> bool:
+    """Drawn by a LargeImageItem: a LazyDisplay, or an array of more than LARGE_PIXELS."""
+    return not isinstance(rgb, np.ndarray) or rgb.shape[0] * rgb.shape[1] > LARGE_PIXELS
+
+
+class LargeImageItem(QGraphicsItem):
+    """Draws the exposed part of a large image (an array or a LazyDisplay: anything indexable as
+    ``source[y0:y1:k, x0:x1:k]`` giving uint8 gray or RGB), sampled at the step of the zoom."""
+
+    def __init__(self, source):
+        super().__init__()
+        self._source = source
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    def set_source(self, source) -> None:
+        if tuple(source.shape[:2]) != tuple(self._source.shape[:2]):
+            raise ValueError("a new display must keep the image size; make a new item")
+        self._source = source
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        h, w = self._source.shape[:2]
+        return QRectF(0, 0, w, h)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        paint_sampled(painter, option, self.boundingRect(), self._source.shape[:2],
+                      lambda y0, x0, y1, x1, k: self._source[y0:y1:k, x0:x1:k])
 
 
 class Canvas(QGraphicsView):
@@ -51,7 +89,7 @@ class Canvas(QGraphicsView):
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setMouseTracking(True)
         self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
-        self._image_item: QGraphicsPixmapItem | None = None
+        self._image_item: QGraphicsPixmapItem | LargeImageItem | None = None
         self._overlay: LabelOverlayItem | None = None
         self._proposal: LabelOverlayItem | None = None
         self._cursor = QGraphicsEllipseItem()
@@ -71,21 +109,24 @@ class Canvas(QGraphicsView):
 
     # ----- content
 
-    def set_image(self, rgb: np.ndarray | None) -> None:
+    def set_image(self, rgb) -> None:
+        """Show an image: uint8 H x W x 3 RGB or H x W gray, or a LazyDisplay (display.render)."""
         if self._image_item is not None:
             self.scene().removeItem(self._image_item)
             self._image_item = None
         if rgb is None:
             return
-        self._image_item = QGraphicsPixmapItem(rgb_to_pixmap(rgb))
+        self._image_item = LargeImageItem(rgb) if is_large(rgb) else QGraphicsPixmapItem(rgb_to_pixmap(rgb))
         self._image_item.setZValue(0)
         self.scene().addItem(self._image_item)
         h, w = rgb.shape[:2]
         self.scene().setSceneRect(QRectF(-w * 0.25, -h * 0.25, w * 1.5, h * 1.5))
 
-    def update_image(self, rgb: np.ndarray) -> None:
+    def update_image(self, rgb) -> None:
         """Replace the displayed pixels (a new display window) without touching the view."""
-        if self._image_item is not None:
+        if isinstance(self._image_item, LargeImageItem):
+            self._image_item.set_source(rgb)
+        elif self._image_item is not None:
             self._image_item.setPixmap(rgb_to_pixmap(rgb))
 
     def set_overlay(self, overlay: LabelOverlayItem | None) -> None:
