@@ -14,7 +14,9 @@ import numpy as np
 
 from segdesk.core.errors import ImageReadError
 
-MAX_PIXELS: int = 30_000 * 30_000 // 4
+# A gigapixel (32768 x 32768): whole-slide-sized 2D images open (issue 14: 20,000 x 20,000 and up);
+# a damaged header claiming a size the file cannot hold is refused by decode_limits before decoding.
+MAX_PIXELS: int = 32_768 * 32_768
 MAX_FILE_BYTES: int = 2 * 1024**3
 
 _KEPT_DTYPES = frozenset(
