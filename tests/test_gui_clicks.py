@@ -226,3 +226,23 @@ def test_a_checkpoint_without_click_inputs_proposes_and_the_click_tool_says_it_c
     assert w.clicks.clicks == [] and len(w.clicks.markers) == 0 and not w.clicks.pending
     assert np.array_equal(w.current.doc.label, label)
     assert not messages
+
+
+def test_a_new_click_supersedes_a_pending_one(qtbot, tmp_path, click_model, messages):
+    """Two clicks in one go: the first one's answer is never applied; the second's carries both."""
+    root, truths = copy_project(click_model, tmp_path)
+    w = open_window(qtbot, tmp_path, root)
+    choose_click_tool(w)
+    doc = w.current.doc
+    answers = []
+    w.clicks.answered.connect(answers.append)
+    with qtbot.waitSignal(w.clicks.answered, timeout=60_000):
+        click_at(w, *a_useful_click(w, truth_of(w, truths)))
+        click_at(w, 2, 2, Qt.MouseButton.RightButton)  # before the first is answered
+    assert len(w.clicks.clicks) == 2 and not w.clicks.pending
+    assert len(answers) == 1 and len(doc.history) == 1  # one answer, one undo step
+    QTest.keyClick(w, Qt.Key.Key_Backspace)  # its change was both clicks' answer: undone...
+    assert not doc.history.can_undo
+    qtbot.waitUntil(lambda: len(answers) == 2, timeout=60_000)  # ...and the first click is asked again
+    assert len(w.clicks.clicks) == 1 and len(doc.history) == 1
+    assert not messages

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 class _Placed:
     click: Click
     answered: bool = False  # its answer (or a later click's, which carried it) is in the label
+    own: bool = False  # answered by a request it was the last click of (not only by a later click's)
     step: PaintAtom | None = None  # the undo step its answer made (None: nothing changed)
     version: int = -1  # the document's version right after that step
 
@@ -172,7 +173,7 @@ class ClickSession(QObject):
         for placed in self._clicks:
             placed.answered = True
         last = self._clicks[-1]
-        last.step, last.version = step, cur.doc.version
+        last.own, last.step, last.version = True, step, cur.doc.version
         if step is not None:
             self._controller.changed(step.box)
         ms = 1000 * (time.perf_counter() - pending.started)
@@ -206,7 +207,11 @@ class ClickSession(QObject):
                 self._controller.changed(cur.doc.undo())
             else:  # edits came after it: its pixels get back what they had before it, as a new step
                 self._controller.changed(self._revert(cur.doc, placed.step))
-        if self._clicks and not self._clicks[-1].answered:  # their answer was superseded by this click's
+        if self._clicks and not self._clicks[-1].own:  # their answer came only with this click's: ask again
+            for placed in reversed(self._clicks):
+                if placed.own:
+                    break
+                placed.answered = False
             self._send()
         self.message.emit(f"Click removed; {len(self._clicks)} left.", 3000)
 
