@@ -174,7 +174,8 @@ class LazyDisplay:
         self.pixels, self.window = pixels, window
         self._voi_lut, self._invert = voi_lut, invert
         self._table: np.ndarray | None = None
-        if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2:
+        self._as_is = pixels.dtype == np.uint8 and window is None and voi_lut is None and not invert
+        if pixels.dtype.kind in "iu" and pixels.dtype.itemsize <= 2 and not self._as_is:
             codes = np.arange(2 ** (8 * pixels.dtype.itemsize), dtype=f"u{pixels.dtype.itemsize}")
             self._table = _render_pixels(codes.view(pixels.dtype)[None, :], window, voi_lut, invert, rgb=False)[0]
 
@@ -192,6 +193,8 @@ class LazyDisplay:
 
     def __getitem__(self, key) -> np.ndarray:
         part = self.pixels[key]
+        if self._as_is:  # 8-bit shown as it is: a copy of the part, no table
+            return np.array(part, copy=True)
         if self._table is not None:
             return self._table[part.view(f"u{part.dtype.itemsize}")]
         return _render_pixels(np.ascontiguousarray(part), self.window, self._voi_lut, self._invert, rgb=False)

@@ -164,7 +164,9 @@ def _decode_cv2(path, data: bytes, kind: str, h: int, w: int, gray_png: bool = F
         return arr
     if gray_png or arr.shape[2] == 1:  # libpng expands gray + alpha (or tRNS) to BGRA
         return arr[:, :, 0]
-    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    if arr.shape[2] == 3:  # in place: no second copy of a large image
+        return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
+    return cv2.cvtColor(arr, cv2.COLOR_BGRA2RGB)
 
 
 def _read_raster(path, kind: str, file_size: int, max_pixels: int) -> np.ndarray:
