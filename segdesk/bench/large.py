@@ -236,7 +236,8 @@ def _project(image: Path, root: Path):
     return project
 
 
-def _one_image(app, window, image: Path, root: Path, meter: _Meter, wait_s: float, strokes: int) -> dict:
+def _one_image(app, window, image: Path, root: Path, meter: _Meter, wait_s: float, strokes: int,
+               segment: bool = True) -> dict:
     from PySide6.QtCore import QPointF, Qt
     from PySide6.QtTest import QTest
 
@@ -320,6 +321,9 @@ def _one_image(app, window, image: Path, root: Path, meter: _Meter, wait_s: floa
     out["painted_pixels"] = int(np.count_nonzero(doc.label))
     out["phases"]["paint"] = meter.end()
 
+    if not segment:
+        out["segment_error"] = "skipped (--segment-up-to)"
+        return _accept(app, window, image_id, out, meter, pump, wait_s)
     meter.begin("segment")
     t_seg = time.perf_counter()
     window.segment()
@@ -333,6 +337,10 @@ def _one_image(app, window, image: Path, root: Path, meter: _Meter, wait_s: floa
     out["phases"]["segment"] = meter.end()
     out["phases"]["segment"]["waited_s"] = round(time.perf_counter() - t_seg, 1)
 
+    return _accept(app, window, image_id, out, meter, pump, wait_s)
+
+
+def _accept(app, window, image_id: str, out: dict, meter: _Meter, pump, wait_s: float) -> dict:
     meter.begin("accept")
     before = len(window.project.accepted_ids())
     window.accept_current()
@@ -344,7 +352,9 @@ def _one_image(app, window, image: Path, root: Path, meter: _Meter, wait_s: floa
 
 
 def run(out: Path, images: list[Spec] | None = None, wait_s: float = 1800.0, strokes: int = 4,
-        device: str | None = "cpu", keep: Path | None = None, trace: bool = False) -> dict:
+        device: str | None = "cpu", keep: Path | None = None, trace: bool = False,
+        segment_up_to: int | None = None) -> dict:
+    """``segment_up_to``: press Segment only on images of at most that many pixels (None: all)."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
@@ -354,6 +364,7 @@ def run(out: Path, images: list[Spec] | None = None, wait_s: float = 1800.0, str
     from segdesk.qt.main_window import MainWindow
 
     specs = images or parse_specs(",".join(DEFAULT_IMAGES))
+    load_start = round(os.getloadavg()[0], 2)  # other programs' load lengthens every stall
     tmp = Path(tempfile.mkdtemp(prefix="segdesk-bench-large-"))
     try:
         t0 = time.perf_counter()
@@ -378,8 +389,9 @@ def run(out: Path, images: list[Spec] | None = None, wait_s: float = 1800.0, str
         results = []
         for spec, path in zip(specs, paths[1:]):
             log.info("bench large: %s", spec.name)
+            segment = segment_up_to is None or spec.size * spec.size <= segment_up_to
             results.append(_one_image(app, window, path, tmp / f"project-{spec.kind}{spec.size}", meter, wait_s,
-                                      strokes))
+                                      strokes, segment))
             print(json.dumps({"image": spec.name, **{k: v for k, v in results[-1].items() if k != "phases"}}),
                   file=sys.stderr, flush=True)
         device_text = window.status.device.text().removeprefix("device: ")
@@ -410,6 +422,7 @@ def run(out: Path, images: list[Spec] | None = None, wait_s: float = 1800.0, str
             "peak_rss_per_phase_from": "VmHWM reset per phase" if meter.can_reset else "VmRSS sampled every tick",
             "tick_interval_ms": TICK_MS,
             "training": "off (auto-start out of reach)",
+            "load_average_1min": {"start": load_start, "end": round(os.getloadavg()[0], 2)},
         }
         if tracer is not None:
             result["stall_stacks"] = tracer.stop()

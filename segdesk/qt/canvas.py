@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from segdesk.core.display import LARGE_PIXELS
 from segdesk.qt.overlay import LabelOverlayItem
-from segdesk.qt.sampled_paint import paint_sampled, to_qimage
+from segdesk.qt.sampled_paint import SampledView, to_qimage
 
 ZOOM_STEP = 1.25
 MIN_ZOOM, MAX_ZOOM = 0.01, 64.0
@@ -46,6 +46,7 @@ class LargeImageItem(QGraphicsItem):
     def __init__(self, source):
         super().__init__()
         self._source = source
+        self._view = SampledView(source.shape[:2], lambda y0, x0, y1, x1, k: self._source[y0:y1:k, x0:x1:k])
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
 
@@ -53,6 +54,7 @@ class LargeImageItem(QGraphicsItem):
         if tuple(source.shape[:2]) != tuple(self._source.shape[:2]):
             raise ValueError("a new display must keep the image size; make a new item")
         self._source = source
+        self._view.invalidate()
         self.update()
 
     def boundingRect(self) -> QRectF:
@@ -60,8 +62,7 @@ class LargeImageItem(QGraphicsItem):
         return QRectF(0, 0, w, h)
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
-        paint_sampled(painter, option, self.boundingRect(), self._source.shape[:2],
-                      lambda y0, x0, y1, x1, k: self._source[y0:y1:k, x0:x1:k])
+        self._view.paint(painter, option, self.boundingRect())
 
 
 class Canvas(QGraphicsView):

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QWidget
 from segdesk.core import encoding, sampling
 from segdesk.core.display import LARGE_PIXELS
 from segdesk.core.history import Box
-from segdesk.qt.sampled_paint import paint_sampled, to_qimage
+from segdesk.qt.sampled_paint import SampledView, to_qimage
 
 BACKGROUND_RGB = (70, 90, 140)
 BACKGROUND_ALPHA = 110
@@ -118,7 +118,10 @@ class LabelOverlayItem(QGraphicsItem):
         h, w = label.shape
         # None: a large label, coloured as it is painted
         self._bgra: np.ndarray | None = None
-        if h * w <= LARGE_PIXELS:
+        self._view: SampledView | None = None
+        if h * w > LARGE_PIXELS:
+            self._view = SampledView((h, w), self._colour)
+        else:
             self._bgra = np.zeros((h, w, 4), np.uint8)
             self._qimage = QImage(self._bgra.data, w, h, 4 * w, QImage.Format.Format_ARGB32_Premultiplied)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
@@ -141,15 +144,16 @@ class LabelOverlayItem(QGraphicsItem):
 
     def _colour(self, y0: int, x0: int, y1: int, x1: int, step: int = 1) -> np.ndarray:
         """Premultiplied BGRA (H x W x 4 uint8) of rows y0:y1:step and columns x0:x1:step of the label."""
-        region = self._label[y0:y1:step, x0:x1:step]
         if not (self._outline or self._edge_lut is not None):
-            return _gather(self._lut, region)
-        # an edge depends on the samples just outside the box
+            return _gather(self._lut, self._label[y0:y1:step, x0:x1:step])
+        # an edge depends on the samples just outside the box: read them with it, once
         h, w = self._label.shape
-        rows, cols = region.shape
+        rows, cols = sampling.samples(y0, y1, step), sampling.samples(x0, x1, step)
         gy0, gx0 = (y0 - step if y0 >= step else y0), (x0 - step if x0 >= step else x0)
-        grid = self._label[gy0:min(h, y0 + rows * step + 1):step, gx0:min(w, x0 + cols * step + 1):step]
+        grid = np.ascontiguousarray(
+            self._label[gy0:min(h, y0 + rows * step + 1):step, gx0:min(w, x0 + cols * step + 1):step])
         oy, ox = (y0 - gy0) // step, (x0 - gx0) // step
+        region = grid[oy:oy + rows, ox:ox + cols]
         edge = outline_of(grid)[oy:oy + rows, ox:ox + cols]
         if self._dash and not self._outline:
             edge &= dashes(y0, x0, y1, x1, self._dash, step)
@@ -157,7 +161,10 @@ class LabelOverlayItem(QGraphicsItem):
             return _gather(self._lut, region * edge)  # 0 (transparent) off the edges
         if self._both is None:  # values 0..255: fill colours; 256..511: edge colours
             self._both = np.concatenate([self._lut, self._edge_lut])
-        return _gather(self._both, region + (edge.astype(np.uint16) << 8))
+        index = edge.astype(np.uint16)
+        index <<= 8
+        index += region
+        return _gather(self._both, index)
 
     def refresh(self, box: Box | None) -> None:
         """Recolour ``box`` (y0, x0, y1, x1) of the overlay from the label, or all of it."""
@@ -168,6 +175,8 @@ class LabelOverlayItem(QGraphicsItem):
             y0, x0, y1, x1 = max(0, y0 - 1), max(0, x0 - 1), min(h, y1 + 1), min(w, x1 + 1)
         if self._bgra is not None:
             self._bgra[y0:y1, x0:x1] = self._colour(y0, x0, y1, x1)
+        elif self._view is not None:
+            self._view.invalidate(None if box is None else (y0, x0, y1, x1))
         self.update(QRectF(x0, y0, x1 - x0, y1 - y0))
 
     def boundingRect(self) -> QRectF:
@@ -175,9 +184,8 @@ class LabelOverlayItem(QGraphicsItem):
         return QRectF(0, 0, w, h)
 
     def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None):
-        if self._bgra is None:
-            paint_sampled(painter, option, self.boundingRect(), self._label.shape,
-                          lambda y0, x0, y1, x1, k: self._colour(y0, x0, y1, x1, k))
+        if self._view is not None:
+            self._view.paint(painter, option, self.boundingRect())
             return
         exposed = option.exposedRect.intersected(self.boundingRect()).toAlignedRect()
         if exposed.isEmpty():
