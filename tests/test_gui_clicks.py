@@ -134,6 +134,10 @@ def test_clicks_move_the_proposal_toward_the_truth_and_accept_stores_them(qtbot,
         assert "click answered in" in w.statusBar().currentMessage()
     assert len(dice) > 1, "the proposal was right already: the test image does not test clicks"
     assert dice[-1] > before + 0.15, dice  # the two discs: a click says which one is meant
+    # only what the clicks changed became label (the model's window is the whole image here): the
+    # rest still shows the proposal
+    labelled = w.current.doc.label != encoding.UNLABELLED
+    assert labelled.any() and labelled.sum() < labelled.size / 4
 
     # a brush correction on top of the clicks' result, then Enter stores what is shown
     QTest.keyClick(w, Qt.Key.Key_B)

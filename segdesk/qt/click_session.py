@@ -3,8 +3,11 @@
 A left click says "this is the selected class", a right click or Shift+click "this is not". Each
 click sends every click so far and the mask shown now (label over proposal, as accept would store
 it) to the inference worker (qt/inference_worker.py ``refine``); a newer click supersedes a pending
-one. The answer (the window the model recomputed) replaces the label inside that window as one
-undo step, so Ctrl+Z undoes a click's change and brush corrections go on top. Backspace removes the
+one. The answer (the window the model recomputed) changes the label inside that window as one
+undo step, so Ctrl+Z undoes a click's change and brush corrections go on top. Only the pixels whose
+shown class the answer changes become label: the rest of the window keeps showing the proposal
+(or the user's own label), so a click does not turn a whole window into unchecked label, and the
+corrections stand out as corrections do. Backspace removes the
 last click: its change is undone, or, when edits came after it, the pixels it changed and nothing
 changed since get back the values they had before it; the clicks still pending are asked again.
 
@@ -169,7 +172,7 @@ class ClickSession(QObject):
             self._send()
             return
         self._pending = None
-        step = cur.doc.replace(box, encoding.mask_to_label(window))
+        step = cur.doc.replace(box, self._corrected(cur, box, window))
         for placed in self._clicks:
             placed.answered = True
         last = self._clicks[-1]
@@ -179,6 +182,16 @@ class ClickSession(QObject):
         ms = 1000 * (time.perf_counter() - pending.started)
         self.message.emit(f"click answered in {ms:.0f} ms (model {checkpoint})", 5000)
         self.answered.emit(image_id)
+
+    @staticmethod
+    def _corrected(cur, box, window: np.ndarray) -> np.ndarray:
+        """The label of ``box`` once the answer ``window`` (a class mask) is shown: the answer's value
+        where it differs from what is shown now, the label as it is elsewhere."""
+        y0, x0, y1, x1 = box
+        label = cur.doc.label[y0:y1, x0:x1]
+        proposal = cur.proposal[y0:y1, x0:x1] if cur.proposal is not None else None
+        answer = encoding.mask_to_label(window)
+        return np.where(answer != encoding.merge_accept(label, proposal), answer, label).astype(np.uint8)
 
     @Slot(int, str, str)
     def _on_failed(self, request_id: int, image_id: str, message: str) -> None:
