@@ -225,7 +225,9 @@ def test_a_checkpoint_without_click_inputs_proposes_and_the_click_tool_says_it_c
     assert meta.get("prompts") != "clicks"
     label = w.current.doc.label.copy()
     choose_click_tool(w)
-    click_at(w, 30, 30)
+    assert w.statusBar().currentMessage() == NO_CLICKS  # said when the tool is chosen...
+    w.statusBar().clearMessage()
+    click_at(w, 30, 30)  # ...and on each click
     assert w.statusBar().currentMessage() == NO_CLICKS
     assert w.clicks.clicks == [] and len(w.clicks.markers) == 0 and not w.clicks.pending
     assert np.array_equal(w.current.doc.label, label)

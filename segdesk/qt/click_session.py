@@ -32,7 +32,7 @@ from segdesk.core.label_document import LabelDocument
 from segdesk.qt.canvas import Canvas
 from segdesk.qt.click_markers import ClickMarkers
 from segdesk.qt.inference_worker import NO_CLICKS
-from segdesk.qt.tool_controller import ToolController
+from segdesk.qt.tool_controller import Tool, ToolController
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class ClickSession(QObject):
         controller.click_placed.connect(self.click)
         controller.document_changed.connect(self.clear)
         controller.undoing.connect(self._before_undo)
+        controller.tool_changed.connect(self._on_tool)
 
     def bind(self, loop) -> None:
         """A project opened with ``loop`` (a LoopController): clicks go to its inference worker."""
@@ -125,6 +126,12 @@ class ClickSession(QObject):
         if meta is not None and meta.get("prompts") != "clicks":
             return NO_CLICKS
         return ""
+
+    @Slot(str)
+    def _on_tool(self, name: str) -> None:
+        """Choosing the Click tool says at once when clicks cannot be answered now."""
+        if name == Tool.CLICK.value and self._session.current is not None and (reason := self._reads_clicks()):
+            self.message.emit(reason, 10000)
 
     @Slot(float, float, bool)
     def click(self, x: float, y: float, positive: bool) -> None:
