@@ -182,3 +182,12 @@ def test_painting_a_large_image_in_the_window(qtbot, tmp_path, large_limit):
     w.canvas.fit()
     qtbot.wait(1)
     assert isinstance(display.render(w.current.image, w.current.window), display.LazyDisplay)
+
+
+def test_bench_large_images_option_says_how_to_fix_it():
+    from segdesk.bench.large import Spec, parse_specs
+
+    assert parse_specs("rgb:10000, gray:20000") == [Spec("rgb", 10000), Spec("gray", 20000)]
+    for bad in ("rgb", "cmyk:100", "gray:12", "rgb:1e4", ""):
+        with pytest.raises(ValueError, match="rgb:10000"):
+            parse_specs(bad)

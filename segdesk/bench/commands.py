@@ -154,7 +154,7 @@ def cmd_large(args) -> int:
     from segdesk.bench import large
 
     result = large.run(Path(args.out), images=args.images, wait_s=args.wait, device=args.device,
-                       trace=args.trace_stalls)
+                       trace=args.trace_stalls, segment_up_to=args.segment_up_to)
     rows = ", ".join(f"{r['image']}: peak {max((p['peak_rss_gb'] for p in r.get('phases', {}).values()), default=0)} GB, "
                      f"longest stall {max((p['longest_stall_ms'] for p in r.get('phases', {}).values()), default=0)} ms"
                      f"{'' if r.get('proposal_shown') else ' (no proposal: ' + str(r.get('segment_error') or r.get('error')) + ')'}"
@@ -277,6 +277,9 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
     p.add_argument("--wait", type=_positive_float, default=1800.0, metavar="S",
                    help="longest wait for an image to open or its proposal to arrive (default 1800)")
     p.add_argument("--device", default="cpu", metavar="D", help="cpu (default), auto, cuda, cuda:N or mps")
+    p.add_argument("--segment-up-to", type=_positive_int, default=None, metavar="PIXELS",
+                   help="press Segment only on images of at most PIXELS pixels (default: all); the others "
+                        "are opened, zoomed, panned, painted and accepted")
     p.add_argument("--trace-stalls", action="store_true",
                    help="sample the GUI thread's stack while it is late, to place each stall (stall_stacks)")
 

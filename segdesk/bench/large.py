@@ -10,7 +10,8 @@ and in, pans at actual pixels, paints brush strokes with the mouse, waits for th
 segmenting.
 
 Per phase it records the longest gap of a 5 ms timer on the GUI event loop (a stall the user
-feels) and the peak resident memory of the process (VmHWM, reset at each phase start through
+feels), with the GUI thread's own CPU time in it (a stall it did not spend is other programs' load
+or other threads'), and the peak resident memory of the process (VmHWM, reset at each phase start through
 /proc/self/clear_refs where Linux allows it, else sampled on every tick). The images are written
 by a child process, so their generation does not count.
 """
@@ -156,32 +157,40 @@ class _Meter:
     def __init__(self):
         self.phase = "start"
         self.last = time.perf_counter()
+        self.last_cpu = time.thread_time()  # the GUI thread's own CPU: a gap it did not use is the machine's
         self.phases: dict[str, dict] = {}
         self.can_reset = _reset_hwm()
 
     def begin(self, phase: str) -> None:
         self.phase = phase
-        self.phases[phase] = {"gaps": [], "rss_max": _rss_bytes(), "t0": time.perf_counter()}
+        self.phases[phase] = {"gaps": [], "cpu": [], "rss_max": _rss_bytes(), "t0": time.perf_counter()}
+        # the bench's own set-up before the phase (making the project) is not the window's stall
+        self.last, self.last_cpu = time.perf_counter(), time.thread_time()
         if self.can_reset:
             _reset_hwm()
 
     def tick(self) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.thread_time()
         p = self.phases.get(self.phase)
         if p is not None:
             p["gaps"].append((now - self.last) * 1000)
+            p["cpu"].append((cpu - self.last_cpu) * 1000)
             p["rss_max"] = max(p["rss_max"], _rss_bytes())
-        self.last = now
+        self.last, self.last_cpu = now, cpu
 
     def end(self) -> dict:
         p = self.phases[self.phase]
-        gaps = p.pop("gaps")
+        gaps, cpu = p.pop("gaps"), p.pop("cpu")
+        longest = int(np.argmax(gaps)) if gaps else None
         peak = max(_hwm_bytes(), p.pop("rss_max")) if self.can_reset else p.pop("rss_max")
         p.update({
             "seconds": round(time.perf_counter() - p.pop("t0"), 2),
             "longest_stall_ms": round(max(gaps, default=0.0), 1),
             "p99_ms": round(float(np.percentile(gaps, 99)), 1) if gaps else None,
             "stalls_over_30ms": int(sum(g > STALL_GOAL_MS for g in gaps)),
+            # the GUI thread's own CPU time in its longest stall, and the most it used in any one gap
+            "gui_cpu_in_longest_stall_ms": round(cpu[longest], 1) if longest is not None else None,
+            "gui_cpu_max_in_a_gap_ms": round(max(cpu, default=0.0), 1),
             "peak_rss_gb": _gb(peak),
         })
         self.phase = "between"
