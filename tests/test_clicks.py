@@ -125,3 +125,22 @@ def test_a_model_without_click_inputs_refuses_clicks_and_still_proposes():
     assert predictor.predict(image).classes.shape == (32, 32)
     with pytest.raises(ValueError, match="does not read clicks"):
         predictor.refine(image, [Click(5, 5, 1, True)], None)
+
+
+def test_a_click_tilts_the_answer_near_it_as_far_as_it_had_room():
+    from segdesk.core.clicks import honour_clicks
+
+    probs = np.zeros((2, 60, 60), np.float32)
+    probs[1] = 0.3  # the model finds the class unlikely everywhere...
+    probs[1, :, 40:] = 0.001  # ...and all but impossible on the right
+    probs[0] = 1 - probs[1]
+    previous = square(60, (0, 60, 0, 12))  # the mask the user corrects: class 1 on the left edge
+    click = Click(30, 24, 1, True)  # in background 12 px from the nearest class-1 pixel
+    tilted = honour_clicks(probs, [(30, 24)], [click], previous)
+    assert np.allclose(tilted.sum(axis=0), 1.0, atol=1e-5)
+    chosen = tilted.argmax(axis=0)
+    assert chosen[30, 24] == 1 and chosen[30, 34] == 1  # the click's region, where the model allowed it
+    assert chosen[30, 45] == 0  # not where the model was sure it is not the class
+    assert chosen[0, 59] == 0 and chosen[59, 59] == 0
+    negative = honour_clicks(tilted, [(30, 24)], [Click(30, 24, 1, False)], chosen.astype(np.uint8))
+    assert negative.argmax(axis=0)[30, 24] == 0

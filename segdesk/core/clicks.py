@@ -128,3 +128,39 @@ def keep_clicks(mask: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
             elif out[y, x] == click.class_number:
                 out[y, x] = 0
     return out
+
+
+# How a click tilts the model's answer near it (``honour_clicks``): the logit added at the click, and
+# the Gaussian's width as a multiple of the room the click had. Chosen on Kvasir polyps with a model
+# from the loop benchmark (8 images, NoC@90): no tilt 11+, (3, 1) 11.9, (6, 1) 10.0, (3, 2) 10.5, (6, 2) 9.75.
+CLICK_PULL = 6.0
+CLICK_REACH_FACTOR = 2.0
+
+
+def honour_clicks(probabilities: np.ndarray, points: Sequence[tuple[int, int]], clicks: Sequence[Click],
+                  previous: np.ndarray | None) -> np.ndarray:
+    """Probabilities (C x h x w, background first) tilted toward what each click says near it: the
+    clicked class's logit gains (positive) or loses (negative) CLICK_PULL x a Gaussian of the distance
+    to the click. Its width is CLICK_REACH_FACTOR x the room the click had: the distance from the
+    click to the nearest pixel of another class in ``previous`` (the mask the user corrected; the
+    window's border if it has none), at least CLICK_RADIUS. So a click fixes the region it lands in as far as the model finds
+    the class plausible, and the model's probabilities shape the edge. ``points``: the clicks at
+    this array's pixels. Returns a new array."""
+    out = probabilities.astype(np.float32, copy=True)
+    h, w = out.shape[1:]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for (py, px), click in zip(points, clicks):
+        c = int(click.class_number)
+        if not (0 <= py < h and 0 <= px < w and 1 <= c < out.shape[0]):
+            continue
+        room = float(CLICK_RADIUS)
+        if previous is not None:
+            same = (previous == previous[py, px]).astype(np.uint8)
+            room = max(room, float(cv2.distanceTransform(same, cv2.DIST_L2, 5)[py, px]))
+        else:
+            room = max(room, float(min(py, px, h - 1 - py, w - 1 - px)))
+        reach = CLICK_REACH_FACTOR * room
+        pull = CLICK_PULL * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * reach**2))
+        out[c] *= np.exp(pull if click.positive else -pull)
+    out /= out.sum(axis=0, keepdims=True)
+    return out

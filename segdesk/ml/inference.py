@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdesk.core.clicks import Click, keep_clicks, prompt_channels, prompt_maps
+from segdesk.core.clicks import Click, honour_clicks, keep_clicks, prompt_channels, prompt_maps
 from segdesk.core.errors import CheckpointError
 from segdesk.ml import onnx_engine, postprocess
 from segdesk.ml.checkpoints import CheckpointStore
@@ -217,6 +217,7 @@ class Predictor:
         self.prompt_channels = int(getattr(model, "prompt_channels", 0))
         self.n_classes = int(getattr(model, "n_outputs", 1)) - 1
         self._working: tuple[object, np.ndarray] | None = None  # (key, 3 x h x w input) for refine
+        self.honour_clicks = True  # refine tilts the model's answer toward each click near it (core/clicks.py)
         self._onnx: onnx_engine.OnnxEngine | None = None
         # why proposals run through torch although an ONNX export was asked for or exists (None: all
         # as planned); a message the caller may show as it is
@@ -399,6 +400,10 @@ class Predictor:
         maps = prompt_maps(clicks, small_previous, self.n_classes, (h, w), (sy, sx))
         x = torch.from_numpy(np.concatenate([image[:, y0:y1, x0:x1], maps[:, y0:y1, x0:x1]]))
         probs = self._probabilities(x, max(y1 - y0, x1 - x0))
+        if self.honour_clicks:
+            window_previous = None if small_previous is None else small_previous[y0:y1, x0:x1]
+            local = [(py - y0, px - x0) for py, px in points]
+            probs = torch.from_numpy(honour_clicks(probs.cpu().numpy(), local, clicks, window_previous))
         # the window in image pixels, and the probabilities resized onto it
         iy0, ix0 = int(round(y0 / sy)), int(round(x0 / sx))
         iy1, ix1 = min(height, int(round(y1 / sy))), min(width, int(round(x1 / sx)))
