@@ -144,6 +144,19 @@ def _reset_hwm() -> bool:
         return False
 
 
+def _release_freed_memory() -> None:
+    """Hand memory the process has freed back to the system (glibc keeps freed heap memory in its
+    arenas, where it still counts as resident)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _gb(n: float) -> float:
     return round(n / 1024**3, 3)
 
@@ -397,6 +410,7 @@ def run(out: Path, images: list[Spec] | None = None, wait_s: float = 1800.0, str
         baseline = _rss_bytes()
         results = []
         for spec, path in zip(specs, paths[1:]):
+            _release_freed_memory()  # the image before's freed memory must not count as this one's
             log.info("bench large: %s", spec.name)
             segment = segment_up_to is None or spec.size * spec.size <= segment_up_to
             results.append(_one_image(app, window, path, tmp / f"project-{spec.kind}{spec.size}", meter, wait_s,
