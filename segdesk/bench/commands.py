@@ -147,7 +147,8 @@ def cmd_ui(args) -> int:
     return _done(Path(args.out), f"GUI event loop: longest stall {result['event_loop_max_ms']} ms, "
                                  f"99th percentile {result['event_loop_p99_ms']} ms; {result['proposals']} proposals "
                                  f"shown, {result['withheld']} withheld, {result['switches_shown']} image switches, "
-                                 f"{result['accepts']} accepts")
+                                 f"{result['accepts']} accepts, {result['clicks_answered']} clicks answered "
+                                 f"(median {result['click_latency_s']['median']} s)")
 
 
 def cmd_large(args) -> int:

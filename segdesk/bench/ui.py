@@ -4,10 +4,13 @@ A real main window (offscreen unless a display is set) opens a project built fro
 (images/ + masks/), with three images accepted from their true masks so training starts. It starts
 from a judged model (``init="bundled"``: the bundled nuclei model as the current checkpoint, the
 one ``segdesk demo`` uses), so proposals run from the first second instead of being withheld until
-training has judged a model of its own; ``init="scratch"`` starts with no model. Every
+training has judged a model of its own (widened to read clicks, so clicks are answered from the
+first second too); ``init="scratch"`` starts with no model. Every
 ``interval`` seconds the bench acts as a user: it moves to the next image (its proposal is asked
 for as it arrives), and every third time it accepts the image on screen from its true mask
-instead (accept goes on to the next image by itself). A 5 ms timer measures the gaps of the event
+instead (accept goes on to the next image by itself); once the model reads clicks, the action after
+an accept or a move is a click on the image on screen through the window's Click tool, where the
+clicks protocol puts it (segdesk.core.clicks.next_click against the true mask), timed to its answer. A 5 ms timer measures the gaps of the event
 loop; a gap beyond its interval is a stall the user would feel, and for the longest ones the JSON
 says where the GUI thread was meanwhile (segdesk.bench.stall_watch). An accept counts once the
 window reports it on disk (it is written off the GUI thread). ``busy_cores`` processes spin
@@ -29,7 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from segdesk.core.encoding import mask_to_label
+from segdesk.core.clicks import next_click
+from segdesk.core.encoding import label_to_mask, label_value, mask_to_label
 from segdesk.core.errors import SegdeskError
 
 log = logging.getLogger(__name__)
@@ -56,7 +60,27 @@ def _project_from(data: Path, root: Path, n_images: int, n_accept: int, init: st
         from segdesk.demo import _install_model, demo_model_dir
 
         _install_model(demo_model_dir(), root / "models")  # the current checkpoint: proposes at once
+        _widen_for_clicks(root / "models", n_classes)
     return project, masks
+
+
+def _widen_for_clicks(models: Path, n_classes: int) -> None:
+    """Make the current checkpoint read clicks (UNet.with_prompts: zero weights on the prompts, so it
+    proposes as before and answers clicks through the click tilt alone), so the bench's clicks run
+    from the first second and cost what a trained click model's do."""
+    from segdesk.core.clicks import prompt_channels
+    from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.ml.unet import UNet
+
+    store = CheckpointStore(models)
+    checkpoint_id, state_dict, meta = store.load_current()
+    model = UNet.from_arch(meta["arch"])
+    model.load_state_dict(state_dict)
+    wider = model.with_prompts(prompt_channels(n_classes)).eval()
+    drop = ("id", "created", "created_iso", "weights_sha256", "weights_bytes")
+    meta = {k: v for k, v in meta.items() if k not in drop}
+    meta.update(arch=wider.arch_dict(), prompts="clicks", parent=checkpoint_id)
+    store.save(wider.state_dict(), meta, onnx_model=wider)
 
 
 def _spin(stop) -> None:
@@ -144,7 +168,9 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         cpu: list[tuple[float, float]] = []
         counts = {"proposals_shown": 0, "proposals_run": 0, "withheld": 0, "proposal_failures": 0,
                   "switches_asked": 0, "switches_shown": 0, "switches_failed": 0, "accepts": 0,
-                  "accepts_refused": 0}
+                  "accepts_refused": 0, "clicks_asked": 0, "clicks_answered": 0}
+        click_s: list[float] = []  # from a click to its answer in the label
+        click_asked: list[float] = []
         proposal_s: list[float] = []  # from asking for an image to its proposal on screen
         switch_s: list[float] = []  # from asking for an image to it on screen
         asked: dict[str, float] = {}
@@ -196,11 +222,32 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             if title == "Not accepted":
                 counts["accepts_refused"] += 1
 
+        def on_click_answered(_image_id: str) -> None:
+            counts["clicks_answered"] += 1
+            if click_asked:
+                click_s.append(time.perf_counter() - click_asked.pop())
+
+        def click(cur) -> bool:
+            """A protocol click on the image on screen through the Click tool; False when none can be made."""
+            if window.clicks._reads_clicks() or window.clicks.pending or len(window.clicks.clicks) >= 3:
+                return False
+            placed = next_click(label_to_mask(cur.doc.label), label_to_mask(truths[cur.image_id]))
+            if placed is None:
+                return False
+            window.controller.set_value(label_value(placed.class_number))
+            note("click")
+            counts["clicks_asked"] += 1
+            click_asked[:] = [time.perf_counter()]
+            window.clicks.click(float(placed.x), float(placed.y), placed.positive)
+            return True
+
         def act() -> None:
             actions[0] += 1
             cur = window.current
             if cur is None or window.session.switching_to is not None:
                 return  # the last switch has not arrived yet: a user would wait too
+            if actions[0] % ACCEPT_EVERY == 2 and click(cur):
+                return
             shown = window.project  # the window's own Project: it records the accepts
             if actions[0] % ACCEPT_EVERY == 0 and cur.image_id not in shown.accepted_ids():
                 cur.doc.set_label(truths[cur.image_id])  # the user corrected it all the way
@@ -220,6 +267,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         window.session.image_shown.connect(on_shown)
         window.session.image_failed.connect(on_image_failed)
         window.session.image_accepted.connect(on_accepted)
+        window.clicks.answered.connect(on_click_answered)
         window.session.error.connect(on_error)
         window.loop.checkpoint_changed.connect(lambda c: note(f"model {c} proposes"))
         ticker = QTimer(interval=TICK_MS)
@@ -283,6 +331,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             "proposal_latency_s": _stats(proposal_s),
             "switch_latency_s": _stats(switch_s),
             "accept_to_disk_s": _stats(accept_s),
+            "click_latency_s": _stats(click_s),
             "checkpoints_that_proposed": sorted(checkpoints),
             "model_at_end": model_at_end,
             "training_state_at_end": state,
