@@ -52,14 +52,15 @@ class _Pending:
     image_id: str
     doc: LabelDocument
     version: int  # the document's version the request was made from
+    proposal: np.ndarray | None  # the proposal shown then
     started: float  # time.perf_counter() at the click
 
 
 class ClickSession(QObject):
     message = Signal(str, int)  # for the status bar, shown for that many milliseconds
     answered = Signal(str)  # image id: a click's answer is in its label (and on screen)
-    # request id, image id, pixels, clicks, previous class mask: to the inference worker's thread
-    _refine = Signal(int, str, object, object, object)
+    # request id, image id, pixels, clicks, label (a copy), proposal: to the inference worker's thread
+    _refine = Signal(int, str, object, object, object, object)
 
     def __init__(self, canvas: Canvas, controller: ToolController, session, parent=None):
         """``session``: the SessionController, whose ``current`` is the open image."""
@@ -161,13 +162,15 @@ class ClickSession(QObject):
         if cur is None or self._worker is None or not self._clicks:
             return
         self._next_id += 1
-        previous = encoding.label_to_mask(encoding.merge_accept(cur.doc.label, cur.proposal))
-        self._pending = _Pending(self._next_id, cur.image_id, cur.doc, cur.doc.version, time.perf_counter())
+        self._pending = _Pending(self._next_id, cur.image_id, cur.doc, cur.doc.version, cur.proposal,
+                                 time.perf_counter())
         self._worker.supersede_click(self._next_id)
-        self._refine.emit(self._next_id, cur.image_id, cur.image.pixels, self.clicks, previous)
+        # the label is copied (it changes under the user's brush); the proposal array is never changed
+        self._refine.emit(self._next_id, cur.image_id, cur.image.pixels, self.clicks, cur.doc.label.copy(),
+                          cur.proposal)
 
     @Slot(int, str, object, object, str)
-    def _on_refined(self, request_id: int, image_id: str, window: np.ndarray, box, checkpoint: str) -> None:
+    def _on_refined(self, request_id: int, image_id: str, values: np.ndarray, box, checkpoint: str) -> None:
         pending = self._pending
         if pending is None or request_id != pending.request_id:
             return  # stale: a newer click, Backspace or another image came since
@@ -179,7 +182,10 @@ class ClickSession(QObject):
             self._send()
             return
         self._pending = None
-        step = cur.doc.replace(box, self._corrected(cur, box, window))
+        if cur.proposal is not pending.proposal:  # another proposal came meanwhile: the answer read the old one
+            self._send()
+            return
+        step = cur.doc.replace(box, values)
         for placed in self._clicks:
             placed.answered = True
         last = self._clicks[-1]
@@ -189,16 +195,6 @@ class ClickSession(QObject):
         ms = 1000 * (time.perf_counter() - pending.started)
         self.message.emit(f"click answered in {ms:.0f} ms (model {checkpoint})", 5000)
         self.answered.emit(image_id)
-
-    @staticmethod
-    def _corrected(cur, box, window: np.ndarray) -> np.ndarray:
-        """The label of ``box`` once the answer ``window`` (a class mask) is shown: the answer's value
-        where it differs from what is shown now, the label as it is elsewhere."""
-        y0, x0, y1, x1 = box
-        label = cur.doc.label[y0:y1, x0:x1]
-        proposal = cur.proposal[y0:y1, x0:x1] if cur.proposal is not None else None
-        answer = encoding.mask_to_label(window)
-        return np.where(answer != encoding.merge_accept(label, proposal), answer, label).astype(np.uint8)
 
     @Slot(int, str, str)
     def _on_failed(self, request_id: int, image_id: str, message: str) -> None:

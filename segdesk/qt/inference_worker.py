@@ -15,9 +15,11 @@ score from the current model, one per turn of its event loop, so a request the u
 for one proposal at most; scouted proposals are only stored (``scored`` tells), never shown, and
 training is not paused for them.
 
-Clicks (the Click tool, qt/click_session.py): ``refine(request_id, image_id, pixels, clicks,
-previous)`` answers with ``refined`` (the class mask of the window the model recomputed, and that
-window) or ``refine_failed``; a newer click supersedes a pending one (``supersede_click``).
+Clicks (the Click tool, qt/click_session.py): ``refine(request_id, image_id, pixels, clicks, label,
+proposal)`` answers with ``refined`` (the box of the pixels the answer changes, and the label it
+holds with the answer in) or ``refine_failed``; a newer click supersedes a pending one (``supersede_click``). Everything
+proportional to the image's size runs here, so a click costs the GUI thread one copy of the label
+and the change itself.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ def _device_text(predictor) -> str:
     return f"{text} (ONNX export not used)" if predictor.engine_note else text
 
 
+def answered_label(label: np.ndarray, shown: np.ndarray, answer: np.ndarray) -> np.ndarray:
+    """The label a window holds once a click's ``answer`` (a class mask) is shown: the answer where it
+    differs from what was ``shown`` (label encoding), the user's ``label`` as it was elsewhere. So a
+    click does not turn its whole window into unchecked label: the rest keeps showing the proposal."""
+    answer = encoding.mask_to_label(answer)
+    return np.where(answer != shown, answer, label).astype(np.uint8)
+
+
 class InferenceWorker(QObject):
     model_loaded = Signal(str, str)  # checkpoint id, device name
     model_failed = Signal(str, str)  # checkpoint id, message
@@ -64,8 +74,8 @@ class InferenceWorker(QObject):
     device_probed = Signal(str, str)  # device name, problem ("" when none)
     models_listed = Signal(object, str)  # list of checkpoint metadata dicts, current id ("" if none)
     scored = Signal(str, str, float)  # image id, checkpoint id, uncertainty: a scouted proposal was stored
-    # request id, image id, class mask of the window (uint8, 0 = background), window (y0, x0, y1, x1)
-    # in image pixels, checkpoint id
+    # request id, image id, the label with the answer in it (uint8 label encoding) of the box
+    # (y0, x0, y1, x1), in image pixels, that holds every pixel the answer changes; checkpoint id
     refined = Signal(int, str, object, object, str)
     refine_failed = Signal(int, str, str)  # request id, image id, message ("" when superseded)
     _scout = Signal()  # queued to itself: the next scouting step runs after whatever was asked meanwhile
@@ -102,10 +112,12 @@ class InferenceWorker(QObject):
         with self._latest_lock:
             self._latest_click = max(self._latest_click, request_id)
 
-    @Slot(int, str, object, object, object)
-    def refine(self, request_id: int, image_id: str, pixels: np.ndarray, clicks: list, previous: np.ndarray) -> None:
-        """The proposal ``previous`` (the class mask on screen) corrected by ``clicks`` (a list of
-        segdesk.core.clicks.Click in image pixels) on ``pixels`` (the image's own, read-only here)."""
+    @Slot(int, str, object, object, object, object)
+    def refine(self, request_id: int, image_id: str, pixels: np.ndarray, clicks: list, label: np.ndarray,
+               proposal: np.ndarray | None) -> None:
+        """What is shown (``label``, a copy of the user's label, over ``proposal``, None for none)
+        corrected by ``clicks`` (a list of segdesk.core.clicks.Click in image pixels) on ``pixels``
+        (the image's own; read-only here)."""
         with self._latest_lock:
             stale = request_id < self._latest_click
         if stale:
@@ -119,10 +131,18 @@ class InferenceWorker(QObject):
             self.refine_failed.emit(request_id, image_id, NO_CLICKS)
             return
         try:
+            shown = encoding.merge_accept(label, proposal)
             with self._gate.proposing():  # training pauses after its current step
-                prediction = predictor.refine(pixels, clicks, previous, key=image_id)
+                prediction = predictor.refine(pixels, clicks, encoding.label_to_mask(shown), key=image_id)
             y0, x0, y1, x1 = prediction.box
-            window = np.ascontiguousarray(prediction.classes[y0:y1, x0:x1])
+            window = answered_label(label[y0:y1, x0:x1], shown[y0:y1, x0:x1], prediction.classes[y0:y1, x0:x1])
+            # only the rows and columns that change reach the GUI thread
+            ys, xs = np.nonzero(window != label[y0:y1, x0:x1])
+            if len(ys):
+                window = np.ascontiguousarray(window[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+                y0, x0, y1, x1 = y0 + int(ys.min()), x0 + int(xs.min()), y0 + int(ys.max()) + 1, x0 + int(xs.max()) + 1
+            else:
+                window, y1, x1 = window[:0, :0], y0, x0
         except MemoryError:
             self.refine_failed.emit(request_id, image_id, "Out of memory while answering the click.")
             return
