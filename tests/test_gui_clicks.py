@@ -252,3 +252,23 @@ def test_a_new_click_supersedes_a_pending_one(qtbot, tmp_path, click_model, mess
     qtbot.waitUntil(lambda: len(answers) == 2, timeout=60_000)  # ...and the first click is asked again
     assert len(w.clicks.clicks) == 1 and len(doc.history) == 1
     assert not messages
+
+
+def test_without_a_model_the_click_tool_says_what_is_needed(qtbot, tmp_path, messages):
+    from tests.conftest import disc_project
+
+    project = disc_project(tmp_path, ["disc"])
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                   train_config=CONFIG, device="cpu")
+    show_window(qtbot, w)
+    assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)
+    choose_click_tool(w)
+    told = "No trained model yet: accept 2 images and training starts by itself. Clicks need one."
+    assert w.statusBar().currentMessage() == told
+    w.statusBar().clearMessage()
+    label = w.current.doc.label.copy()
+    click_at(w, 20, 20)
+    assert w.statusBar().currentMessage() == told
+    assert w.clicks.clicks == [] and len(w.clicks.markers) == 0 and np.array_equal(w.current.doc.label, label)
+    assert not messages
