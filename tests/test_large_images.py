@@ -191,3 +191,26 @@ def test_bench_large_images_option_says_how_to_fix_it():
     for bad in ("rgb", "cmyk:100", "gray:12", "rgb:1e4", ""):
         with pytest.raises(ValueError, match="rgb:10000"):
             parse_specs(bad)
+
+
+@pytest.mark.parametrize("zoom", [0.25, 1.0])
+def test_large_overlay_kept_view_follows_edits(qtbot, large_limit, zoom):
+    """What a large overlay keeps of its last view is recomputed where the label changes: after an
+    edit it draws what a new overlay of the edited label draws, zoomed out and at actual size."""
+    from segdesk.qt.canvas import Canvas
+    from segdesk.qt.overlay import LabelOverlayItem, proposal_tables
+
+    fill, edge = proposal_tables([(230, 159, 0), (0, 114, 178)])
+    label = np.ones((240, 320), np.uint8)
+    label[40:120, 60:200] = 2
+    canvas = Canvas()
+    qtbot.addWidget(canvas)
+    canvas.set_image(np.full((240, 320, 3), 90, np.uint8))
+    item = LabelOverlayItem(label, fill, edge_lut=edge, dash=4)
+    canvas.set_proposal(item)
+    _scene_image(canvas, zoom)  # the view is kept
+    label[100:180, 150:260] = 3  # an edit, as a stroke or a click makes it
+    item.refresh((100, 150, 180, 260))
+    after = _pixels(_scene_image(canvas, zoom))
+    canvas.set_proposal(LabelOverlayItem(label.copy(), fill, edge_lut=edge, dash=4))
+    np.testing.assert_array_equal(after, _pixels(_scene_image(canvas, zoom)))
