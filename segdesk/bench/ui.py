@@ -229,7 +229,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
 
         def click(cur) -> bool:
             """A protocol click on the image on screen through the Click tool; False when none can be made."""
-            if window.clicks._reads_clicks() or window.clicks.pending or len(window.clicks.clicks) >= 3:
+            if window.clicks.why_no_clicks() or window.clicks.pending or len(window.clicks.clicks) >= 3:
                 return False
             placed = next_click(label_to_mask(cur.doc.label), label_to_mask(truths[cur.image_id]))
             if placed is None:

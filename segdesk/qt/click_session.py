@@ -88,7 +88,7 @@ class ClickSession(QObject):
                 pass
         self._loop = loop
         # the loop's worker (the loop offers no public handle on it): its refine slot runs on its thread
-        self._worker = loop._inference  # noqa: SLF001
+        self._worker = loop.inference
         self._refine.connect(self._worker.refine)
         self._worker.refined.connect(self._on_refined)
         self._worker.refine_failed.connect(self._on_failed)
@@ -116,7 +116,7 @@ class ClickSession(QObject):
 
     # ----- clicks
 
-    def _reads_clicks(self) -> str:
+    def why_no_clicks(self) -> str:
         """Why clicks cannot be answered now ("" when they can): no model, or one that does not read
         them. A checkpoint not listed yet is given the benefit of the doubt (the worker checks)."""
         loop = self._loop
@@ -131,7 +131,7 @@ class ClickSession(QObject):
     @Slot(str)
     def _on_tool(self, name: str) -> None:
         """Choosing the Click tool says at once when clicks cannot be answered now."""
-        if name == Tool.CLICK.value and self._session.current is not None and (reason := self._reads_clicks()):
+        if name == Tool.CLICK.value and self._session.current is not None and (reason := self.why_no_clicks()):
             self.message.emit(reason, 10000)
 
     @Slot(float, float, bool)
@@ -144,7 +144,7 @@ class ClickSession(QObject):
         iy, ix = int(round(y)), int(round(x))
         if not (0 <= iy < h and 0 <= ix < w):
             return
-        reason = self._reads_clicks()
+        reason = self.why_no_clicks()
         if reason:
             self.message.emit(reason, 10000)
             return

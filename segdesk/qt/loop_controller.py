@@ -267,6 +267,11 @@ class LoopController(QObject):
             del self._cache[key]
 
     @property
+    def inference(self) -> InferenceWorker:
+        """The inference worker, for requests other than proposals (the Click tool's)."""
+        return self._inference
+
+    @property
     def auto_start(self) -> int:
         """Training starts by itself once this many images are accepted."""
         return int(self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START))
