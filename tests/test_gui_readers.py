@@ -9,9 +9,8 @@ import time
 
 import numpy as np
 
-from segdesk.core import trainer_presence
+from segdesk.core import next_image, trainer_presence
 from segdesk.core.project import write_proposal
-from segdesk.qt import score_reader
 from segdesk.qt.score_reader import ScoreReader
 from segdesk.qt.trainer_elsewhere import TrainerElsewhere
 
@@ -23,8 +22,8 @@ def test_stored_scores_are_read_off_the_gui_thread_and_answered_from_memory(qtbo
     write_proposal(folder, "a", label, "0002", uncertainty=0.3)
     write_proposal(folder, "b", label, "0001", uncertainty=0.4)  # an older model's: not counted
     readers = []
-    real = score_reader.read_proposal_meta
-    monkeypatch.setattr(score_reader, "read_proposal_meta",
+    real = next_image.read_proposal_meta  # what next_image.Scores, the reader's cache, reads with
+    monkeypatch.setattr(next_image, "read_proposal_meta",
                         lambda *a: readers.append(threading.current_thread()) or real(*a))
     reader = ScoreReader()
     reader.set_folder(folder)

@@ -81,7 +81,7 @@ def test_least_sure_first_picks_the_highest_score_of_the_current_model(project):
     assert next_image.choose(project, a, next_image.UNCERTAIN, "ck-2") == c
     assert next_image.choose(project, a, next_image.UNCERTAIN, "ck-1") == d
     assert next_image.choose(project, a, next_image.UNCERTAIN, None) == b  # no model: in order
-    scores = next_image.Scores(project)
+    scores = next_image.Scores(project.root / "proposals")
     assert next_image.choose(project, a, next_image.UNCERTAIN, "ck-2", scores) == c
     project.save_proposal(b, label, "ck-2", uncertainty=0.4)  # rescored: the cache reads it again
     assert next_image.choose(project, a, next_image.UNCERTAIN, "ck-2", scores) == b

@@ -70,7 +70,7 @@ class LabellingSession:
         self.current: OpenImage | None = None
         self._clock = clock
         self._spent: dict[str, float] = {}  # seconds on images not yet accepted, open time not included
-        self.scores = scores if scores is not None else next_image.Scores(project)
+        self.scores = scores if scores is not None else next_image.Scores(project.root / "proposals")
         self.accepting: set[str] = set()  # images whose accept is on its way to the disk
 
     # ----- which image

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from segdesk.core.errors import SegdeskError
-from segdesk.core.project import STATUS_ACCEPTED, Project
+from segdesk.core.project import STATUS_ACCEPTED, Project, proposal_meta_path, read_proposal_meta
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,16 @@ def upcoming(project: Project, after: str | None) -> list[str]:
 class Scores:
     """Stored uncertainties of cached proposals, read from proposals/<id>.json. A file is read
     again only when its size or time changed, so asking on every image switch of a large project
-    costs one ``stat`` per image, not one read (the inference worker writes these files)."""
+    costs one ``stat`` per image, not one read (the inference worker writes these files).
+    ``proposals_dir``: the project's proposals/ folder (no Project needed: a reader thread uses it)."""
 
-    def __init__(self, project: Project):
-        self._project = project
+    def __init__(self, proposals_dir: Path):
+        self._folder = Path(proposals_dir)
         self._seen: dict[str, tuple[tuple[int, int, int], dict | None]] = {}
 
     def meta(self, image_id: str) -> dict | None:
-        path = self._project.proposal_path(image_id).with_suffix(".json")
+        """The proposal's metadata (read_proposal_meta), or None."""
+        path = proposal_meta_path(self._folder, image_id)
         try:
             st = os.stat(path)
         except OSError:
@@ -72,7 +75,7 @@ class Scores:
         key = (st.st_ino, st.st_mtime_ns, st.st_size)  # an atomic rewrite is a new inode
         seen = self._seen.get(image_id)
         if seen is None or seen[0] != key:
-            seen = (key, self._project.proposal_meta(image_id))
+            seen = (key, read_proposal_meta(self._folder, image_id))
             self._seen[image_id] = seen
         return seen[1]
 
@@ -99,7 +102,7 @@ def choose(project: Project, after: str | None, order: str, checkpoint: str | No
     candidates = upcoming(project, after)
     if order != UNCERTAIN or not candidates:
         return candidates[0] if candidates else None
-    known = (scores or Scores(project)).of(candidates, checkpoint)
+    known = (scores or Scores(project.root / "proposals")).of(candidates, checkpoint)
     if not known:
         return candidates[0]
     position = {image_id: n for n, image_id in enumerate(candidates)}

@@ -404,6 +404,11 @@ def _proposal_file(proposals_dir: Path, image_id: str) -> Path:
     return proposals_dir / f"{image_id}.png"
 
 
+def proposal_meta_path(proposals_dir: Path, image_id: str) -> Path:
+    """Where a proposal's metadata (checkpoint, time, uncertainty) is stored."""
+    return _proposal_file(Path(proposals_dir), image_id).with_suffix(".json")
+
+
 def write_proposal(proposals_dir: Path, image_id: str, label: np.ndarray, checkpoint: str | None,
                    learning: bool = False, uncertainty: float | None = None) -> None:
     """``Project.save_proposal`` without the project: writes the proposal's two files and reads no
@@ -426,7 +431,7 @@ def write_proposal(proposals_dir: Path, image_id: str, label: np.ndarray, checkp
 def read_proposal_meta(proposals_dir: Path, image_id: str) -> dict | None:
     """A proposal's metadata, or None when absent, unreadable or not an object. A damaged
     ``uncertainty`` (not a number in [0, 1]) is dropped: the file is a disposable cache."""
-    path = _proposal_file(Path(proposals_dir), image_id).with_suffix(".json")
+    path = proposal_meta_path(proposals_dir, image_id)
     try:
         if path.stat().st_size > 1 << 16:  # a few hundred bytes when segdesk wrote it
             return None

@@ -11,13 +11,12 @@ scouts (``put``) count at once.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from segdesk.core.project import read_proposal_meta
+from segdesk.core.next_image import Scores
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +35,8 @@ class ScoreReader(QObject):
         self._reading = False
         self._again: list[str] | None = None  # asked for while a reading was on its way
         self._closed = False
-        # the reader thread's cache: a file is read again only when its inode, time or size changed
-        self._seen: dict[Path, tuple[tuple[int, int, int], tuple[str | None, float] | None]] = {}
+        # the reader thread's: a file is read again only when its inode, time or size changed
+        self._stored: tuple[Path, Scores] | None = None
         self._read.connect(self._arrived)
 
     def set_folder(self, proposals_dir: Path) -> None:
@@ -96,20 +95,11 @@ class ScoreReader(QObject):
                 pass
 
     def _score(self, folder: Path, image_id: str) -> tuple[str | None, float] | None:
-        path = folder / f"{image_id}.json"
-        try:
-            st = os.stat(path)
-        except OSError:
-            self._seen.pop(path, None)
-            return None
-        key = (st.st_ino, st.st_mtime_ns, st.st_size)  # an atomic rewrite is a new inode
-        seen = self._seen.get(path)
-        if seen is None or seen[0] != key:
-            meta = read_proposal_meta(folder, image_id)
-            u = meta.get("uncertainty") if meta else None
-            seen = (key, None if u is None else (meta.get("checkpoint"), float(u)))
-            self._seen[path] = seen
-        return seen[1]
+        if self._stored is None or self._stored[0] != folder:
+            self._stored = (folder, Scores(folder))
+        meta = self._stored[1].meta(image_id)
+        u = meta.get("uncertainty") if meta else None
+        return None if u is None else (meta.get("checkpoint"), float(u))
 
     # ----- back on the GUI thread
 
