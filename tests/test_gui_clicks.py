@@ -138,6 +138,10 @@ def test_clicks_move_the_proposal_toward_the_truth_and_accept_stores_them(qtbot,
     # rest still shows the proposal
     labelled = w.current.doc.label != encoding.UNLABELLED
     assert labelled.any() and labelled.sum() < labelled.size / 4
+    # where the clicks answered, the proposal underneath no longer shows (not even its edge)
+    proposal = w.canvas.proposal
+    for y, x in np.argwhere(labelled)[:: max(1, int(labelled.sum()) // 50)]:
+        assert proposal.pixel_colour(int(x), int(y)).alpha() == 0
 
     # a brush correction on top of the clicks' result, then Enter stores what is shown
     QTest.keyClick(w, Qt.Key.Key_B)

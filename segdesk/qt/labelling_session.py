@@ -303,6 +303,7 @@ class SessionController(QObject):
         if ticket != self._proposal_ticket or cur is None or cur.proposal is None:
             return
         item.setVisible(self._actions["toggle_labels"].isChecked())
+        item.hide_under(cur.doc.label)
         self._canvas.set_proposal(item)
         shown = " (still learning: shown on request)" if cur.proposal_learning else ""
         self._status.proposal.setText(

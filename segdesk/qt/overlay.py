@@ -115,6 +115,7 @@ class LabelOverlayItem(QGraphicsItem):
         self._dash = dash
         self._outline = False
         self._both: np.ndarray | None = None
+        self._under: np.ndarray | None = None  # a label drawn over this one (``hide_under``)
         h, w = label.shape
         # None: a large label, coloured as it is painted
         self._bgra: np.ndarray | None = None
@@ -142,8 +143,26 @@ class LabelOverlayItem(QGraphicsItem):
         self._label = label
         self.refresh(None)
 
+    def hide_under(self, label: np.ndarray) -> None:
+        """Draw nothing where ``label`` (the user's, drawn over this one: a live array, recoloured by
+        ``refresh`` as it changes) says something: a proposal shows only where the user has not
+        answered yet, so what a brush stroke or a click changed is not contradicted underneath."""
+        if label.shape != self._label.shape:
+            raise ValueError("the label over a proposal must have its shape")
+        self._under = label
+        rows, cols = np.flatnonzero(label.any(axis=1)), np.flatnonzero(label.any(axis=0))
+        if len(rows):
+            self.refresh((int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1))
+
     def _colour(self, y0: int, x0: int, y1: int, x1: int, step: int = 1) -> np.ndarray:
-        """Premultiplied BGRA (H x W x 4 uint8) of rows y0:y1:step and columns x0:x1:step of the label."""
+        """Premultiplied BGRA (H x W x 4 uint8) of rows y0:y1:step and columns x0:x1:step of the label,
+        transparent where the label over it says something (``hide_under``)."""
+        out = self._colour_label(y0, x0, y1, x1, step)
+        if self._under is not None:
+            out[self._under[y0:y1:step, x0:x1:step] != 0] = 0
+        return out
+
+    def _colour_label(self, y0: int, x0: int, y1: int, x1: int, step: int = 1) -> np.ndarray:
         if not (self._outline or self._edge_lut is not None):
             return _gather(self._lut, self._label[y0:y1:step, x0:x1:step])
         # an edge depends on the samples just outside the box: read them with it, once

@@ -112,6 +112,8 @@ class ToolController(QObject):
     def _refresh(self, box) -> None:
         if box is not None and self._canvas.overlay is not None:
             self._canvas.overlay.refresh(box)
+        if box is not None and self._canvas.proposal is not None:
+            self._canvas.proposal.refresh(box)  # it hides under what the user has said
 
     def changed(self, box) -> None:
         """Someone else (the click session) changed ``box`` of the document: show and save it."""
