@@ -1,8 +1,11 @@
 """The save keeper with reports delivered late: a write failure still queued when the window closed
 must not schedule retries on a writer that is gone (it raised in the event loop on a loaded
-machine), and a write's report arriving after an accept must not undo the accept."""
+machine), and a write's report arriving after an accept must not undo the accept. A large label
+is saved as patches."""
 
 from __future__ import annotations
+
+import numpy as np
 
 from segdesk.core import encoding
 from segdesk.core.project import STATUS_ACCEPTED, Project
@@ -38,3 +41,64 @@ def test_a_write_reported_after_an_accept_keeps_the_image_accepted(qtbot, tmp_pa
     assert project.image(image_id).status == STATUS_ACCEPTED
     assert Project.open(project.root, clean=False).image(image_id).status == STATUS_ACCEPTED
     keeper.shutdown()
+
+
+def test_a_large_label_is_saved_as_patches_and_the_file_is_always_the_whole_label(qtbot, tmp_path, monkeypatch):
+    """Over PATCH_PIXELS the writer keeps the label and each save sends only the changed box: after
+    strokes, a fill, a polygon, undo, redo, a click's replace and a whole new label, the file on disk
+    is exactly the document's label, and no whole copy was sent after the first."""
+    from segdesk.qt import save_keeper
+
+    monkeypatch.setattr(save_keeper, "PATCH_PIXELS", 100)  # the 48 x 64 test label counts as large
+    project, image_id, keeper, doc = keeper_with_a_stroke(tmp_path)
+    whole, patches = [], []
+    real_whole, real_patch = keeper.writer.write_label, keeper.writer.write_label_patch
+    monkeypatch.setattr(keeper.writer, "write_label", lambda *a, **k: whole.append(a[0]) or real_whole(*a, **k))
+    monkeypatch.setattr(keeper.writer, "write_label_patch", lambda *a: patches.append(a[1]) or real_patch(*a))
+
+    def save_and_check():
+        keeper.edited()
+        assert keeper.flush(20)
+        qtbot.waitUntil(lambda: keeper.writer.saved_version(image_id) == doc.version, timeout=20_000)
+        assert np.array_equal(project.read_label(image_id), doc.label)
+
+    save_and_check()  # the first save of this document: whole
+    doc.begin_stroke(1, 2)
+    doc.stroke_to(40, 30)
+    doc.stroke_to(50, 35)
+    doc.end_stroke()
+    save_and_check()
+    doc.fill(60, 45, 2)
+    save_and_check()
+    doc.polygon([(1, 40), (10, 40), (5, 47)], 2)
+    save_and_check()
+    doc.undo()
+    save_and_check()
+    doc.redo()
+    save_and_check()
+    doc.replace((20, 20, 30, 30), np.full((10, 10), 1, np.uint8))
+    save_and_check()
+    assert len(whole) == 1 and len(patches) >= 5  # every edit that changed something (a fill may not)
+    assert patches[0] == (28, 38, 38, 53) and patches[-1] == (20, 20, 30, 30)  # boxes, not the label
+
+    doc.set_label(np.full((48, 64), 2, np.uint8))  # a whole new label is one whole-sized patch
+    save_and_check()
+    assert patches[-1] == (0, 0, 48, 64)
+
+    # a write that fails: the writer still has the change, and the retry (a whole copy) writes it all
+    from segdesk.core import storage
+
+    def full(*_a, **_k):
+        raise storage.StorageError("No space left on device")
+
+    monkeypatch.setattr(storage, "write_label", full)
+    doc.begin_stroke(1, 2)
+    doc.stroke_to(5, 5)
+    doc.end_stroke()
+    with qtbot.waitSignal(keeper.writer.label_failed, timeout=20_000):
+        keeper.edited()
+    monkeypatch.undo()  # the disk has room again (all patches undone: plain writer calls from here)
+    keeper.save_all()
+    assert keeper.flush(20)
+    qtbot.waitUntil(lambda: keeper.writer.saved_version(image_id) == doc.version, timeout=20_000)
+    assert np.array_equal(project.read_label(image_id), doc.label)

@@ -16,7 +16,7 @@ import numpy as np
 
 from segdesk.core import brush
 from segdesk.core.errors import LabelError
-from segdesk.core.history import Box, History, PaintAtom, uniform
+from segdesk.core.history import Box, History, PaintAtom, uniform, union_box
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ class LabelDocument:
         self.label: np.ndarray = _as_label(label)
         self.history = history if history is not None else History()
         self.version = 0
+        self._changed_box: Box | None = None  # what changed since ``take_changed`` (a saver's patch)
         self._stroke_value: int | None = None
         self._stroke_radius = 0.0
         self._stroke_last: tuple[float, float] | None = None
@@ -106,7 +107,7 @@ class LabelDocument:
             return None
         atom = PaintAtom(box, changed, old, uniform(value, old.size))
         atom.apply(self.label, atom.new)
-        self.version += 1
+        self._changed(box)
         return atom
 
     def begin_stroke(self, value: int, radius: float) -> None:
@@ -186,7 +187,7 @@ class LabelDocument:
             return None
         atom = PaintAtom((y0, x0, y1, x1), changed, region[changed], values[changed])
         atom.apply(self.label, atom.new)
-        self.version += 1
+        self._changed(atom.box)
         self.history.push([atom])
         return atom
 
@@ -203,7 +204,7 @@ class LabelDocument:
         self._stroke_atoms = []
         self.history.clear()
         np.copyto(self.label, new)
-        self.version += 1
+        self._changed((0, 0) + self.shape)
         logger.debug("label replaced (version %d); history cleared", self.version)
 
     def undo(self) -> Box | None:
@@ -211,13 +212,24 @@ class LabelDocument:
         self.end_stroke()
         box = self.history.undo(self.label)
         if box is not None:
-            self.version += 1
+            self._changed(box)
         return box
 
     def redo(self) -> Box | None:
         self.end_stroke()
         box = self.history.redo(self.label)
         if box is not None:
-            self.version += 1
+            self._changed(box)
+        return box
+
+    def _changed(self, box: Box) -> None:
+        """Every change of the label comes through here: a new version, and its box remembered."""
+        self.version += 1
+        self._changed_box = union_box(self._changed_box, box)
+
+    def take_changed(self) -> Box | None:
+        """The box (y0, x0, y1, x1) holding every change since the last call (or since the document
+        was made), and forget it; None when nothing changed. For a saver that writes patches."""
+        box, self._changed_box = self._changed_box, None
         return box
 

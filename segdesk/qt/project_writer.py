@@ -65,6 +65,7 @@ class ProjectWriter(QObject):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._disk: Project | None = None  # the writer thread's copy: what project.json holds
+        self._kept: tuple[str, np.ndarray] | None = None  # the writer thread's: the label patches change
         self._done = threading.Condition()
         self._pending = 0
         self._saved_versions: dict[str, int] = {}  # written by the writer thread, read after flush()
@@ -97,10 +98,19 @@ class ProjectWriter(QObject):
         """The document version whose accept is on its way, or None."""
         return self._accepting.get(image_id)
 
-    def write_label(self, image_id: str, label: np.ndarray, version: int) -> None:
-        """Queue a label file write (``label``: the caller's copy; it must not change afterwards)."""
+    def write_label(self, image_id: str, label: np.ndarray, version: int, keep: bool = False) -> None:
+        """Queue a label file write (``label``: the caller's copy; it must not change afterwards).
+        ``keep``: the writer keeps it, and ``write_label_patch`` changes it from now on."""
         versions = self._saved_versions
-        self._submit(lambda: self._write_label(image_id, label, version, versions))
+        self._submit(lambda: self._write_label(image_id, label, version, versions, keep))
+
+    def write_label_patch(self, image_id: str, box: tuple[int, int, int, int], values: np.ndarray,
+                          version: int) -> None:
+        """Queue a write of the label kept by the last ``write_label(..., keep=True)`` of this image
+        with ``box`` (y0, x0, y1, x1) set to ``values`` (the caller's copy): what changed since, so a
+        large label is not copied whole on the GUI thread at every stroke."""
+        versions = self._saved_versions
+        self._submit(lambda: self._write_patch(image_id, box, values, version, versions))
 
     def accept(self, image_id: str, label: np.ndarray, version: int, seconds: float,
                checkpoint: str | None) -> None:
@@ -171,7 +181,20 @@ class ProjectWriter(QObject):
     def _use(self, copy: Project) -> None:
         self._disk = copy
 
-    def _write_label(self, image_id: str, label: np.ndarray, version: int, versions: dict) -> None:
+    def _write_patch(self, image_id: str, box, values: np.ndarray, version: int, versions: dict) -> None:
+        kept = self._kept
+        if kept is None or kept[0] != image_id:  # the caller sends a whole label first (SaveKeeper)
+            log.error("a label patch for %s came without its label; not written", image_id)
+            self._report("label_failed", image_id, version, "Could not save the label (no base to patch).")
+            return
+        y0, x0, y1, x1 = box
+        kept[1][y0:y1, x0:x1] = values  # kept up to date even when this write fails: the next one has it all
+        self._write_label(image_id, kept[1], version, versions)
+
+    def _write_label(self, image_id: str, label: np.ndarray, version: int, versions: dict,
+                     keep: bool = False) -> None:
+        if keep:
+            self._kept = (image_id, label)
         disk = self._disk
         try:
             entry = disk.image(image_id)
