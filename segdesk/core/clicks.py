@@ -36,9 +36,6 @@ class Click:
     class_number: int  # 1..K, the number users see (segdesk.core.encoding.class_number)
     positive: bool
 
-    def to_json(self) -> dict:
-        return {"y": float(self.y), "x": float(self.x), "class": int(self.class_number), "positive": bool(self.positive)}
-
 
 def prompt_channels(n_classes: int) -> int:
     """How many prompt channels a click-aware U-Net for ``n_classes`` classes reads."""
