@@ -46,7 +46,8 @@ def test_a_write_reported_after_an_accept_keeps_the_image_accepted(qtbot, tmp_pa
 def test_a_large_label_is_saved_as_patches_and_the_file_is_always_the_whole_label(qtbot, tmp_path, monkeypatch):
     """Over PATCH_PIXELS the writer keeps the label and each save sends only the changed box: after
     strokes, a fill, a polygon, undo, redo, a click's replace and a whole new label, the file on disk
-    is exactly the document's label, and no whole copy was sent after the first."""
+    is exactly the document's label, and no whole copy was sent (the writer read its copy, all
+    unlabelled, when the document was opened)."""
     from segdesk.qt import save_keeper
 
     monkeypatch.setattr(save_keeper, "PATCH_PIXELS", 100)  # the 48 x 64 test label counts as large
@@ -62,7 +63,7 @@ def test_a_large_label_is_saved_as_patches_and_the_file_is_always_the_whole_labe
         qtbot.waitUntil(lambda: keeper.writer.saved_version(image_id) == doc.version, timeout=20_000)
         assert np.array_equal(project.read_label(image_id), doc.label)
 
-    save_and_check()  # the first save of this document: whole
+    save_and_check()  # the fixture's stroke
     doc.begin_stroke(1, 2)
     doc.stroke_to(40, 30)
     doc.stroke_to(50, 35)
@@ -78,27 +79,58 @@ def test_a_large_label_is_saved_as_patches_and_the_file_is_always_the_whole_labe
     save_and_check()
     doc.replace((20, 20, 30, 30), np.full((10, 10), 1, np.uint8))
     save_and_check()
-    assert len(whole) == 1 and len(patches) >= 5  # every edit that changed something (a fill may not)
-    assert patches[0] == (28, 38, 38, 53) and patches[-1] == (20, 20, 30, 30)  # boxes, not the label
+    assert whole == [] and len(patches) >= 6  # every edit that changed something (a fill may not)
+    assert patches[1] == (28, 38, 38, 53) and patches[-1] == (20, 20, 30, 30)  # boxes, not the label
 
     doc.set_label(np.full((48, 64), 2, np.uint8))  # a whole new label is one whole-sized patch
     save_and_check()
     assert patches[-1] == (0, 0, 48, 64)
 
     # a write that fails: the writer still has the change, and the retry (a whole copy) writes it all
+    whole.clear()
     from segdesk.core import storage
 
     def full(*_a, **_k):
         raise storage.StorageError("No space left on device")
 
+    real_write = storage.write_label
     monkeypatch.setattr(storage, "write_label", full)
     doc.begin_stroke(1, 2)
     doc.stroke_to(5, 5)
     doc.end_stroke()
     with qtbot.waitSignal(keeper.writer.label_failed, timeout=20_000):
         keeper.edited()
-    monkeypatch.undo()  # the disk has room again (all patches undone: plain writer calls from here)
+    monkeypatch.setattr(storage, "write_label", real_write)  # the disk has room again
     keeper.save_all()
     assert keeper.flush(20)
     qtbot.waitUntil(lambda: keeper.writer.saved_version(image_id) == doc.version, timeout=20_000)
-    assert np.array_equal(project.read_label(image_id), doc.label)
+    assert np.array_equal(project.read_label(image_id), doc.label) and whole == [image_id]
+
+
+def test_a_large_label_opened_from_the_disk_is_never_copied_whole(qtbot, tmp_path, monkeypatch):
+    """The writer reads its kept copy from the disk itself, so even the first save is a patch."""
+    from segdesk.core.label_document import LabelDocument
+    from segdesk.qt import save_keeper
+
+    monkeypatch.setattr(save_keeper, "PATCH_PIXELS", 100)
+    project, image_id, keeper, doc = keeper_with_a_stroke(tmp_path)
+    keeper.edited()  # the fixture's stroke: a label file now exists
+    assert keeper.flush(20)
+    qtbot.waitUntil(lambda: keeper.writer.saved_version(image_id) == doc.version, timeout=20_000)
+    keeper.close()
+    assert keeper.flush(20)
+    whole = []
+    real = keeper.writer.write_label
+    monkeypatch.setattr(keeper.writer, "write_label", lambda *a, **k: whole.append(a[0]) or real(*a, **k))
+    reopened = LabelDocument(project.read_label(image_id))  # as the image loader opens it
+    keeper.opened(image_id, reopened, on_disk=True)
+    reopened.begin_stroke(1, 2)
+    reopened.stroke_to(50, 40)
+    reopened.end_stroke()
+    keeper.edited()
+    assert keeper.flush(20)
+    qtbot.waitUntil(lambda: keeper.writer.saved_version(image_id) == reopened.version, timeout=20_000)
+    assert whole == []
+    stored = project.read_label(image_id)
+    assert np.array_equal(stored, reopened.label) and (stored == encoding.BACKGROUND).any()
+    assert (stored == 2).any()  # the fixture's stroke, from the copy the writer read

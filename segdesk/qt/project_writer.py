@@ -104,6 +104,11 @@ class ProjectWriter(QObject):
         versions = self._saved_versions
         self._submit(lambda: self._write_label(image_id, label, version, versions, keep))
 
+    def keep_from_disk(self, image_id: str, shape: tuple[int, int]) -> None:
+        """Keep the image's label as the disk has it (none stored: all unlabelled), for
+        ``write_label_patch``; read on the writer's thread, after every write queued before."""
+        self._submit(lambda: self._keep_from_disk(image_id, shape))
+
     def write_label_patch(self, image_id: str, box: tuple[int, int, int, int], values: np.ndarray,
                           version: int) -> None:
         """Queue a write of the label kept by the last ``write_label(..., keep=True)`` of this image
@@ -180,6 +185,15 @@ class ProjectWriter(QObject):
 
     def _use(self, copy: Project) -> None:
         self._disk = copy
+
+    def _keep_from_disk(self, image_id: str, shape: tuple[int, int]) -> None:
+        try:
+            label = self._disk.read_label(image_id)
+        except SegdeskError as exc:  # the next patch fails and the save keeper sends the whole label
+            log.warning("could not read the label of %s to keep: %s", image_id, exc)
+            self._kept = None
+            return
+        self._kept = (image_id, np.zeros(shape, np.uint8) if label is None else label)
 
     def _write_patch(self, image_id: str, box, values: np.ndarray, version: int, versions: dict) -> None:
         kept = self._kept

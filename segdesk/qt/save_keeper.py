@@ -73,6 +73,10 @@ class SaveKeeper(QObject):
         self._open = (image_id, doc)
         if on_disk:
             self.writer.mark_saved(image_id, doc.version)
+            if doc.label.size > PATCH_PIXELS:  # the writer reads its copy from the disk: none made here
+                doc.take_changed()
+                self._kept_doc, self._kept_id = doc, image_id
+                self.writer.keep_from_disk(image_id, doc.shape)
 
     def take_unsaved(self, image_id: str) -> LabelDocument | None:
         return self._unsaved.pop(image_id, None)
