@@ -137,8 +137,7 @@ def _install_model(models_source: Path, models_target: Path) -> str:
     if found is None:
         raise SegdeskError(f"The bundled model in {models_source} does not load.")
     checkpoint_id, state_dict, meta = found
-    drop = ("id", "created", "created_iso", "weights_sha256", "weights_bytes")
-    meta = {k: v for k, v in meta.items() if k not in drop}
+    meta = dict(meta)  # id, times and weights hash are the store's own: save writes them anew
     meta["parent"] = f"bundled:{models_source.name}/{checkpoint_id}"
     model = UNet.from_arch(meta["arch"])
     model.load_state_dict(state_dict)
@@ -307,8 +306,7 @@ def bundle_model(models_dir: str | Path, out: str | Path | None = None, note: st
     out = Path(out) if out else resource_path("models") / "nuclei"
     shutil.rmtree(out, ignore_errors=True)
     half = {k: v.half() if v.is_floating_point() else v for k, v in state_dict.items()}
-    drop = ("id", "created", "created_iso", "weights_sha256", "weights_bytes", "parent")
-    meta = {k: v for k, v in meta.items() if k not in drop}
+    meta = {k: v for k, v in meta.items() if k != "parent"}  # save writes id, times and hash anew
     meta.update({"stored_dtype": str(torch.float16).removeprefix("torch."), "trained_as": f"{Path(models_dir).parent.name}/{checkpoint_id}",
                  "note": note})
     CheckpointStore(out).save(half, meta)

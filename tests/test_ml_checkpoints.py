@@ -137,3 +137,18 @@ def test_check_compatible():
         check_compatible({**meta, "arch": {"name": "resnet"}}, n_classes=2)
     with pytest.raises(CheckpointError, match="normalisation"):
         check_compatible({**meta, "normalisation": "z-score"}, n_classes=2)
+
+
+def test_a_copied_checkpoint_gets_its_own_id_times_and_hash(tmp_path):
+    """Callers copy a checkpoint's metadata whole (demo install, bench seeding): the store's own keys
+    are written anew, never taken from the copied metadata."""
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    first = CheckpointStore(tmp_path / "a")
+    first.save(model.state_dict(), _meta(model))
+    _, state, meta = first.load_current()
+    second = CheckpointStore(tmp_path / "b")
+    second.save(state, {**meta, "weights_sha256": "0" * 64, "weights_bytes": 1, "created": 0.0})
+    copied = second.list()[-1]
+    assert copied["weights_sha256"] == meta["weights_sha256"] and copied["weights_bytes"] == meta["weights_bytes"]
+    assert copied["created"] > 0 and copied["id"] == "0001"
+    second.load(copied["id"])  # the hash check passes: the stored hash is of the stored weights

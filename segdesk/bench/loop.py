@@ -134,8 +134,8 @@ def _seed_from(source, store) -> str:
     if found is None:
         raise SegdeskError(f"No loadable checkpoint in {source}.")
     checkpoint_id, state_dict, meta = found
-    keep = {k: v for k, v in meta.items() if k not in ("id", "created", "created_iso", "weights_sha256",
-                                                      "weights_bytes", "postprocess")}
+    # not its post-processing (chosen for another project); save writes id, times and hash anew
+    keep = {k: v for k, v in meta.items() if k != "postprocess"}
     keep["parent"] = f"{Path(source).name}/{checkpoint_id}"
     return store.save(state_dict, keep)
 

@@ -77,9 +77,7 @@ def _widen_for_clicks(models: Path, n_classes: int) -> None:
     model = UNet.from_arch(meta["arch"])
     model.load_state_dict(state_dict)
     wider = model.with_prompts(prompt_channels(n_classes)).eval()
-    drop = ("id", "created", "created_iso", "weights_sha256", "weights_bytes")
-    meta = {k: v for k, v in meta.items() if k not in drop}
-    meta.update(arch=wider.arch_dict(), prompts="clicks", parent=checkpoint_id)
+    meta = {**meta, "arch": wider.arch_dict(), "prompts": "clicks", "parent": checkpoint_id}
     store.save(wider.state_dict(), meta, onnx_model=wider)
 
 
