@@ -3,22 +3,13 @@
 import json
 
 import numpy as np
-import pytest
-import torch
 
 from segdesk.bench.clicks import MAX_CLICKS, run_clicks, summarise_clicks
 from segdesk.cli import main
 from segdesk.core.encoding import mean_dice
 from segdesk.ml.inference import Predictor
 from tests.synthetic import make_choice_sample
-from tests.test_bench_loop import TINY
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+from tests.test_bench_loop import TINY, restore_threads  # noqa: F401 (autouse: torch threads restored)
 
 
 def test_clicks_reach_the_target_with_a_model_that_reads_them(click_model):

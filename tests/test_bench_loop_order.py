@@ -4,22 +4,13 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
-import torch
 
 from segdesk.bench import loop
 from segdesk.cli import main
 from segdesk.core.project import Project
 from segdesk.ml.inference import Prediction
 from tests.conftest import write_disc_image
-from tests.test_bench_loop import TINY
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+from tests.test_bench_loop import TINY, restore_threads  # noqa: F401 (autouse: torch threads restored)
 
 
 def test_the_least_sure_of_the_sample_is_next(tmp_path):
