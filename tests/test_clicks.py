@@ -144,3 +144,11 @@ def test_a_click_tilts_the_answer_near_it_as_far_as_it_had_room():
     assert chosen[0, 59] == 0 and chosen[59, 59] == 0
     negative = honour_clicks(tilted, [(30, 24)], [Click(30, 24, 1, False)], chosen.astype(np.uint8))
     assert negative.argmax(axis=0)[30, 24] == 0
+
+
+def test_prompt_maps_of_a_window_are_that_window_of_the_whole_maps():
+    previous = square(40, (5, 25, 10, 30), value=1)
+    clicks = [Click(30, 31, 1, True), Click(12, 14, 1, False)]
+    whole = prompt_maps(clicks, previous, 1, (20, 20), (0.5, 0.5))
+    window = prompt_maps(clicks, previous[8:36, 12:40], 1, (14, 14), (0.5, 0.5), origin=(4, 6))
+    assert np.array_equal(window, whole[:, 4:18, 6:20])

@@ -89,12 +89,15 @@ def random_clicks(truth: np.ndarray, rng: np.random.Generator, positives: int, n
 
 
 def prompt_maps(clicks: Iterable[Click], previous: np.ndarray | None, n_classes: int,
-                shape: tuple[int, int], scale: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+                shape: tuple[int, int], scale: tuple[float, float] = (1.0, 1.0),
+                origin: tuple[int, int] = (0, 0)) -> np.ndarray:
     """The 3K x h x w float32 prompt channels at working resolution ``shape``: for each class, its
     positive clicks, its negative clicks (disks of CLICK_RADIUS), then its previous mask.
 
-    ``scale``: working pixels per image pixel, (y, x); clicks are in image pixels. ``previous``: the
-    class mask the clicks correct (any resolution; resized with nearest), or None for none."""
+    ``scale``: working pixels per image pixel, (y, x); clicks are in image pixels. ``origin``: the
+    working pixel (y, x) where these maps start (a window of the image: only it is drawn).
+    ``previous``: the class mask the clicks correct, of these maps' area (any resolution; resized with
+    nearest), or None for none."""
     h, w = shape
     maps = np.zeros((3 * n_classes, h, w), np.uint8)
     for click in clicks:
@@ -102,7 +105,8 @@ def prompt_maps(clicks: Iterable[Click], previous: np.ndarray | None, n_classes:
         if not 1 <= c <= n_classes:
             continue
         channel = (c - 1) if click.positive else (n_classes + c - 1)
-        centre = (int(round((click.x + 0.5) * scale[1] - 0.5)), int(round((click.y + 0.5) * scale[0] - 0.5)))
+        centre = (int(round((click.x + 0.5) * scale[1] - 0.5)) - origin[1],
+                  int(round((click.y + 0.5) * scale[0] - 0.5)) - origin[0])
         cv2.circle(maps[channel], centre, CLICK_RADIUS, 1, thickness=-1)
     if previous is not None and previous.any():
         if previous.shape != (h, w):

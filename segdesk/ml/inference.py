@@ -397,11 +397,11 @@ class Predictor:
             return Prediction(result, np.ones((0, 0), np.float32), self.checkpoint, box=(0, 0, 0, 0))
         points = [(min(h - 1, int((c.y + 0.5) * sy)), min(w - 1, int((c.x + 0.5) * sx))) for c in clicks]
         y0, x0, y1, x1 = click_window((h, w), points, small_previous, [c.class_number for c in clicks])
-        maps = prompt_maps(clicks, small_previous, self.n_classes, (h, w), (sy, sx))
-        x = torch.from_numpy(np.concatenate([image[:, y0:y1, x0:x1], maps[:, y0:y1, x0:x1]]))
+        window_previous = None if small_previous is None else small_previous[y0:y1, x0:x1]
+        maps = prompt_maps(clicks, window_previous, self.n_classes, (y1 - y0, x1 - x0), (sy, sx), (y0, x0))
+        x = torch.from_numpy(np.concatenate([image[:, y0:y1, x0:x1], maps]))
         probs = self._probabilities(x, max(y1 - y0, x1 - x0))
         if self.honour_clicks:
-            window_previous = None if small_previous is None else small_previous[y0:y1, x0:x1]
             local = [(py - y0, px - x0) for py, px in points]
             probs = torch.from_numpy(honour_clicks(probs.cpu().numpy(), local, clicks, window_previous))
         # the window in image pixels, and the probabilities resized onto it
