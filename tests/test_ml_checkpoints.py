@@ -1,5 +1,6 @@
 """Checkpoints: round trip, crash fallback, and refusing anything that could run code."""
 
+import hashlib
 import json
 import logging
 import pickle
@@ -149,6 +150,7 @@ def test_a_copied_checkpoint_gets_its_own_id_times_and_hash(tmp_path):
     second = CheckpointStore(tmp_path / "b")
     second.save(state, {**meta, "weights_sha256": "0" * 64, "weights_bytes": 1, "created": 0.0})
     copied = second.list()[-1]
-    assert copied["weights_sha256"] == meta["weights_sha256"] and copied["weights_bytes"] == meta["weights_bytes"]
+    stored = (tmp_path / "b" / f"{copied['id']}.safetensors").read_bytes()
+    assert copied["weights_sha256"] == hashlib.sha256(stored).hexdigest() and copied["weights_bytes"] == len(stored)
     assert copied["created"] > 0 and copied["id"] == "0001"
     second.load(copied["id"])  # the hash check passes: the stored hash is of the stored weights
