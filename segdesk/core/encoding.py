@@ -61,15 +61,33 @@ def label_to_target(label: np.ndarray) -> np.ndarray:
     return target
 
 
+MERGE_ROWS_PIXELS = 1 << 22  # merge_accept works on strips of about this many pixels
+
+
 def merge_accept(painted: np.ndarray, proposal: np.ndarray | None = None) -> np.ndarray:
     """What accepting stores: the user's pixels win, the proposal fills what they left, and
     whatever neither labelled is background."""
     merged = np.asarray(painted, dtype=np.uint8).copy()
-    if proposal is not None:
-        unsaid = merged == UNLABELLED
-        merged[unsaid] = np.asarray(proposal, dtype=np.uint8)[unsaid]
-    merged[merged == UNLABELLED] = BACKGROUND
+    merge_accept_into(merged, proposal)
     return merged
+
+
+def merge_accept_into(label: np.ndarray, proposal: np.ndarray | None = None) -> None:
+    """``merge_accept`` in place: ``label`` (uint8, C-contiguous, 2D) becomes what accepting it over
+    ``proposal`` stores. Strip by strip, so the temporary masks stay a few megabytes whatever the
+    size (a 20,000 px label is 400 MB; whole-label masks would double that)."""
+    if label.dtype != np.uint8 or label.ndim != 2:
+        raise ValueError(f"a label to merge must be a 2D uint8 array, got {label.dtype} {label.shape}")
+    if proposal is not None:
+        proposal = np.asarray(proposal, dtype=np.uint8)
+        if proposal.shape != label.shape:
+            raise ValueError(f"the proposal is {proposal.shape}, the label {label.shape}")
+    rows = max(1, MERGE_ROWS_PIXELS // max(1, label.shape[1]))
+    for y0 in range(0, label.shape[0], rows):
+        strip = label[y0:y0 + rows]
+        if proposal is not None:
+            np.copyto(strip, proposal[y0:y0 + rows], where=strip == UNLABELLED)
+        np.copyto(strip, BACKGROUND, where=strip == UNLABELLED)
 
 
 # ----- agreement

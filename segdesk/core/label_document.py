@@ -207,6 +207,22 @@ class LabelDocument:
         self._changed((0, 0) + self.shape)
         logger.debug("label replaced (version %d); history cleared", self.version)
 
+    def adopt(self, label: np.ndarray) -> None:
+        """Make ``label`` (given away by the caller: nothing else may write to it) the live array,
+        without copying it, e.g. the accepted label a writer thread merged and stored. Clears the
+        history. Unlike ``set_label`` the change is not added to ``take_changed``'s box: whoever
+        keeps a copy for patches (the project writer) applies the same change to it. Views of the
+        old array held elsewhere (an overlay) must be pointed at the new one."""
+        new = np.asarray(label)
+        if new.dtype != np.uint8 or new.shape != self.shape or not new.flags.c_contiguous:
+            raise LabelError(f"a label to adopt must be a C-contiguous uint8 {self.shape} array, "
+                             f"got {new.dtype} {new.shape}")
+        self.end_stroke()
+        self.history.clear()
+        self.label = new
+        self.version += 1
+        logger.debug("label adopted (version %d); history cleared", self.version)
+
     def undo(self) -> Box | None:
         """Undo the last step (an open stroke is closed first); returns the box changed."""
         self.end_stroke()

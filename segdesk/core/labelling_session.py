@@ -57,9 +57,12 @@ class AcceptRequest:
     """An accept on its way to the disk."""
 
     image_id: str
-    label: np.ndarray  # what is stored: unlabelled pixels made background
+    # what is stored: unlabelled pixels made background; None when the writer merges its own copy
+    # of the label with ``proposal`` (a large label: encoding.merge_accept off the GUI thread)
+    label: np.ndarray | None
     seconds: float  # time spent on the image, counted in this accept
     checkpoint: str | None  # the model whose proposal it corrects
+    proposal: np.ndarray | None = None  # the proposal shown (never written to), when label is None
 
 
 class LabellingSession:
@@ -159,14 +162,18 @@ class LabellingSession:
 
     # ----- accept
 
-    def accept_request(self) -> AcceptRequest:
+    def accept_request(self, merged: bool = True) -> AcceptRequest:
         """What accepting the open image stores: the proposal plus corrections (unlabelled pixels
         become background), with the time spent on it. Nothing changes until ``accepted``: the
-        window has the writer store it (Project.accept) off the GUI thread."""
+        window has the writer store it (Project.accept) off the GUI thread. ``merged`` False: the
+        request carries the proposal instead of the merged label, and whoever stores it merges
+        (encoding.merge_accept) its own copy of the document's label: a large label is not
+        merged and copied whole here."""
         cur = self.current
-        label = encoding.merge_accept(cur.doc.label, cur.proposal)
+        label = encoding.merge_accept(cur.doc.label, cur.proposal) if merged else None
         self.accepting.add(cur.image_id)
-        return AcceptRequest(cur.image_id, label, self.seconds_spent(cur.image_id), cur.proposal_checkpoint)
+        return AcceptRequest(cur.image_id, label, self.seconds_spent(cur.image_id), cur.proposal_checkpoint,
+                             None if merged else cur.proposal)
 
     def accepted(self, request: AcceptRequest, stored: np.ndarray) -> None:
         """``request`` is on disk (``stored``): the time it counted starts anew; the image, if still

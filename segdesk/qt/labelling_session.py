@@ -326,9 +326,11 @@ class SessionController(QObject):
         if cur is None or cur.image_id in self.session.accepting:
             return
         self._controller.finish_stroke()
-        request = self.session.accept_request()
+        # a large label is merged by the writer from its own copy, not here (encoding.merge_accept)
+        request = self.session.accept_request(merged=not self._saver.merges_accept(cur.doc))
         self._requests[cur.image_id] = request
-        self._saver.accept(cur.image_id, cur.doc, request.label, request.seconds, request.checkpoint)
+        self._saver.accept(cur.image_id, cur.doc, request.label, request.seconds, request.checkpoint,
+                           request.proposal)
         self._clear_proposal()
         following = self.session.following(self._loop.active_checkpoint if self._loop is not None else None)
         self._moved_to[cur.image_id] = following
@@ -346,7 +348,7 @@ class SessionController(QObject):
         project = session.project
         if self.current is not None and self.current.image_id == image_id:  # the user is back on it
             self._clear_proposal()
-            self._canvas.overlay.refresh(None)
+            self._canvas.overlay.set_label(self.current.doc.label)  # a large one adopted a new array
         self._image_list.set_status(project.image(image_id))
         self.message.emit(f"Accepted {Path(project.image(image_id).source).name}.", 5000)
         self.image_accepted.emit(image_id)

@@ -66,6 +66,9 @@ class ProjectWriter(QObject):
         super().__init__(parent)
         self._disk: Project | None = None  # the writer thread's copy: what project.json holds
         self._kept: tuple[str, np.ndarray] | None = None  # the writer thread's: the label patches change
+        # the writer thread's: an accept of the kept label stored, not yet merged into the kept copy
+        # (image id, document version, the proposal it was merged with): ``adopt_accepted`` merges it
+        self._stored_unmerged: tuple[str, int, np.ndarray | None] | None = None
         self._done = threading.Condition()
         self._pending = 0
         self._saved_versions: dict[str, int] = {}  # written by the writer thread, read after flush()
@@ -123,6 +126,29 @@ class ProjectWriter(QObject):
         self._accepting[image_id] = version
         versions, accepting = self._saved_versions, self._accepting
         self._submit(lambda: self._accept(image_id, label, version, seconds, checkpoint, versions, accepting))
+
+    def keep_label(self, image_id: str, label: np.ndarray) -> None:
+        """Keep ``label`` (the caller's copy; it must not change afterwards) as the image's label
+        for ``write_label_patch`` and ``accept_kept``, without writing it."""
+        self._submit(lambda: self._keep(image_id, label))
+
+    def accept_kept(self, image_id: str, box: tuple[int, int, int, int] | None, values: np.ndarray | None,
+                    version: int, seconds: float, checkpoint: str | None, proposal: np.ndarray | None) -> None:
+        """Queue an accept of the kept label (``keep_from_disk``, ``keep_label`` or a kept
+        ``write_label``) with ``box`` set to ``values`` first (what changed since; None: nothing),
+        merged here with ``proposal`` (encoding.merge_accept; the caller vouches that nothing writes
+        to it), so a large label is neither merged nor copied whole on the GUI thread. The label
+        stored comes back with ``accepted``, the kept copy stays the unmerged label until
+        ``adopt_accepted`` says the document now shows the stored one."""
+        self._accepting[image_id] = version
+        versions, accepting = self._saved_versions, self._accepting
+        self._submit(lambda: self._accept_kept(image_id, box, values, version, seconds, checkpoint, proposal,
+                                               versions, accepting))
+
+    def adopt_accepted(self, image_id: str, version: int) -> None:
+        """The document of ``accept_kept``'s ``version`` took the stored label (and was not edited
+        in between): the kept copy is merged the same way, in place, so later patches apply to it."""
+        self._submit(lambda: self._adopt_accepted(image_id, version))
 
     def set_setting(self, key: str, value) -> None:
         self._submit(lambda: self._set_setting(key, value))
@@ -195,6 +221,9 @@ class ProjectWriter(QObject):
             return
         self._kept = (image_id, np.zeros(shape, np.uint8) if label is None else label)
 
+    def _keep(self, image_id: str, label: np.ndarray) -> None:
+        self._kept = (image_id, label)
+
     def _write_patch(self, image_id: str, box, values: np.ndarray, version: int, versions: dict) -> None:
         kept = self._kept
         if kept is None or kept[0] != image_id:  # the caller sends a whole label first (SaveKeeper)
@@ -231,7 +260,7 @@ class ProjectWriter(QObject):
         self._report("label_written", image_id, version, entry_fields(entry))
 
     def _accept(self, image_id: str, label: np.ndarray, version: int, seconds: float,
-                checkpoint: str | None, versions: dict, accepting: dict) -> None:
+                checkpoint: str | None, versions: dict, accepting: dict) -> bool:
         disk = self._disk
         try:
             stored = disk.accept(image_id, label, seconds, proposal_checkpoint=checkpoint)
@@ -239,15 +268,54 @@ class ProjectWriter(QObject):
             log.warning("accepting %s failed: %s", image_id, exc)
             _accept_over(accepting, image_id, version)
             self._report("accept_failed", image_id, version, str(exc))
-            return
+            return False
         except Exception as exc:  # noqa: BLE001
             log.exception("accepting %s failed", image_id)
             _accept_over(accepting, image_id, version)
             self._report("accept_failed", image_id, version, f"Could not store the accept: {exc}")
-            return
+            return False
         versions[image_id] = version  # nothing of this version is left to write
         _accept_over(accepting, image_id, version)
         self._report("accepted", image_id, version, entry_fields(disk.image(image_id)), stored)
+        return True
+
+    def _accept_kept(self, image_id: str, box, values: np.ndarray | None, version: int, seconds: float,
+                     checkpoint: str | None, proposal: np.ndarray | None, versions: dict, accepting: dict) -> None:
+        kept = self._kept
+        if kept is None or kept[0] != image_id:  # its reading failed: the save keeper sends it whole
+            log.error("an accept of %s came without its label; not stored", image_id)
+            _accept_over(accepting, image_id, version)
+            self._report("accept_failed", image_id, version,
+                         "Could not accept: the label to store was not at hand (it is saved again now).")
+            return
+        if box is not None:
+            y0, x0, y1, x1 = box
+            kept[1][y0:y1, x0:x1] = values
+        self._stored_unmerged = None
+        try:
+            # Project.accept makes unlabelled pixels background in a new array; the proposal's share
+            # is merged first (a second array only when there is a proposal)
+            label = kept[1] if proposal is None else encoding.merge_accept(kept[1], proposal)
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: not accepted, the label kept
+            log.exception("merging the accept of %s failed", image_id)
+            _accept_over(accepting, image_id, version)
+            self._report("accept_failed", image_id, version, f"Could not store the accept: {exc}")
+            return
+        if self._accept(image_id, label, version, seconds, checkpoint, versions, accepting):
+            self._stored_unmerged = (image_id, version, proposal)
+
+    def _adopt_accepted(self, image_id: str, version: int) -> None:
+        pending, self._stored_unmerged = self._stored_unmerged, None
+        kept = self._kept
+        if kept is None or kept[0] != image_id:
+            return  # another label is kept now: nothing to bring up to date
+        if pending is None or pending[:2] != (image_id, version):
+            # never expected (the GUI adopts only the version this writer stored); the kept copy is
+            # not what the document holds, so drop it: the next patch fails, the retry sends it whole
+            log.error("the accept of %s (version %d) to adopt is not the one stored", image_id, version)
+            self._kept = None
+            return
+        encoding.merge_accept_into(kept[1], pending[2])
 
     def _set_setting(self, key: str, value) -> None:
         disk = self._disk

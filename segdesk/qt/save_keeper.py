@@ -48,6 +48,7 @@ class SaveKeeper(QObject):
         self._unsaved: dict[str, LabelDocument] = {}
         self._open: tuple[str, LabelDocument] | None = None
         self._accepts: dict[str, LabelDocument] = {}  # image id -> document whose accept is on its way
+        self._merged_by_writer: set[str] = set()  # those accepts the writer merges from its kept copy
         # the large label whose copy the writer keeps (patches change it): its document and image
         self._kept_doc: LabelDocument | None = None
         self._kept_id: str | None = None
@@ -63,6 +64,7 @@ class SaveKeeper(QObject):
         self.writer.set_project(project)
         self._unsaved.clear()
         self._accepts.clear()
+        self._merged_by_writer.clear()
         self._open = None
         self._kept_doc = self._kept_id = None
 
@@ -104,14 +106,36 @@ class SaveKeeper(QObject):
 
     # ----- accept
 
-    def accept(self, image_id: str, doc: LabelDocument, label: np.ndarray, seconds: float,
-               checkpoint: str | None) -> None:
+    def merges_accept(self, doc: LabelDocument) -> bool:
+        """Whether ``accept`` of ``doc`` takes no merged label: a large label (over PATCH_PIXELS),
+        of which the writer keeps a copy and merges that, off the GUI thread."""
+        return doc.label.size > PATCH_PIXELS
+
+    def accept(self, image_id: str, doc: LabelDocument, label: np.ndarray | None, seconds: float,
+               checkpoint: str | None, proposal: np.ndarray | None = None) -> None:
         """Store ``label`` (``doc``'s label with unlabelled pixels made background) as accepted; the
-        answer is ``accepted`` or ``accept_failed``. Nothing waits for the disk."""
+        answer is ``accepted`` or ``accept_failed``. Nothing waits for the disk. ``label`` None (when
+        ``merges_accept``): the writer merges its copy of ``doc``'s label with ``proposal`` (never
+        written to by anyone), and ``doc`` adopts the writer's stored array once it is on disk."""
         if self._shut_down or self.project is None:
             return
         self._accepts[image_id] = doc
-        self.writer.accept(image_id, label, doc.version, seconds, checkpoint)
+        self._merged_by_writer.discard(image_id)
+        if label is not None:
+            self.writer.accept(image_id, label, doc.version, seconds, checkpoint)
+        else:
+            self._merged_by_writer.add(image_id)
+            box = doc.take_changed()
+            values = None
+            if self._kept_doc is doc and self._kept_id == image_id:  # the writer has it but for the box
+                if box is not None:
+                    y0, x0, y1, x1 = box
+                    values = doc.label[y0:y1, x0:x1].copy()
+            else:  # a document the writer keeps no copy of (one held while its writes failed): once
+                self._kept_doc, self._kept_id = doc, image_id
+                self.writer.keep_label(image_id, doc.label.copy())
+                box = None
+            self.writer.accept_kept(image_id, box, values, doc.version, seconds, checkpoint, proposal)
         self.status_text.emit("Saving…")
 
     def accepting(self) -> list[str]:
@@ -120,11 +144,17 @@ class SaveKeeper(QObject):
 
     def _on_accepted(self, image_id: str, version: int, fields: dict, stored: np.ndarray) -> None:
         doc = self._accepts.pop(image_id, None)
+        by_writer = image_id in self._merged_by_writer
+        self._merged_by_writer.discard(image_id)
         if self.project is None or doc is None:
             return  # another project was opened meanwhile
         mirror(self.project, image_id, fields)
         if doc.version == version:  # not edited since: it shows what is stored
-            doc.set_label(stored)
+            if by_writer:  # the writer's array, no copy here; the writer merges its kept copy alike
+                doc.adopt(stored)
+                self.writer.adopt_accepted(image_id, version)
+            else:
+                doc.set_label(stored)
             self.writer.mark_saved(image_id, doc.version)
         self._forget_if_saved(image_id, doc)
         self.accepted.emit(image_id, stored)
@@ -132,6 +162,7 @@ class SaveKeeper(QObject):
 
     def _on_accept_failed(self, image_id: str, version: int, message: str) -> None:
         doc = self._accepts.pop(image_id, None)
+        self._merged_by_writer.discard(image_id)
         if doc is not None and not self._is_saved(image_id, doc):
             self._submit(image_id, doc)  # as a label, so that the edits are not lost
         self._report()  # first: a switch back to the image takes its document out of the keeper
