@@ -9,6 +9,7 @@ from segdesk.bench import loop
 from segdesk.cli import main
 from segdesk.core.project import Project
 from segdesk.ml.inference import Prediction
+from segdesk.ml.uncertainty import uncertainty
 from tests.conftest import write_disc_image
 from tests.test_bench_loop import TINY, restore_threads  # noqa: F401 (autouse: torch threads restored)
 
@@ -27,7 +28,8 @@ def test_the_least_sure_of_the_sample_is_next(tmp_path):
         def predict(self, pixels):
             image_id = by_size[pixels.shape]
             conf = np.full(pixels.shape[:2], unsure_of[image_id], np.float32)
-            return Prediction(np.ones(pixels.shape[:2], np.uint8), conf, "ck")
+            classes = np.ones(pixels.shape[:2], np.uint8)
+            return Prediction(classes, conf, "ck", uncertainty=uncertainty(classes, conf))
 
     # the discs all have one size: give each image its own size through a stand-in project reader
     pixels = {e.id: np.zeros((10 + k, 10), np.uint8) for k, e in enumerate(entries)}

@@ -11,19 +11,61 @@ from segdesk.ml.config import TrainConfig
 from segdesk.ml.inference import Predictor
 
 
-@pytest.mark.parametrize("scale", [1.0, 0.37])
-def test_classes_strip_by_strip_match_the_whole_image(monkeypatch, scale):
+def _blobs(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """A smooth 8-bit image with bright blobs (what a model sees in practice, not white noise)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    image = np.full(shape, 40, np.uint8)
+    for _ in range(12):
+        centre = (int(rng.integers(0, shape[1])), int(rng.integers(0, shape[0])))
+        cv2.circle(image, centre, int(rng.integers(8, 30)), (200, 180, 220)[: image.ndim and 3], -1)
+    return cv2.GaussianBlur(image, (0, 0), 2)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.37, 1.6])
+def test_streamed_proposal_matches_the_whole_image(monkeypatch, scale):
+    """Above STREAM_PIXELS an image is predicted a band of tiles at a time, with no whole-image float
+    copies: the classes and the uncertainty are those of the ordinary path."""
     import torch
+
+    from segdesk.ml.uncertainty import uncertainty
 
     torch.manual_seed(0)
     predictor = Predictor.untrained(2, TrainConfig(base_width=4, working_scale=scale), device="cpu")
-    pixels = np.random.default_rng(0).integers(0, 255, (301, 257, 3), np.uint8)
-    whole = predictor.predict(pixels)
-    monkeypatch.setattr(inference, "FULL_SIZE_STRIP_PIXELS", 3000)  # strips of a few rows
-    strips = predictor.predict(pixels)
-    assert strips.classes.shape == (301, 257) and strips.confidence.dtype == np.float32
-    np.testing.assert_allclose(strips.confidence, whole.confidence, atol=1e-5)
-    assert (strips.classes != whole.classes).mean() < 1e-3  # only where two classes tie to rounding
+    pixels = _blobs((301, 257, 3))
+    whole = predictor.predict(pixels, tile=40)  # tiles of 40 at working scale: many rows of tiles
+    monkeypatch.setattr(inference, "STREAM_PIXELS", 3000)
+    monkeypatch.setattr(inference, "_STRIP_PIXELS", 3000)  # full-size strips of a few rows
+    calls = []
+    original = inference.streaming.WorkingSource.rectangle
+    monkeypatch.setattr(inference.streaming.WorkingSource, "rectangle",
+                        lambda self, *a: calls.append(a) or original(self, *a))
+    streamed = predictor.predict(pixels, tile=40)
+    assert len(calls) > 3  # it did go a band at a time
+    assert streamed.classes.shape == (301, 257) and streamed.classes.dtype == np.uint8
+    assert streamed.confidence is None  # no float32 map of a large image
+    agree = (streamed.classes == whole.classes).mean()
+    if scale == 1.0:  # the same tiles, normalised with the same range: only ties to rounding differ
+        assert agree > 0.999
+        assert streamed.uncertainty == pytest.approx(whole.uncertainty, abs=2e-4)
+    else:  # resized before normalising instead of after
+        assert agree > 0.98
+        assert streamed.uncertainty == pytest.approx(whole.uncertainty, abs=0.01)
+    assert whole.uncertainty == uncertainty(whole.classes, whole.confidence)
+
+
+def test_streamed_gray_16_bit_and_click_model(monkeypatch):
+    """A 16-bit gray image through a click-aware model (empty prompts) streams like a colour one."""
+    import torch
+
+    torch.manual_seed(1)
+    predictor = Predictor.untrained(1, TrainConfig(base_width=4, clicks=True), device="cpu")
+    pixels = (_blobs((200, 180)).astype(np.uint16) * 200)
+    whole = predictor.predict(pixels, tile=64)
+    monkeypatch.setattr(inference, "STREAM_PIXELS", 3000)
+    streamed = predictor.predict(pixels, tile=64)
+    assert (streamed.classes == whole.classes).mean() > 0.999
 
 
 # ----- display: a large image has no 8-bit copy; what is drawn is the same

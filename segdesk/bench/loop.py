@@ -61,7 +61,6 @@ from segdesk.core import effort as fx
 from segdesk.core.encoding import label_to_mask, mask_to_label, mean_dice
 from segdesk.core import imageio
 from segdesk.core.errors import SegdeskError
-from segdesk.ml.uncertainty import uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +203,7 @@ def least_sure(predictor, project, remaining: list, rng: np.random.Generator) ->
         for k in sample:
             entry = remaining[k][1]
             prediction = predictor.predict(project.read_image(entry).pixels)
-            scores[entry.id] = uncertainty(prediction.classes, prediction.confidence)
+            scores[entry.id] = prediction.uncertainty
     finally:
         predictor.postprocess = spec
     best = max(sample, key=lambda k: (scores[remaining[k][1].id], -k))
@@ -324,7 +323,7 @@ def run(
                 proposal = pp.apply(raw, spec, area)
                 ungated = pp.apply(raw, spec, area, gate=False)
                 project.save_proposal(entry.id, mask_to_label(proposal), loaded_id,
-                                      uncertainty(raw, prediction.confidence))
+                                      prediction.uncertainty)
             proposal_s = time.perf_counter() - t0
             post = (predictor.postprocess or {}) if predictor is not None else {}
             record = {

@@ -35,12 +35,13 @@ from torch import nn
 
 from segdesk.core.clicks import Click, honour_clicks, keep_clicks, prompt_channels, prompt_maps
 from segdesk.core.errors import CheckpointError
-from segdesk.ml import onnx_engine, postprocess
+from segdesk.ml import onnx_engine, postprocess, streaming
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.device import pick_device
 from segdesk.ml.normalise import NORMALISATION, normalise_hwc
 from segdesk.ml.planning import ScaleRule
+from segdesk.ml.uncertainty import uncertainty
 from segdesk.ml.unet import UNet
 
 log = logging.getLogger(__name__)
@@ -50,8 +51,9 @@ TILE_BATCH = 4  # tiles per forward pass
 OVERLAP = 0.25
 _WINDOW_FLOOR = 0.01  # blending weights never reach zero, so every pixel has a defined average
 ENGINES = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when the export loads, else torch
-# Images with more pixels get their classes from the probabilities strip by strip (Predictor.predict)
-FULL_SIZE_STRIP_PIXELS = 1 << 24
+# Images with more pixels are predicted a band of tiles at a time (streaming.py), the rest whole
+STREAM_PIXELS = 1 << 24
+_STRIP_PIXELS = 1 << 24  # probability values resized to full size at a time when streaming
 
 
 @dataclass
@@ -62,6 +64,8 @@ class Prediction:
     withheld: bool = False  # the model's proposals cost more to correct than drawing (postprocess.py)
     # refine: (y0, x0, y1, x1), the image pixels recomputed; ``confidence`` is then of that window only
     box: tuple[int, int, int, int] | None = None
+    # uncertainty.py's number for the model's own classes (before post-processing); predict only
+    uncertainty: float | None = None
 
 
 CLICK_WINDOW_MIN = 256  # working pixels: the side of the window a click is answered on, at least...
@@ -343,37 +347,52 @@ class Predictor:
     def predict(self, pixels: np.ndarray, tile: int | None = None) -> Prediction:
         """Classes and confidence for an image (H x W gray or H x W x 3 colour, any dtype)."""
         height, width = pixels.shape[:2]
-        x = torch.from_numpy(self._working_input(pixels))
-        if self.prompt_channels:  # a click-aware model: no clicks, no previous mask
-            x = torch.cat([x, x.new_zeros((self.prompt_channels,) + tuple(x.shape[1:]))])
-        probs = self._probabilities(x, tile or self.tile)
-        with torch.inference_mode():
-            if height * width <= FULL_SIZE_STRIP_PIXELS:
+        if height * width > STREAM_PIXELS:
+            classes, unsure = self._streamed(pixels, tile or self.tile)
+            confidence = None
+        else:
+            x = torch.from_numpy(self._working_input(pixels))
+            if self.prompt_channels:  # a click-aware model: no clicks, no previous mask
+                x = torch.cat([x, x.new_zeros((self.prompt_channels,) + tuple(x.shape[1:]))])
+            probs = self._probabilities(x, tile or self.tile)
+            with torch.inference_mode():
                 if probs.shape[-2:] != (height, width):
                     probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
                 confidence, classes = probs.max(dim=0)
                 classes = classes.to(torch.uint8).cpu().numpy()
-                confidence = confidence.cpu().numpy()
-            else:  # strip by strip: full-size probabilities and int64 argmax take 12+ bytes a pixel a class
-                classes, confidence = np.empty((height, width), np.uint8), np.empty((height, width), np.float32)
-                n, h0, w0 = probs.shape
-                rows = max(1, FULL_SIZE_STRIP_PIXELS // (4 * width * n))
-                for y in range(0, height, rows):
-                    y1 = min(height, y + rows)
-                    if (h0, w0) == (height, width):
-                        part = probs[:, y:y1]
-                    else:  # bilinear with half-pixel centres as F.interpolate: rows here, columns by it
-                        src = ((torch.arange(y, y1, dtype=torch.float64) + 0.5) * (h0 / height) - 0.5).clamp(min=0)
-                        top = src.floor().long().clamp(max=h0 - 1).to(probs.device)
-                        weight = (src - top).to(probs.dtype).to(probs.device)[None, :, None]
-                        part = probs[:, top] * (1 - weight) + probs[:, (top + 1).clamp(max=h0 - 1)] * weight
-                        part = F.interpolate(part[None], size=(y1 - y, width), mode="bilinear", align_corners=False)[0]
-                    strip_confidence, strip_classes = part.max(dim=0)
-                    classes[y:y1] = strip_classes.to(torch.uint8).cpu().numpy()
-                    confidence[y:y1] = strip_confidence.float().cpu().numpy()
+                confidence = confidence.cpu().numpy().astype(np.float32, copy=False)
+            unsure = uncertainty(classes, confidence)
         classes = postprocess.apply(classes, self.postprocess, self.area_factor(height, width), gate=self.gate)
-        return Prediction(classes, confidence.astype(np.float32, copy=False), self.checkpoint,
-                          self.gate and postprocess.withholds(self.postprocess))
+        return Prediction(classes, confidence, self.checkpoint, self.gate and postprocess.withholds(self.postprocess),
+                          uncertainty=unsure)
+
+    def _streamed(self, pixels: np.ndarray, tile: int) -> tuple[np.ndarray, float]:
+        """Classes and uncertainty of a large image, a band of tiles at a time (streaming.py)."""
+        source = streaming.WorkingSource(pixels, self.scale_rule)
+        device = next(self.model.parameters()).device
+
+        def run_all(logits_of: Callable[[torch.Tensor], torch.Tensor] | None) -> tuple[np.ndarray, float]:
+            run = logits_of or self.model
+
+            def forward(batch: torch.Tensor) -> torch.Tensor:
+                if device.type == "cuda":
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                with autocast(device):
+                    return run(batch)
+
+            # one tile a pass on the CPU: a batch of four 512 px tiles holds ~0.6 GB more activations, no faster
+            batch = TILE_BATCH if device.type == "cuda" else 1
+            rows = streaming.working_rows(source, forward, self.prompt_channels, tile, batch, OVERLAP,
+                                          lambda h, w: _window(h, w, device), device)
+            strips = streaming.full_size_rows(rows, source.size, pixels.shape[:2], _STRIP_PIXELS)
+            return streaming.classes_of(strips, pixels.shape[:2])
+
+        with torch.inference_mode():
+            try:
+                return run_all(self._logits_of())
+            except _EngineFailed as exc:  # the same image again, through torch, and torch from now on
+                self._fall_back(f"ONNX Runtime failed on an image: {exc}")
+                return run_all(None)
 
     def refine(self, pixels: np.ndarray, clicks: list[Click], previous: np.ndarray | None,
                key: object = None) -> Prediction:

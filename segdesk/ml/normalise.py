@@ -42,24 +42,60 @@ def percentile_range(pixels: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def image_range(pixels: np.ndarray) -> tuple[float, float]:
+    """``percentile_range`` of the image as ``normalise_hwc`` sees it (3 channels, float32, non-finite
+    values as 0), from the same subsample, without a float copy of the whole image: for images too
+    large to copy (segdesk.ml.streaming)."""
+    pixels = np.asarray(pixels)
+    h, w = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 or pixels.shape[2] == 1 else N_CHANNELS
+    n = h * w * N_CHANNELS
+    step = n // _PERCENTILE_SAMPLES + 1 if n > _PERCENTILE_SAMPLES else 1
+    index = np.arange(0, n, step, dtype=np.int64)
+    flat = pixels.reshape(h * w, -1)  # a view for a contiguous image
+    values = flat[index // N_CHANNELS, (index % N_CHANNELS) if channels > 1 else 0].astype(np.float32)
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = np.percentile(values, (LOW_PERCENTILE, HIGH_PERCENTILE))
+    return float(low), float(high)
+
+
 def to_model_input(pixels: np.ndarray) -> np.ndarray:
     """float32 3 x H x W, roughly zero mean and unit-ish spread, for any pixel dtype."""
     return np.ascontiguousarray(normalise_hwc(pixels).transpose(2, 0, 1))
 
 
-def normalise_hwc(pixels: np.ndarray) -> np.ndarray:
-    """The same values as ``to_model_input`` in H x W x 3 layout (what OpenCV resizes)."""
+def _check(pixels: np.ndarray) -> np.ndarray:
     pixels = np.asarray(pixels)
     if pixels.ndim not in (2, 3) or pixels.shape[0] == 0 or pixels.shape[1] == 0:
         raise ValueError(f"Expected a non-empty gray or colour image, got shape {pixels.shape}.")
-    image = _channels_last(pixels).astype(np.float32)  # always a copy: safe to modify in place
+    return pixels
+
+
+def normalise_hwc(pixels: np.ndarray) -> np.ndarray:
+    """The same values as ``to_model_input`` in H x W x 3 layout (what OpenCV resizes)."""
+    image = _channels_last(_check(pixels)).astype(np.float32)  # always a copy: safe to modify in place
     if not np.isfinite(image).all():
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = percentile_range(image)
+    return _apply_range(image, *percentile_range(image))
+
+
+def normalise_with(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``normalise_hwc`` with the range given (a part of an image, normalised as the whole: the range
+    from ``image_range``)."""
+    image = _channels_last(_check(pixels)).astype(np.float32)
+    if not np.isfinite(image).all():
+        image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+    return _apply_range(image, low, high)
+
+
+def _apply_range(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``image`` (float32, modified in place) with ``low``..``high`` mapped to the model's input range."""
     if high > low:
-        image = (np.clip(image, low, high) - low) * np.float32(1.0 / (high - low))
+        np.clip(image, low, high, out=image)
+        image -= np.float32(low)
+        image *= np.float32(1.0 / (high - low))
     else:  # a constant image carries no information: map it to the centre
-        image = np.full_like(image, CENTRE)
+        image[...] = CENTRE
     image -= np.float32(CENTRE)
     image *= np.float32(1.0 / SPREAD)
     return image

@@ -26,11 +26,28 @@ SURE = 0.9  # a background pixel at least this confident takes no part in the me
 def uncertainty(classes: np.ndarray, confidence: np.ndarray) -> float:
     """``classes``: H x W, 0 = background, 1..K (a Prediction's ``classes``); ``confidence``: H x W,
     the winning class's probability. Higher = less sure; rounded to 4 decimals."""
-    classes = np.asarray(classes)
-    confidence = np.asarray(confidence, dtype=np.float32)
-    if classes.shape != confidence.shape:
-        raise ValueError(f"classes {classes.shape} and confidence {confidence.shape} differ in shape")
-    region = (classes != 0) | (confidence < SURE)
-    if not region.any():
-        return 0.0
-    return round(float(np.mean(1.0 - confidence[region])), 4)
+    total = UncertaintySum()
+    total.add(classes, confidence)
+    return total.value()
+
+
+class UncertaintySum:
+    """``uncertainty`` of an image given a strip at a time (an image too large for a whole confidence map)."""
+
+    def __init__(self) -> None:
+        self.unsure = 0.0
+        self.pixels = 0
+
+    def add(self, classes: np.ndarray, confidence: np.ndarray) -> None:
+        classes = np.asarray(classes)
+        confidence = np.asarray(confidence, dtype=np.float32)
+        if classes.shape != confidence.shape:
+            raise ValueError(f"classes {classes.shape} and confidence {confidence.shape} differ in shape")
+        region = (classes != 0) | (confidence < SURE)
+        n = int(np.count_nonzero(region))
+        if n:
+            self.unsure += float(np.sum(1.0 - confidence[region], dtype=np.float64))
+            self.pixels += n
+
+    def value(self) -> float:
+        return round(self.unsure / self.pixels, 4) if self.pixels else 0.0

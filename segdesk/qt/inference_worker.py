@@ -36,7 +36,6 @@ from segdesk.core.errors import SegdeskError
 from segdesk.core.project import PROJECT_FILE, Project, read_proposal_meta, write_proposal
 from segdesk.ml import postprocess
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml.uncertainty import uncertainty
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +196,7 @@ class InferenceWorker(QObject):
                 return
             learning = ungated and postprocess.withholds(self._predictor.postprocess)
             label = encoding.mask_to_label(prediction.classes)
-            self._cache(image_id, label, checkpoint, learning, uncertainty(prediction.classes, prediction.confidence))
+            self._cache(image_id, label, checkpoint, learning, prediction.uncertainty)
         except SegdeskError as exc:
             self.prediction_failed.emit(request_id, image_id, str(exc))
             return
@@ -293,7 +292,7 @@ class InferenceWorker(QObject):
             return
         checkpoint = prediction.checkpoint or ""
         learning = postprocess.withholds(self._predictor.postprocess)
-        unsure = uncertainty(prediction.classes, prediction.confidence)
+        unsure = prediction.uncertainty
         if self._cache(image_id, encoding.mask_to_label(prediction.classes), checkpoint, learning, unsure):
             self.scored.emit(image_id, checkpoint, unsure)
 

@@ -1,0 +1,149 @@
+"""Proposals for images too large to hold as float32: a band of tile rows at a time.
+
+The ordinary path (inference.py) normalises the whole image as float32 (12 bytes a pixel, and a
+transposed copy), blends the tiles' probabilities over the whole working image (4 bytes a pixel a
+class, plus the weights) and returns a float32 confidence: about 40 bytes a pixel, 16 GB for a
+20,000 x 20,000 image. Here the image's normalisation range comes from a subsample
+(``normalise.image_range``, the same values the ordinary path uses), each row of tiles is normalised
+as it is cut, and the blended probabilities are finished row by row: rows above the next row of
+tiles get no more tiles, so they are resized to the image's size, turned into classes and dropped.
+What stays is the image itself, its classes (1 byte a pixel), and one band of tiles (the tile's
+height times the working width).
+
+At a working scale other than 1 the image's raw pixels are resized first and normalised after (the
+ordinary path normalises first); the two differ only where the 0.5% brightest or darkest pixels
+are averaged with others.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segdesk.ml.normalise import image_range, normalise_with
+from segdesk.ml.planning import ScaleRule
+from segdesk.ml.uncertainty import UncertaintySum
+
+# dtypes OpenCV resizes; others are converted to float32 first
+_RESIZABLE = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
+
+
+class WorkingSource:
+    """An image at working resolution, normalised on demand, a rectangle at a time."""
+
+    def __init__(self, pixels: np.ndarray, scale_rule: ScaleRule):
+        pixels = np.asarray(pixels)
+        if pixels.ndim == 3 and pixels.shape[2] > 3:
+            pixels = pixels[:, :, :3]  # an alpha channel is dropped, as normalise.py does
+        self.low, self.high = image_range(pixels)
+        self.size = scale_rule.working_size(*pixels.shape[:2])
+        if self.size != pixels.shape[:2]:
+            if pixels.dtype.type not in _RESIZABLE:
+                pixels = pixels.astype(np.float32)
+            pixels = scale_rule.resize(np.ascontiguousarray(pixels))
+        self.raw = pixels  # the image's own pixels at working size (the image itself at scale 1)
+
+    def rectangle(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        """3 x (y1 - y0) x (x1 - x0) float32 model input."""
+        part = normalise_with(self.raw[y0:y1, x0:x1], self.low, self.high)
+        return np.ascontiguousarray(part.transpose(2, 0, 1))
+
+
+def _row_starts(length: int, tile: int, overlap: float) -> list[int]:
+    if length <= tile:
+        return [0]
+    step = max(1, tile - int(tile * overlap))
+    return list(range(0, length - tile, step)) + [length - tile]
+
+
+def working_rows(source: WorkingSource, run: Callable[[torch.Tensor], torch.Tensor], extra_channels: int,
+                 tile: int, tile_batch: int, overlap: float, window: Callable[[int, int], torch.Tensor],
+                 device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, C x rows x w probabilities) of the working image, in order, each row finished:
+    overlapping tiles (as inference.tile_boxes cuts them) blended by ``window``. ``run`` maps a batch
+    of inputs (3 + ``extra_channels`` channels; the extra ones zero) to logits."""
+    h, w = source.size
+    th, tw = min(tile, h), min(tile, w)
+    rows = _row_starts(h, th, overlap)
+    columns = _row_starts(w, tw, overlap)
+    blend = window(th, tw)
+    total = weight = None
+    base = 0  # the working row total[:, 0] stands for
+    for i, y in enumerate(rows):
+        band = torch.from_numpy(source.rectangle(y, y + th)).to(device)
+        if extra_channels:
+            band = torch.cat([band, band.new_zeros((extra_channels, th, w))])
+        for j in range(0, len(columns), tile_batch):
+            chunk = columns[j : j + tile_batch]
+            logits = run(torch.stack([band[:, :, x : x + tw] for x in chunk]))
+            probs = logits.float().softmax(dim=1)
+            if total is None:
+                total = probs.new_zeros((probs.shape[1], th, w))
+                weight = probs.new_zeros((th, w))
+            end = y + th - base
+            if total.shape[1] < end:  # grow the band down to this row of tiles' end
+                total = torch.cat([total, total.new_zeros((total.shape[0], end - total.shape[1], w))], dim=1)
+                weight = torch.cat([weight, weight.new_zeros((end - weight.shape[0], w))])
+            for x, p in zip(chunk, probs):
+                total[:, y - base : end, x : x + tw] += p * blend
+                weight[y - base : end, x : x + tw] += blend
+        done = rows[i + 1] if i + 1 < len(rows) else h  # no later tile reaches above this row
+        yield base, total[:, : done - base] / weight[: done - base]
+        total, weight = total[:, done - base :], weight[done - base :]
+        base = done
+
+
+def full_size_rows(parts: Iterator[tuple[int, torch.Tensor]], working: tuple[int, int],
+                   size: tuple[int, int], strip_pixels: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, C x rows x width probabilities) at the image's ``size``, in order, from working rows
+    in order: bilinear with half-pixel centres (as F.interpolate), rows here and columns by
+    F.interpolate, a strip of at most ``strip_pixels`` values at a time."""
+    if tuple(working) == tuple(size):
+        yield from parts
+        return
+    h0, _ = working
+    height, width = size
+    kept: torch.Tensor | None = None  # working rows kept_from.. not yet used up
+    kept_from = 0
+    y = 0
+    for first, part in parts:
+        kept = part if kept is None else torch.cat([kept, part], dim=1)
+        available = first + part.shape[1]  # working rows < available are known
+        while y < height:
+            n = kept.shape[0]
+            rows = max(1, strip_pixels // (4 * width * n))
+            y1 = min(height, y + rows)
+            src = ((torch.arange(y, y1, dtype=torch.float64) + 0.5) * (h0 / height) - 0.5).clamp(min=0)
+            top = src.floor().long().clamp(max=h0 - 1)
+            bottom = (top + 1).clamp(max=h0 - 1)
+            if int(bottom[-1]) >= available:  # fewer rows: as many as the known working rows allow
+                fits = int((bottom < available).sum())
+                if fits == 0:
+                    break
+                y1, src, top, bottom = y + fits, src[:fits], top[:fits], bottom[:fits]
+            local_top, local_bottom = (top - kept_from).to(kept.device), (bottom - kept_from).to(kept.device)
+            weight = (src - top).to(kept.dtype).to(kept.device)[None, :, None]
+            strip = kept[:, local_top] * (1 - weight) + kept[:, local_bottom] * weight
+            if strip.shape[-1] != width:
+                strip = F.interpolate(strip[None], size=(y1 - y, width), mode="bilinear", align_corners=False)[0]
+            yield y, strip
+            y = y1
+            drop = int(top[-1]) - kept_from  # rows above the last strip's top are not needed again
+            if drop > 0:
+                kept, kept_from = kept[:, drop:], kept_from + drop
+
+
+def classes_of(parts: Iterator[tuple[int, torch.Tensor]], size: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """uint8 classes of an image from its full-size probability strips, and the proposal's
+    uncertainty (uncertainty.py), without keeping the confidence of every pixel."""
+    classes = np.empty(size, np.uint8)
+    unsure = UncertaintySum()
+    for y, strip in parts:
+        confidence, winner = strip.max(dim=0)
+        strip_classes = winner.to(torch.uint8).cpu().numpy()
+        classes[y : y + strip_classes.shape[0]] = strip_classes
+        unsure.add(strip_classes, confidence.float().cpu().numpy())
+    return classes, unsure.value()
