@@ -278,7 +278,8 @@ def test_adding_a_folder_shows_progress_and_can_stop(qtbot, tmp_path, project, m
         return real(self, paths, progress=spy, save=save)
 
     monkeypatch.setattr(P, "add_images", stop_after_two)
-    w.add_images([str(folder)])
+    with qtbot.waitSignal(w.adder.finished, timeout=20_000):  # read off the GUI thread
+        w.add_images([str(folder)])
     assert calls[0] == (0, 5) and len(calls) == 3
     assert len(w.project.images) == 3 + 2  # the two added before stopping are kept
     assert "then stopped" in w.statusBar().currentMessage()

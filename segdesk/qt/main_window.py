@@ -21,6 +21,7 @@ from segdesk.qt import project_dialogs as dialogs
 from segdesk.qt.actions import add_menus, new_action
 from segdesk.qt.canvas import Canvas
 from segdesk.qt.click_session import ClickSession
+from segdesk.qt.image_adder import ImageAdder, adopt_entries
 from segdesk.qt.image_list import ImageList
 from segdesk.qt.labelling_session import SessionController
 from segdesk.qt.loop_controller import LoopController
@@ -82,6 +83,11 @@ class MainWindow(QMainWindow):
                          "nothing is lost while segdesk stays open."))
         self.saver.unsaved_changed.connect(lambda _: self._update_title())
         self.saver.label_stored.connect(self._on_label_stored)
+        self.adder = ImageAdder(self)  # new images are read and hashed off this thread
+        self.adder.progress.connect(self._on_add_progress)
+        self.adder.finished.connect(self._on_images_added)
+        self.adder.failed.connect(self._on_add_failed)
+        self._add_dialog: QProgressDialog | None = None
         self.guard = ProjectGuard(self)  # the project lock: one window (or CLI writer) per project
         self.guard.notice.connect(lambda m: self.statusBar().showMessage(m, 15000))
         self.canvas.hovered.connect(self.session.show_position)
@@ -207,26 +213,46 @@ class MainWindow(QMainWindow):
             self.add_images(folder)
 
     def add_images(self, paths: list[str]) -> None:
+        """Add files and folders: read and hashed on the image adder's thread (a 20,000 px image
+        takes seconds), with a progress dialog whose Stop keeps what was added so far; the list
+        updates when it is done (``images_added``)."""
         if self.project is None:
             self._error("No project", "Create or open a project first (File > New project).")
+            return
+        if self.adder.running:
+            self.statusBar().showMessage("Images are still being added; add more when they are in.", 10000)
             return
         dialog = QProgressDialog("Adding images…", "Stop", 0, 1, self)
         dialog.setWindowModality(Qt.WindowModality.WindowModal)
         dialog.setMinimumDuration(300)  # a few files add without a dialog flashing up
+        dialog.canceled.connect(self.adder.cancel)
+        self._add_dialog = dialog
+        self.adder.start(self.project, paths)
 
-        def progress(done: int, total: int) -> bool:
-            dialog.setMaximum(max(1, total))
-            dialog.setValue(done)  # a modal progress dialog keeps the window painting
-            return not dialog.wasCanceled()
+    def _on_add_progress(self, done: int, total: int) -> None:
+        if self._add_dialog is not None:
+            self._add_dialog.setMaximum(max(1, total))
+            self._add_dialog.setValue(done)
 
-        try:
-            report = self.project.add_images(paths, progress=progress, save=False)
-            self.saver.images_added(report.added)  # the project writer stores them, off this thread
-        except SegdeskError as exc:
-            self._error("Cannot add images", str(exc))
+    def _close_add_dialog(self) -> None:
+        if self._add_dialog is not None:
+            self._add_dialog.canceled.disconnect(self.adder.cancel)  # closing it is no Stop
+            self._add_dialog.close()
+            self._add_dialog.deleteLater()
+            self._add_dialog = None
+
+    def _on_add_failed(self, project: Project, message: str) -> None:
+        self._close_add_dialog()
+        if project is self.project:
+            self._error("Cannot add images", message)
+
+    def _on_images_added(self, project: Project, report) -> None:
+        self._close_add_dialog()
+        if project is not self.project:  # another project was opened meanwhile: they were for that one
+            log.info("%d image(s) added to a project no longer open were dropped", len(report.added))
             return
-        finally:
-            dialog.close()
+        adopt_entries(self.project, report.added)
+        self.saver.images_added(report.added)  # the project writer stores them, off this thread
         self.image_list.set_images(self.project.images)
         if self.current is not None:
             self.image_list.select(self.current.image_id)
@@ -298,6 +324,7 @@ class MainWindow(QMainWindow):
                 self.show_image(still[0])
                 return
         self._stop_loop()
+        self.adder.cancel()  # a file being read finishes on its own; its report is dropped
         self.saver.shutdown()
         self.session.shutdown()
         self.guard.release()
