@@ -256,3 +256,46 @@ def test_large_overlay_kept_view_follows_edits(qtbot, large_limit, zoom):
     after = _pixels(_scene_image(canvas, zoom))
     canvas.set_proposal(LabelOverlayItem(label.copy(), fill, edge_lut=edge, dash=4))
     np.testing.assert_array_equal(after, _pixels(_scene_image(canvas, zoom)))
+
+
+def test_nearest_crop_is_that_part_of_the_whole_resize():
+    import cv2
+
+    from segdesk.ml.streaming import nearest_crop
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        height, width = rng.integers(5, 300, 2)
+        h, w = rng.integers(3, 400, 2)
+        mask = rng.integers(0, 4, (height, width)).astype(np.uint8)
+        whole = cv2.resize(mask, (int(w), int(h)), interpolation=cv2.INTER_NEAREST)
+        y0, x0 = rng.integers(0, h), rng.integers(0, w)
+        y1, x1 = rng.integers(y0 + 1, h + 1), rng.integers(x0 + 1, w + 1)
+        np.testing.assert_array_equal(nearest_crop(mask, (h, w), (y0, x0, y1, x1)), whole[y0:y1, x0:x1])
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_click_on_a_large_image_is_answered_as_on_a_small_one(monkeypatch, scale):
+    """Above STREAM_PIXELS a click normalises only its window (no whole-image float copy) and looks at
+    the previous mask near the clicks only: the answer is the ordinary path's."""
+    import torch
+
+    from segdesk.core.clicks import Click
+
+    torch.manual_seed(2)
+    predictor = Predictor.untrained(1, TrainConfig(base_width=4, clicks=True, working_scale=scale), device="cpu")
+    pixels = _blobs((700, 640))
+    previous = (pixels > 120).astype(np.uint8)
+    clicks = [Click(300, 200, 1, True), Click(420, 260, 1, False)]
+    ordinary = predictor.refine(pixels, clicks, previous, key="a")
+    monkeypatch.setattr(inference, "STREAM_PIXELS", 3000)
+    calls = []
+    original = inference.streaming.WorkingSource.rectangle
+    monkeypatch.setattr(inference.streaming.WorkingSource, "rectangle",
+                        lambda self, *a: calls.append(a) or original(self, *a))
+    large = predictor.refine(pixels, clicks, previous, key="b")
+    assert len(calls) == 1 and large.box == ordinary.box
+    y0, x0, y1, x1 = large.box
+    assert (y1 - y0) * (x1 - x0) < pixels.size  # a window, not the image
+    agree = (large.classes == ordinary.classes).mean()
+    assert agree == 1.0 if scale == 1.0 else agree > 0.995

@@ -72,6 +72,7 @@ CLICK_WINDOW_MIN = 256  # working pixels: the side of the window a click is answ
 CLICK_WINDOW_MAX = 384  # ...and at most (one forward pass of ~0.1 s on a laptop core)
 _CLICK_MARGIN = 32  # working pixels of context around the clicks and the objects they touch
 _CLICK_REACH = 8  # working pixels: an object this close to a click is the one it corrects
+_CLICK_REGION = CLICK_WINDOW_MAX + _CLICK_MARGIN  # working pixels around the clicks click_window looks at
 
 
 def click_window(shape: tuple[int, int], points: list[tuple[int, int]], previous: np.ndarray | None,
@@ -220,7 +221,7 @@ class Predictor:
         self.model = model
         self.prompt_channels = int(getattr(model, "prompt_channels", 0))
         self.n_classes = int(getattr(model, "n_outputs", 1)) - 1
-        self._working: tuple[object, np.ndarray] | None = None  # (key, 3 x h x w input) for refine
+        self._working: tuple[object, object] | None = None  # (key, the input clicks are answered from)
         self.honour_clicks = True  # refine tilts the model's answer toward each click near it (core/clicks.py)
         self._onnx: onnx_engine.OnnxEngine | None = None
         # why proposals run through torch although an ONNX export was asked for or exists (None: all
@@ -327,14 +328,22 @@ class Predictor:
 
         return logits
 
-    def _working_input(self, pixels: np.ndarray, key: object = None) -> np.ndarray:
-        """3 x h x w float32: the image normalised at working resolution (the last one kept by ``key``)."""
+    def _working_input(self, pixels: np.ndarray) -> np.ndarray:
+        """3 x h x w float32: the image normalised at working resolution."""
+        image = self.scale_rule.resize(normalise_hwc(pixels))
+        return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+    def _click_source(self, pixels: np.ndarray, key: object) -> streaming.NormalisedImage | streaming.WorkingSource:
+        """The model input clicks are answered from, kept for the next click on the same ``key``: the
+        whole normalised image, or for an image over STREAM_PIXELS one normalised a window at a time."""
         if key is not None and self._working is not None and self._working[0] == key:
             return self._working[1]
-        image = self.scale_rule.resize(normalise_hwc(pixels))
-        x = np.ascontiguousarray(image.transpose(2, 0, 1))
-        self._working = (key, x) if key is not None else None
-        return x
+        if pixels.shape[0] * pixels.shape[1] > STREAM_PIXELS:
+            source = streaming.WorkingSource(pixels, self.scale_rule)
+        else:
+            source = streaming.NormalisedImage(self._working_input(pixels))
+        self._working = (key, source) if key is not None else None
+        return source
 
     def _probabilities(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         with torch.inference_mode():
@@ -405,20 +414,25 @@ class Predictor:
         if not self.accepts_clicks:
             raise ValueError(f"Checkpoint {self.checkpoint} does not read clicks; train it with clicks first.")
         height, width = pixels.shape[:2]
-        image = self._working_input(pixels, key)
-        h, w = image.shape[1:]
+        source = self._click_source(pixels, key)
+        h, w = source.size
         sy, sx = h / height, w / width
-        small_previous = None
-        if previous is not None:
-            small_previous = cv2.resize(previous.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
         result = np.zeros((height, width), np.uint8) if previous is None else previous.astype(np.uint8, copy=True)
         if not clicks:
             return Prediction(result, np.ones((0, 0), np.float32), self.checkpoint, box=(0, 0, 0, 0))
         points = [(min(h - 1, int((c.y + 0.5) * sy)), min(w - 1, int((c.x + 0.5) * sx))) for c in clicks]
-        y0, x0, y1, x1 = click_window((h, w), points, small_previous, [c.class_number for c in clicks])
-        window_previous = None if small_previous is None else small_previous[y0:y1, x0:x1]
+        # the window is chosen from the previous mask within _CLICK_REGION of the clicks only: an object
+        # reaching further makes the window its largest size, centred on the last click, either way
+        ys, xs = [p[0] for p in points], [p[1] for p in points]
+        ry0, ry1 = max(0, min(ys) - _CLICK_REGION), min(h, max(ys) + 1 + _CLICK_REGION)
+        rx0, rx1 = max(0, min(xs) - _CLICK_REGION), min(w, max(xs) + 1 + _CLICK_REGION)
+        region = None if previous is None else streaming.nearest_crop(previous, (h, w), (ry0, rx0, ry1, rx1))
+        y0, x0, y1, x1 = click_window((ry1 - ry0, rx1 - rx0), [(py - ry0, px - rx0) for py, px in points], region,
+                                      [c.class_number for c in clicks])
+        window_previous = None if region is None else region[y0:y1, x0:x1]
+        y0, x0, y1, x1 = y0 + ry0, x0 + rx0, y1 + ry0, x1 + rx0
         maps = prompt_maps(clicks, window_previous, self.n_classes, (y1 - y0, x1 - x0), (sy, sx), (y0, x0))
-        x = torch.from_numpy(np.concatenate([image[:, y0:y1, x0:x1], maps]))
+        x = torch.from_numpy(np.concatenate([source.rectangle(y0, y1, x0, x1), maps]))
         probs = self._probabilities(x, max(y1 - y0, x1 - x0))
         if self.honour_clicks:
             local = [(py - y0, px - x0) for py, px in points]

@@ -147,3 +147,28 @@ def classes_of(parts: Iterator[tuple[int, torch.Tensor]], size: tuple[int, int])
         classes[y : y + strip_classes.shape[0]] = strip_classes
         unsure.add(strip_classes, confidence.float().cpu().numpy())
     return classes, unsure.value()
+
+
+class NormalisedImage:
+    """A whole normalised working input (3 x h x w), offering ``WorkingSource.rectangle``."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.size = tuple(x.shape[1:])
+
+    def rectangle(self, y0: int, y1: int, x0: int = 0, x1: int | None = None) -> np.ndarray:
+        return self.x[:, y0:y1, x0:x1]
+
+
+def nearest_crop(mask: np.ndarray, working: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """``box`` (y0, x0, y1, x1) of ``mask`` resized to ``working`` (h, w) with nearest neighbours:
+    the same pixels as that part of ``cv2.resize(mask, (w, h), interpolation=INTER_NEAREST)``,
+    without resizing the whole mask."""
+    height, width = mask.shape[:2]
+    h, w = working
+    y0, x0, y1, x1 = box
+    if (h, w) == (height, width):
+        return mask[y0:y1, x0:x1]
+    rows = np.minimum(np.floor(np.arange(y0, y1) * (1.0 / (h / height))).astype(np.int64), height - 1)
+    columns = np.minimum(np.floor(np.arange(x0, x1) * (1.0 / (w / width))).astype(np.int64), width - 1)
+    return mask[np.ix_(rows, columns)]
