@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 CACHE_SIZE = 16
 AUTO_START_KEY = "auto_train_after"
 DEFAULT_AUTO_START = 2
+# nice values of the worker threads (worker_thread.py): proposals and clicks wait on the inference
+# worker, so it runs closer to the GUI thread than training, which can always wait
+INFERENCE_NICE = 5
+TRAINING_NICE = 10
 _gpu_warned = False
 
 
@@ -96,7 +100,8 @@ class LoopController(QObject):
         gate = TrainingGate()  # training yields the device to a proposal after one step
         self._inference = InferenceWorker(project.root / "models", project.root / "proposals",
                                           project.n_classes, device, gate)
-        self._inference_thread = WorkerThread(self._inference, "segdesk-inference")
+        # below the GUI thread; training below proposals and clicks (worker_thread.py)
+        self._inference_thread = WorkerThread(self._inference, "segdesk-inference", nice=INFERENCE_NICE)
         self._load.connect(self._inference.load_checkpoint)
         self._request.connect(self._inference.request)
         self._start.connect(self._inference.start)
@@ -111,7 +116,7 @@ class LoopController(QObject):
         self._inference.scored.connect(self.scored)
 
         self._trainer = TrainingWorker(project.root, train_config, device, gate)
-        self._trainer_thread = WorkerThread(self._trainer, "segdesk-training")
+        self._trainer_thread = WorkerThread(self._trainer, "segdesk-training", nice=TRAINING_NICE)
         self._train.connect(self._trainer.run)
         self._trainer.progress.connect(self.progress)
         self._trainer.state_changed.connect(self._on_training_state)
