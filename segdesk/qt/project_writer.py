@@ -211,6 +211,7 @@ class ProjectWriter(QObject):
 
     def _use(self, copy: Project) -> None:
         self._disk = copy
+        self._kept = self._stored_unmerged = None  # the previous project's label is never patched
 
     def _keep_from_disk(self, image_id: str, shape: tuple[int, int]) -> None:
         try:
