@@ -233,6 +233,15 @@ class Project:
         except KeyError:
             raise ProjectError(f"No image {image_id!r} in this project.") from None
 
+    def add_entries(self, entries: list[ImageEntry]) -> None:
+        """Take entries made by ``add_images`` on a copy of this project (images added off the GUI
+        thread: segdesk.qt.image_adder), as its own ``add_images`` would have; not saved here."""
+        for entry in entries:
+            if entry.id in self._by_id:
+                raise ProjectError(f"Image {entry.id!r} is already in this project.")
+            self.images.append(entry)
+            self._by_id[entry.id] = entry
+
     def source_path(self, entry: ImageEntry) -> Path:
         p = Path(entry.source)
         return p if p.is_absolute() else self.root / p

@@ -5,7 +5,7 @@ window (issue 14).
 The GUI thread owns the open Project (DESIGN.md "Threads"), so the adding runs on a copy of it
 (Project.add_images with ``save=False``, on one plain thread of its own); the copy started with the
 open project's images, so duplicates and image ids are judged as the open project would. Its
-report comes back on the GUI thread, where ``adopt_entries`` puts the new entries into the open
+report comes back on the GUI thread, where ``Project.add_entries`` puts the new entries into the open
 Project, and the project writer stores them.
 """
 
@@ -21,15 +21,6 @@ from segdesk.core.errors import SegdeskError
 from segdesk.core.project import AddReport, ImageEntry, Project
 
 log = logging.getLogger(__name__)
-
-
-def adopt_entries(project: Project, entries: list[ImageEntry]) -> None:
-    """Put ``entries`` (added by Project.add_images on a copy of ``project`` made when no other
-    images were being added) into ``project``, as its own add_images would have. Project offers no
-    public way to take entries already made, so its id index is kept here as its __init__ builds it."""
-    for entry in entries:
-        project.images.append(entry)
-        project._by_id[entry.id] = entry  # noqa: SLF001 - see above
 
 
 class ImageAdder(QObject):

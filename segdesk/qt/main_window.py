@@ -21,7 +21,7 @@ from segdesk.qt import project_dialogs as dialogs
 from segdesk.qt.actions import add_menus, new_action
 from segdesk.qt.canvas import Canvas
 from segdesk.qt.click_session import ClickSession
-from segdesk.qt.image_adder import ImageAdder, adopt_entries
+from segdesk.qt.image_adder import ImageAdder
 from segdesk.qt.image_list import ImageList
 from segdesk.qt.labelling_session import SessionController
 from segdesk.qt.loop_controller import LoopController
@@ -251,7 +251,7 @@ class MainWindow(QMainWindow):
         if project is not self.project:  # another project was opened meanwhile: they were for that one
             log.info("%d image(s) added to a project no longer open were dropped", len(report.added))
             return
-        adopt_entries(self.project, report.added)
+        self.project.add_entries(report.added)
         self.saver.images_added(report.added)  # the project writer stores them, off this thread
         self.image_list.set_images(self.project.images)
         if self.current is not None:
