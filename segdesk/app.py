@@ -20,6 +20,14 @@ def preload_engine() -> None:
     import segdesk.ml.inference  # noqa: F401
     import segdesk.ml.train  # noqa: F401
 
+    # The ONNX exporter's protobuf library holds the GIL for ~0.5 s as it loads: on the training
+    # thread that was a half-second freeze when the first checkpoint of a session was exported
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:  # a broken install: checkpoints are used through torch (checkpoints.py logs it)
+        pass
+
     # The GUI thread waits for the GIL while a worker runs Python code (data loading, validation);
     # a 1 ms switch interval instead of 5 ms bounds each such wait to what a frame can afford.
     sys.setswitchinterval(GUI_SWITCH_INTERVAL_S)
