@@ -142,7 +142,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
     from PySide6.QtCore import QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from segdesk.app import preload_engine
+    from segdesk.app import freeze_startup_objects, preload_engine
     from segdesk.bench import brush
     from segdesk.bench.stall_watch import StallWatch
     from segdesk.qt.main_window import MainWindow
@@ -160,6 +160,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
                             device=device)
         window.show()
         window.open_project(project.root)
+        freeze_startup_objects()  # as the app does once its window is up
         gaps: list[float] = []
         gap_times: list[float] = []
         # CPU seconds of the GUI thread and of the whole process at each tick: a stall in which the
