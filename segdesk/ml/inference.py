@@ -3,7 +3,9 @@
 The image is normalised, resized to working resolution by the checkpoint's scale rule (one fixed
 scale, or per image by its shorter side: planning.py), cut into overlapping tiles when it is larger
 than one tile (``tile_boxes``), and the tiles' softmax outputs are blended with a smooth window. The
-probabilities (not the classes) are resized back to the image's own size before the argmax.
+probabilities (not the classes) are resized back to the image's own size before the argmax. An
+image over STREAM_PIXELS goes a band of tiles at a time, with no whole-image float copies
+(streaming.py); a click on one normalises only its window.
 There is no test-time flip averaging; if it comes, it must use only the flips of the checkpoint's
 augmentation plan (augment_plan.py), or it would average a left lung with a right one.
 
@@ -426,7 +428,8 @@ class Predictor:
         ys, xs = [p[0] for p in points], [p[1] for p in points]
         ry0, ry1 = max(0, min(ys) - _CLICK_REGION), min(h, max(ys) + 1 + _CLICK_REGION)
         rx0, rx1 = max(0, min(xs) - _CLICK_REGION), min(w, max(xs) + 1 + _CLICK_REGION)
-        region = None if previous is None else streaming.nearest_crop(previous, (h, w), (ry0, rx0, ry1, rx1))
+        region = None if previous is None else \
+            streaming.nearest_crop(previous, (h, w), (ry0, rx0, ry1, rx1)).astype(np.uint8, copy=False)
         y0, x0, y1, x1 = click_window((ry1 - ry0, rx1 - rx0), [(py - ry0, px - rx0) for py, px in points], region,
                                       [c.class_number for c in clicks])
         window_previous = None if region is None else region[y0:y1, x0:x1]
