@@ -235,7 +235,8 @@ def test_a_model_that_costs_more_than_drawing_shows_no_proposal_and_says_why(qtb
     w.close()
 
 
-def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qtbot, tmp_path, messages):
+def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qtbot, tmp_path, messages,
+                                                                             monkeypatch):
     """Shift+S ("show anyway") shows a learning model's proposal, marked as not yet helpful (status
     text, dashed outline without tint); Segment (S) still shows none, on this image or after coming
     back to it (the cache keeps the two apart); accepting stores the shown proposal plus corrections."""
@@ -281,8 +282,18 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     segment_says_still_learning()
     assert w.current.proposal is None and w.canvas.proposal is None
 
+    from PySide6.QtCore import QThread
+
+    from segdesk.core import imageio
+
+    read_by_worker = []  # the image on screen is proposed from the window's pixels, not read again
+    real_read = imageio.read_image
+    monkeypatch.setattr(imageio, "read_image", lambda path, *a, **k: (
+        read_by_worker.append(str(path)) if QThread.currentThread().objectName() == "segdesk-inference" else None,
+        real_read(path, *a, **k))[1])
     QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # show anyway
     qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
+    assert str(project.source_path(first)) not in read_by_worker
     assert np.array_equal(w.current.proposal, ungated)
     assert w.current.proposal_checkpoint == learning and w.current.proposal_learning
     assert f"proposal from model {learning} (still learning: shown on request)" in w.status.proposal.text()

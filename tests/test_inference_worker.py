@@ -37,3 +37,36 @@ def test_the_cached_proposal_is_the_projects(tmp_path, withholds):
     stored, stored_meta = project.read_proposal(entry.id)
     assert np.array_equal(stored, label)
     assert stored_meta["checkpoint"] == checkpoint and stored_meta.get("learning", False) is withholds
+
+
+def test_the_open_images_pixels_are_used_instead_of_reading_the_file_again(tmp_path):
+    """The window hands the worker the pixels it has open (a 20,000 px image read twice was 0.8 GB
+    more): the proposal is of those pixels, and the file is not read."""
+    project, _ = make_project(tmp_path, 1, size=32, accept=False)
+    entry = project.images[0]
+    torch.manual_seed(0)
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
+            "working_scale": 1.0, "step": 1}
+    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
+    worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
+    ready = []
+    worker.prediction_ready.connect(lambda *answer: ready.append(answer))
+    worker.load_checkpoint(checkpoint)
+    pixels = project.read_image(entry).pixels
+    before = pixels.copy()
+    worker.request(1, entry.id, str(project.source_path(entry)), -1, False, False)
+    worker.request(2, entry.id, str(tmp_path / "gone.png"), -1, False, False, pixels)  # no such file
+    [(_, _, from_file, _, _), (_, _, from_pixels, _, _)] = ready
+    assert np.array_equal(from_pixels, from_file)
+    assert np.array_equal(pixels, before)  # read, never written
+
+
+def test_mask_to_label_in_place_reuses_a_uint8_mask_and_copies_anything_else():
+    from segdesk.core.encoding import mask_to_label
+
+    mask = np.array([[0, 1], [2, 0]], np.uint8)
+    assert mask_to_label(mask, in_place=True) is mask and mask.tolist() == [[1, 2], [3, 1]]
+    other = np.array([[0, 1]], np.int64)
+    label = mask_to_label(other, in_place=True)
+    assert label.dtype == np.uint8 and label.tolist() == [[1, 2]] and other.tolist() == [[0, 1]]

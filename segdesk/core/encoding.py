@@ -43,8 +43,12 @@ def max_label_value(n_classes: int) -> int:
     return label_value(n_classes)
 
 
-def mask_to_label(mask: np.ndarray) -> np.ndarray:
-    """Class mask (0 = background, 1..K) -> fully labelled label (1 = background, 2..)."""
+def mask_to_label(mask: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Class mask (0 = background, 1..K) -> fully labelled label (1 = background, 2..).
+    ``in_place``: a uint8 mask the caller no longer needs becomes the label (no copy of a large one)."""
+    if in_place and isinstance(mask, np.ndarray) and mask.dtype == np.uint8 and mask.flags.writeable:
+        mask += 1
+        return mask
     return (np.asarray(mask, dtype=np.uint8) + 1).astype(np.uint8)
 
 

@@ -172,11 +172,12 @@ class InferenceWorker(QObject):
         self.model_loaded.emit(checkpoint_id, _device_text(predictor))
         self._scout_later()
 
-    @Slot(int, str, str, int, bool, bool)
+    @Slot(int, str, str, int, bool, bool, object)
     def request(self, request_id: int, image_id: str, path: str, frame: int, prefetch: bool,
-                ungated: bool = False) -> None:
+                ungated: bool = False, pixels: np.ndarray | None = None) -> None:
         """``frame``: the 0-based frame of a multi-frame DICOM file, -1 for other images.
-        ``ungated``: the proposal even when the model withholds its proposals ("show anyway")."""
+        ``ungated``: the proposal even when the model withholds its proposals ("show anyway").
+        ``pixels``: the image's own from the window (read-only here), or None to read ``path``."""
         with self._latest_lock:
             stale = request_id < self._latest[prefetch]
         if stale:
@@ -186,16 +187,17 @@ class InferenceWorker(QObject):
             self.prediction_failed.emit(request_id, image_id, "No trained model yet.")
             return
         try:
-            image = imageio.read_image(path, frame=None if frame < 0 else frame)
+            if pixels is None:
+                pixels = imageio.read_image(path, frame=None if frame < 0 else frame).pixels
             self._predictor.gate = not ungated
             with self._gate.proposing():
-                prediction = self._predictor.predict(image.pixels)
+                prediction = self._predictor.predict(pixels)
             checkpoint = prediction.checkpoint or ""
             if prediction.withheld:  # the model changed to one still learning since the GUI asked
                 self.prediction_withheld.emit(request_id, image_id, checkpoint)
                 return
             learning = ungated and postprocess.withholds(self._predictor.postprocess)
-            label = encoding.mask_to_label(prediction.classes)
+            label = encoding.mask_to_label(prediction.classes, in_place=True)  # the classes are not used again
             self._cache(image_id, label, checkpoint, learning, prediction.uncertainty)
         except SegdeskError as exc:
             self.prediction_failed.emit(request_id, image_id, str(exc))
@@ -293,7 +295,8 @@ class InferenceWorker(QObject):
         checkpoint = prediction.checkpoint or ""
         learning = postprocess.withholds(self._predictor.postprocess)
         unsure = prediction.uncertainty
-        if self._cache(image_id, encoding.mask_to_label(prediction.classes), checkpoint, learning, unsure):
+        label = encoding.mask_to_label(prediction.classes, in_place=True)
+        if self._cache(image_id, label, checkpoint, learning, unsure):
             self.scored.emit(image_id, checkpoint, unsure)
 
     @Slot()

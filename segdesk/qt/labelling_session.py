@@ -178,7 +178,8 @@ class SessionController(QObject):
         self._awaiting = 0
         if session.needs_proposal() and self._loop is not None:
             if self._actions["auto_propose"].isChecked():
-                self._awaiting = session.asked(self._loop.segment(image_id, prefetch=self._loop.cached(image_id) is None))
+                self._awaiting = session.asked(self._loop.segment(image_id, prefetch=self._loop.cached(image_id) is None,
+                                                                  pixels=cur.image.pixels))
             self._prefetch_next()  # at once when nothing was asked, else when the answer is in
         following = session.following(self._loop.active_checkpoint if self._loop is not None else None)
         if following is not None:
@@ -220,7 +221,8 @@ class SessionController(QObject):
         """The one button: show the model's proposal for the current image. ``anyway``: also when
         the model is still learning (its proposals cost more to correct than drawing)."""
         if self.current is not None and self._loop is not None:
-            if self.session.asked(self._loop.segment(self.current.image_id, anyway=anyway)):
+            if self.session.asked(self._loop.segment(self.current.image_id, anyway=anyway,
+                                                     pixels=self.current.image.pixels)):
                 self._status.proposal.setText("segmenting…")
 
     def _on_model_changed(self) -> None:
@@ -230,7 +232,8 @@ class SessionController(QObject):
         if (cur is not None and cur.proposal is None and not self._awaiting and self.session.needs_proposal()
                 and self._actions["auto_propose"].isChecked()):
             self._awaiting = self.session.asked(
-                self._loop.segment(cur.image_id, prefetch=self._loop.cached(cur.image_id) is None))
+                self._loop.segment(cur.image_id, prefetch=self._loop.cached(cur.image_id) is None,
+                                   pixels=cur.image.pixels))
         self._prefetch_next()
 
     def _prefetch_next(self) -> None:

@@ -75,7 +75,7 @@ class LoopController(QObject):
 
     _load = Signal(str)
     # request id, image id, path, frame (-1: none), prefetch, ungated (show anyway)
-    _request = Signal(int, str, str, int, bool, bool)
+    _request = Signal(int, str, str, int, bool, bool, object)
     _start = Signal()
     _list = Signal()
     _train = Signal()
@@ -138,10 +138,12 @@ class LoopController(QObject):
 
     # ----- proposals
 
-    def segment(self, image_id: str, prefetch: bool = False, anyway: bool = False) -> int:
+    def segment(self, image_id: str, prefetch: bool = False, anyway: bool = False, pixels=None) -> int:
         """Ask for the proposal of an image; the request id its answer will carry. 0 (with a message)
         when there is no model yet, or when the model is still learning and ``anyway`` (the user's
-        "show anyway") is not given."""
+        "show anyway") is not given. ``pixels``: the image's own, when the window has it open (the
+        worker reads them, never writes; else it reads the file: a second copy of a 20,000 px image
+        is 0.8 GB)."""
         if self.active_checkpoint is None:
             if not prefetch:
                 self.message.emit(f"No trained model yet: accept {self.auto_start} images and training starts by itself.")
@@ -167,7 +169,7 @@ class LoopController(QObject):
         entry = self.project.image(image_id)
         path = str(self.project.source_path(entry))
         frame = -1 if entry.frame is None else entry.frame
-        self._request.emit(self._next_id, image_id, path, frame, prefetch, ungated)
+        self._request.emit(self._next_id, image_id, path, frame, prefetch, ungated, pixels)
         return request_id
 
     def withheld_reason(self, checkpoint: str | None = None) -> str:
