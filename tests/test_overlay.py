@@ -1,11 +1,16 @@
 """The proposal layer hides under the user's label: what a stroke or a click said is not contradicted."""
 
 import numpy as np
+import pytest
 
+from segdesk.qt import overlay
 from segdesk.qt.overlay import LabelOverlayItem, proposal_tables
 
 
-def test_a_proposal_shows_only_where_the_user_has_not_said_anything(qtbot):
+@pytest.mark.parametrize("large", [False, True])
+def test_a_proposal_shows_only_where_the_user_has_not_said_anything(qtbot, monkeypatch, large):
+    if large:  # coloured as painted, with no whole-label scan when the label over it is set
+        monkeypatch.setattr(overlay, "LARGE_PIXELS", 100)
     proposal = np.ones((20, 30), np.uint8)
     proposal[5:15, 5:25] = 2  # a proposed object, label value 2 = class 1
     fill, edge = proposal_tables([(200, 120, 0)])
