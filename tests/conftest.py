@@ -150,3 +150,18 @@ def no_worker_thread_outlives_the_session():
         from segdesk.qt.worker_thread import wait_for_stragglers
 
         assert wait_for_stragglers(120_000), "a worker thread was still running at the end of the tests"
+
+
+def drag(window, points) -> None:
+    """Drag the mouse with the left button through ``points`` (image pixels) on the window's canvas,
+    as a user paints a stroke with the current tool."""
+    from PySide6.QtCore import QPointF, Qt
+    from PySide6.QtTest import QTest
+
+    vp = window.canvas.viewport()
+    window.canvas.centerOn(QPointF(points[0][0] + 0.5, points[0][1] + 0.5))
+    pos = [window.canvas.mapFromScene(QPointF(x + 0.5, y + 0.5)) for x, y in points]
+    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos[0])
+    for p in pos[1:]:
+        QTest.mouseMove(vp, p)
+    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos[-1])

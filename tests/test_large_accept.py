@@ -12,14 +12,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, QSettings, Qt
-from PySide6.QtTest import QTest
+from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from segdesk.core import encoding, storage
 from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import disc_project, show_window
+from tests.conftest import disc_project, drag, show_window
 
 LIMIT = 1000  # pixels: the 48 x 64 test images are "large"
 
@@ -73,13 +72,7 @@ def _window(qtbot, tmp_path: Path, n_images: int = 1) -> MainWindow:
 
 def _drag(w: MainWindow, points, value: int = 2) -> None:
     w.controller.set_value(value)
-    vp = w.canvas.viewport()
-    w.canvas.centerOn(QPointF(points[0][0] + 0.5, points[0][1] + 0.5))
-    pos = [w.canvas.mapFromScene(QPointF(x + 0.5, y + 0.5)) for x, y in points]
-    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos[0])
-    for p in pos[1:]:
-        QTest.mouseMove(vp, p)
-    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos[-1])
+    drag(w, points)
 
 
 def _show_proposal(qtbot, w: MainWindow) -> np.ndarray:

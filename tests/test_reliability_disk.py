@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, QSettings, Qt
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QMessageBox
 
@@ -25,7 +25,7 @@ from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.qt.main_window import MainWindow
-from tests.conftest import disc_project, show_window, write_disc_image
+from tests.conftest import disc_project, drag, show_window, write_disc_image
 
 _real_write_call = storage._write_call
 TINY = TrainConfig(crop_size=32, batch_size=2, base_width=4, depth=2, val_every=2, patience=1000)
@@ -59,16 +59,6 @@ def _window(qtbot, tmp_path, root: Path) -> MainWindow:
     return w
 
 
-def _drag(w: MainWindow, points) -> None:
-    vp = w.canvas.viewport()
-    w.canvas.centerOn(QPointF(points[0][0] + 0.5, points[0][1] + 0.5))
-    pos = [w.canvas.mapFromScene(QPointF(x + 0.5, y + 0.5)) for x, y in points]
-    QTest.mousePress(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos[0])
-    for p in pos[1:]:
-        QTest.mouseMove(vp, p)
-    QTest.mouseRelease(vp, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pos[-1])
-
-
 def _read_only_write(fd, data):
     raise OSError(errno.EROFS, "Read-only file system")
 
@@ -94,7 +84,7 @@ def test_read_only_folder_keeps_edits_and_saves_when_writable_again(qtbot, tmp_p
         monkeypatch.setattr(storage.os, "replace", no_replace)
         reason = "Permission denied"
     w.controller.set_value(2)
-    _drag(w, [(10, 10), (30, 12)])
+    drag(w, [(10, 10), (30, 12)])
     qtbot.waitUntil(lambda: any(reason in m for _t, m in messages), timeout=20_000)
     title, message = next((t, m) for t, m in messages if reason in m)
     assert title == "Not saved" and "Could not save" in message and image_id in message
@@ -135,7 +125,7 @@ def test_full_disk_while_accepting_rolls_back_and_accepts_later(qtbot, tmp_path,
     w = _window(qtbot, tmp_path, project.root)
     image_id = w.current.image_id
     w.controller.set_value(2)
-    _drag(w, [(20, 20), (24, 24)])
+    drag(w, [(20, 20), (24, 24)])
     qtbot.waitUntil(lambda: w.project.image(image_id).status == "in progress", timeout=20_000)  # autosaved
 
     def json_full(fd, data):
