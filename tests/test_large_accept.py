@@ -185,7 +185,9 @@ def test_edits_while_a_large_accept_is_written_are_kept(qtbot, tmp_path, large, 
     assert w.saver.flush()
     qtbot.waitUntil(lambda: w.saver.unsaved_ids() == [], timeout=20_000)
     assert np.array_equal(_on_disk(w, image_id), edited)
-    assert w.project.image(image_id).status == "in progress"  # edited after the accept, unlabelled pixels left
+    # edited after the accept, unlabelled pixels left: the window's project says so once the writer's
+    # report of that save is delivered (flush waits for the write, not for its report)
+    qtbot.waitUntil(lambda: w.project.image(image_id).status == "in progress", timeout=20_000)
     w.close()
 
 
