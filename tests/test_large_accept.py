@@ -207,3 +207,19 @@ def test_merge_accept_in_strips_is_the_merge(monkeypatch):
         assert np.array_equal(in_place, expected)
     with pytest.raises(ValueError, match="proposal"):
         encoding.merge_accept_into(painted.copy(), proposal[:10])
+
+
+def test_project_accept_in_place_stores_the_given_array_and_by_default_copies(tmp_path):
+    """The writer gives Project.accept a label merged with the proposal that it owns: stored without
+    a second copy (0.4 GB at 20,000 px); a caller's label is never changed otherwise."""
+    project = disc_project(tmp_path, ["disc"], n_images=2)
+    first, second = project.images
+    label = np.zeros(first.shape, np.uint8)
+    label[5:10, 5:10] = encoding.label_value(1)  # the class; the rest unlabelled
+    kept = label.copy()
+    stored = project.accept(first.id, label)
+    assert stored is not label and np.array_equal(label, kept)
+    given = label.copy()
+    stored_in_place = project.accept(second.id, given, in_place=True)
+    assert stored_in_place is given and np.array_equal(given, stored)
+    assert np.array_equal(project.read_label(second.id), encoding.merge_accept(kept))

@@ -340,14 +340,20 @@ class Project:
             self.save()
 
     def accept(self, image_id: str, label: np.ndarray, seconds_spent: float = 0.0,
-               proposal_checkpoint: str | None = None) -> np.ndarray:
+               proposal_checkpoint: str | None = None, in_place: bool = False) -> np.ndarray:
         """The user says the mask is right: unlabelled pixels become background. Returns the label.
+        ``in_place``: ``label`` is the caller's to give away and becomes the stored label (a large
+        label is not copied once more).
 
         The log records how long the user spent on the image and which checkpoint proposed.
         """
         entry = self.image(image_id)
         self._check_label(entry, label)
-        accepted = encoding.merge_accept(label)
+        if in_place and label.flags.c_contiguous and label.flags.writeable:
+            encoding.merge_accept_into(label)
+            accepted = label
+        else:
+            accepted = encoding.merge_accept(label)
         storage.write_label(self.label_path(image_id), accepted)
         before = (entry.status, entry.accepted_at, entry.seconds_spent)
         entry.status = STATUS_ACCEPTED

@@ -261,10 +261,11 @@ class ProjectWriter(QObject):
         self._report("label_written", image_id, version, entry_fields(entry))
 
     def _accept(self, image_id: str, label: np.ndarray, version: int, seconds: float,
-                checkpoint: str | None, versions: dict, accepting: dict) -> bool:
+                checkpoint: str | None, versions: dict, accepting: dict, owned: bool = False) -> bool:
+        """``owned``: ``label`` is this thread's own array, merged in place (Project.accept ``in_place``)."""
         disk = self._disk
         try:
-            stored = disk.accept(image_id, label, seconds, proposal_checkpoint=checkpoint)
+            stored = disk.accept(image_id, label, seconds, proposal_checkpoint=checkpoint, in_place=owned)
         except SegdeskError as exc:  # Project.accept left the copy as the disk has it
             log.warning("accepting %s failed: %s", image_id, exc)
             _accept_over(accepting, image_id, version)
@@ -302,7 +303,9 @@ class ProjectWriter(QObject):
             _accept_over(accepting, image_id, version)
             self._report("accept_failed", image_id, version, f"Could not store the accept: {exc}")
             return
-        if self._accept(image_id, label, version, seconds, checkpoint, versions, accepting):
+        # merged with a proposal: a new array of this thread's own, stored without one more copy; else
+        # the kept copy itself, which stays unmerged until adopt_accepted
+        if self._accept(image_id, label, version, seconds, checkpoint, versions, accepting, owned=proposal is not None):
             self._stored_unmerged = (image_id, version, proposal)
 
     def _adopt_accepted(self, image_id: str, version: int) -> None:
