@@ -129,3 +129,22 @@ def test_a_setting_the_disk_refuses_is_logged_and_told_and_still_holds(qtbot, pr
                     f"{project.root}: No space left on device."]
     assert "auto-start setting not saved" in caplog.text and "No space left" in caplog.text
     assert loop.auto_start == 7  # for this session
+
+
+def test_the_proposal_cache_is_bounded_in_bytes_and_keeps_the_newest(qtbot, make_loop, monkeypatch):
+    """Proposals of huge images are not all kept (16 of a 20,000 px image would be 6.4 GB): the oldest
+    go once the cache holds more than CACHE_BYTES, the newest stays whatever its size."""
+    from segdesk.qt import loop_controller
+
+    monkeypatch.setattr(loop_controller, "CACHE_BYTES", 250)
+    loop = make_loop()
+    shown = []
+    loop.proposal_ready.connect(lambda image_id, *_: shown.append(image_id))
+    for i, side in enumerate([10, 10, 10, 30]):  # 100, 100, 100 bytes, then 900 bytes
+        loop._on_prediction(i + 1, f"img{i}", np.ones((side, side), np.uint8), "0001", False)
+    assert shown == ["img0", "img1", "img2", "img3"]
+    assert list(loop._cache) == [("img3", False)]  # the newest alone, over the bound by itself
+    loop._on_prediction(5, "img4", np.ones((10, 10), np.uint8), "0001", False)
+    assert list(loop._cache) == [("img4", False)]  # 900 + 100 bytes: the older one goes
+    loop._on_prediction(6, "img5", np.ones((10, 10), np.uint8), "0001", False)
+    assert list(loop._cache) == [("img4", False), ("img5", False)]

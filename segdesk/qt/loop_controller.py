@@ -42,6 +42,9 @@ from segdesk.qt.worker_thread import WorkerThread
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 16
+# proposals kept in memory, in bytes, besides the newest (always kept): sixteen proposals of a
+# 20,000 px image would be 6.4 GB; one evicted is asked for again (and is on disk in proposals/)
+CACHE_BYTES = 1 << 30
 AUTO_START_KEY = "auto_train_after"
 DEFAULT_AUTO_START = 2
 # nice values of the worker threads (worker_thread.py): proposals and clicks wait on the inference
@@ -191,6 +194,9 @@ class LoopController(QObject):
         hit = self._cache.get((image_id, False))
         return hit if hit is not None and hit[0] == self.active_checkpoint else None
 
+    def _cached_bytes(self) -> int:
+        return sum(label.nbytes for _, label in self._cache.values())
+
     def _forget_request(self, request_id: int) -> None:
         for key in [k for k, (_, r) in self._pending.items() if r == request_id]:
             del self._pending[key]
@@ -200,7 +206,7 @@ class LoopController(QObject):
         self._forget_request(request_id)
         self._cache[(image_id, learning)] = (checkpoint, label)
         self._cache.move_to_end((image_id, learning))
-        while len(self._cache) > CACHE_SIZE:
+        while len(self._cache) > CACHE_SIZE or (len(self._cache) > 1 and self._cached_bytes() > CACHE_BYTES):
             self._cache.popitem(last=False)
         self.proposal_ready.emit(image_id, label, checkpoint, learning, request_id)
 
