@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -35,6 +34,7 @@ from PySide6.QtCore import QPointF, QRectF, QSettings, Qt
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
+import shots  # docs/screenshots/shots.py, beside this script
 from segdesk.app import preload_engine
 from segdesk.core import encoding
 from segdesk.core.clicks import next_click
@@ -95,16 +95,11 @@ w.open_project(root)
 
 
 def wait(condition, seconds):
-    end = time.monotonic() + seconds
-    while not condition() and time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.01)
-    return condition()
+    return shots.wait(app, condition, seconds)
 
 
 def shoot(name):
-    for _ in range(20):
-        app.processEvents()
+    shots.settle(app)
     w.grab().save(str(args.out / name))
 
 

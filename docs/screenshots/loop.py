@@ -11,15 +11,15 @@ training panel mid-training (training.png).
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
-import numpy as np
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
+import shots  # docs/screenshots/shots.py, beside this script
 from segdesk.app import preload_engine
+from segdesk.core.encoding import mask_to_label
 from segdesk.core.project import Project
 from segdesk.qt.main_window import MainWindow
 
@@ -32,7 +32,7 @@ names = sorted(p for p in (data / "images").glob("*.png") if cv2.imread(str(p)).
 project.add_images(names[:12])
 for entry in project.images[:4]:
     mask = cv2.imread(str(data / "masks" / Path(entry.source).name), 0)
-    project.accept(entry.id, (mask + 1).astype(np.uint8))
+    project.accept(entry.id, mask_to_label(mask))
 
 w = MainWindow(settings=QSettings(str(root.parent / "s.ini"), QSettings.Format.IniFormat))
 w.resize(1600, 1000)
@@ -41,24 +41,22 @@ w.open_project(root)
 
 
 def wait(condition, seconds):
-    end = time.monotonic() + seconds
-    while not condition() and time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.01)
-    return condition()
+    return shots.wait(app, condition, seconds)
 
 
 def shoot(name):
-    for _ in range(20):
-        app.processEvents()
-    app.primaryScreen().grabWindow(0).save(str(out / name))
+    shots.settle(app)
+    w.grab().save(str(out / name))  # the window as it paints now (a screen grab can lag behind it)
 
 
 assert wait(lambda: w.models_panel.tree.topLevelItemCount() >= 2, 600), "no checkpoints"
 assert wait(lambda: w.loop.active_checkpoint is not None, 60)
-w.show_image(w.project.images[6].id)
+target = w.project.images[6].id
+w.show_image(target)  # read off the GUI thread: Segment once it is the image on screen
+assert wait(lambda: w.current is not None and w.current.image_id == target, 60), "image not shown"
 w.segment()
-assert wait(lambda: w.current.proposal is not None, 120), "no proposal"
+# the proposal is coloured off the GUI thread: it is on screen once the canvas has it
+assert wait(lambda: w.current.proposal is not None and w.canvas.proposal is not None, 120), "no proposal"
 w.canvas.set_zoom(2.5)
 shoot("proposal.png")
 doc = w.current.doc
