@@ -125,14 +125,6 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def _tile_starts(length: int, tile: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    step = max(1, tile - int(tile * OVERLAP))
-    starts = list(range(0, length - tile, step))
-    return starts + [length - tile]
-
-
 def tile_boxes(h: int, w: int, tile: int = DEFAULT_TILE,
                tile_batch: int = TILE_BATCH) -> list[tuple[int, int, int, int]]:
     """(y, x, height, width) of the pieces an h x w input is predicted in: one piece when it has no
@@ -141,7 +133,8 @@ def tile_boxes(h: int, w: int, tile: int = DEFAULT_TILE,
     if h * w <= tile * tile * tile_batch:
         return [(0, 0, h, w)]
     th, tw = min(tile, h), min(tile, w)
-    return [(y, x, th, tw) for y in _tile_starts(h, th) for x in _tile_starts(w, tw)]
+    return [(y, x, th, tw) for y in streaming.tile_starts(h, th, OVERLAP)
+            for x in streaming.tile_starts(w, tw, OVERLAP)]
 
 
 def _window(h: int, w: int, device: torch.device) -> torch.Tensor:

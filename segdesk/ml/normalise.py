@@ -71,21 +71,24 @@ def _check(pixels: np.ndarray) -> np.ndarray:
     return pixels
 
 
-def normalise_hwc(pixels: np.ndarray) -> np.ndarray:
-    """The same values as ``to_model_input`` in H x W x 3 layout (what OpenCV resizes)."""
-    image = _channels_last(_check(pixels)).astype(np.float32)  # always a copy: safe to modify in place
+def _float_copy(pixels: np.ndarray) -> np.ndarray:
+    """H x W x 3 float32 copy (safe to modify in place), non-finite values as 0."""
+    image = _channels_last(_check(pixels)).astype(np.float32)
     if not np.isfinite(image).all():
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+    return image
+
+
+def normalise_hwc(pixels: np.ndarray) -> np.ndarray:
+    """The same values as ``to_model_input`` in H x W x 3 layout (what OpenCV resizes)."""
+    image = _float_copy(pixels)
     return _apply_range(image, *percentile_range(image))
 
 
 def normalise_with(pixels: np.ndarray, low: float, high: float) -> np.ndarray:
     """``normalise_hwc`` with the range given (a part of an image, normalised as the whole: the range
     from ``image_range``)."""
-    image = _channels_last(_check(pixels)).astype(np.float32)
-    if not np.isfinite(image).all():
-        image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
-    return _apply_range(image, low, high)
+    return _apply_range(_float_copy(pixels), low, high)
 
 
 def _apply_range(image: np.ndarray, low: float, high: float) -> np.ndarray:

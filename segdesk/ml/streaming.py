@@ -52,7 +52,9 @@ class WorkingSource:
         return np.ascontiguousarray(part.transpose(2, 0, 1))
 
 
-def _row_starts(length: int, tile: int, overlap: float) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Where overlapping tiles of ``tile`` pixels start along a side of ``length`` (the last one ends
+    at the edge); the one rule for whole-image (inference.tile_boxes) and streamed proposals."""
     if length <= tile:
         return [0]
     step = max(1, tile - int(tile * overlap))
@@ -67,8 +69,8 @@ def working_rows(source: WorkingSource, run: Callable[[torch.Tensor], torch.Tens
     of inputs (3 + ``extra_channels`` channels; the extra ones zero) to logits."""
     h, w = source.size
     th, tw = min(tile, h), min(tile, w)
-    rows = _row_starts(h, th, overlap)
-    columns = _row_starts(w, tw, overlap)
+    rows = tile_starts(h, th, overlap)
+    columns = tile_starts(w, tw, overlap)
     blend = window(th, tw)
     total = weight = None
     base = 0  # the working row total[:, 0] stands for
