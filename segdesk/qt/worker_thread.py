@@ -52,7 +52,6 @@ class WorkerThread:
         self.worker = worker
         self.thread = QThread()
         self.thread.setObjectName(name)
-        self.nice = nice
         if nice > 0:  # emitted in the new thread: the connection runs there, before any event
             self.thread.started.connect(lambda: lower_priority(nice), Qt.ConnectionType.DirectConnection)
         worker.moveToThread(self.thread)
