@@ -27,6 +27,8 @@ class TrainConfig:
     val_every: int = 100
     patience: int = 20  # validations without improvement before an open-ended run stops
     seed: int = 0
+    # decay of the weight average that is judged and kept (weight_average.py); 0: the raw weights
+    weight_average: float = 0.99
     working_scale: float | None = None  # None: chosen from the labels (planning.py)
     # flips and turns ({"flip_lr": False}, or text: "flip-ud,rot90", "all", "off"); overrides the
     # plan and the project setting (augment_plan.py)

@@ -39,6 +39,7 @@ from segdesk.ml.normalise import NORMALISATION
 from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints, scale_setting
 from segdesk.ml.states import ERROR, IMPROVED, STOPPED, TRAINING, WAITING  # noqa: F401 (re-exported)
 from segdesk.ml.unet import UNet
+from segdesk.ml.weight_average import WeightAverage
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,10 @@ MAX_YIELD_S = 10.0  # a stuck proposal never pauses training for longer
 _VALIDATION_TILE = 512
 _POSTPROCESS_IMAGES = 32  # held-out predictions kept to choose post-processing from (memory bound)
 _REPLAN_FACTOR = 1.25  # a planned per-image side is replaced when a re-plan moves it by more
+# A model trained on more labelled images than the kept checkpoint replaces it unless its validation
+# Dice is lower by more than this: on a few held-out images the kept best is partly luck, and
+# holding on to it froze proposals for ten images (docs/benchmarks.md, "Click prompts")
+KEEP_SLACK = 0.03
 
 
 @dataclass
@@ -171,6 +176,7 @@ class Trainer:
 
     def _build_model(self, init: str | None) -> None:
         model = None
+        self._train_images_at_checkpoint = 0
         if init == "current":
             found = self.store.load_current()
             if found is not None:
@@ -185,6 +191,7 @@ class Trainer:
                 else:
                     self.parent = self.last_checkpoint = checkpoint_id
                     self._base_step = int(meta.get("step") or 0)
+                    self._train_images_at_checkpoint = int(meta.get("n_train_images") or 0)
                     log.info("continuing from checkpoint %s", checkpoint_id)
         elif init is not None:
             raise ValueError(f"init must be 'current' or None, not {init!r}.")
@@ -196,7 +203,8 @@ class Trainer:
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         self.model = model
-        self._trained_model = self.group.wrap(model)  # DDP under torchrun; checkpoints hold ``model``
+        self._trained_model = self.group.wrap(model)  # DDP under torchrun; checkpoints hold ``average``
+        self.average = WeightAverage(model, self.config.weight_average)  # judged, kept and exported
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
@@ -270,6 +278,7 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), _GRAD_CLIP)
         self.optimizer.step()
+        self.average.update()
         value = float(loss.detach())
         self.step_count += 1
         elapsed = time.perf_counter() - start
@@ -288,13 +297,14 @@ class Trainer:
         per_image: list[float] = []
         per_class: list[list[float]] = [[] for _ in range(self.n_classes)]
         self._val_pairs = []
-        self.model.eval()
+        judged = self.average.model
+        judged.eval()
         with torch.inference_mode():
             for _, image, target in self.data.validation_items():
                 x = torch.from_numpy(image)
-                if self.model.prompt_channels:  # the automatic proposal: empty prompts
-                    x = torch.cat([x, x.new_zeros((self.model.prompt_channels,) + tuple(x.shape[1:]))])
-                probs = predict_probabilities(self.model, x, _VALIDATION_TILE)
+                if judged.prompt_channels:  # the automatic proposal: empty prompts
+                    x = torch.cat([x, x.new_zeros((judged.prompt_channels,) + tuple(x.shape[1:]))])
+                probs = predict_probabilities(judged, x, _VALIDATION_TILE)
                 classes = probs.argmax(dim=0).cpu().numpy()
                 if len(self._val_pairs) < _POSTPROCESS_IMAGES:
                     self._val_pairs.append((classes.astype(np.uint8), target.astype(np.int16)))
@@ -334,8 +344,10 @@ class Trainer:
             "postprocess": self._choose_postprocess(),
         }
         # onnx_model: exported beside it for fast CPU proposals (export_onnx.py); failure only logs
-        checkpoint_id = self.store.save(self.model.state_dict(), meta, onnx_model=self.model)
+        kept = self.average.model
+        checkpoint_id = self.store.save(kept.state_dict(), meta, onnx_model=kept)
         self.last_checkpoint = checkpoint_id
+        self._train_images_at_checkpoint = self.data.n_train_images
         self._loss_at_checkpoint = self.smoothed_loss
         self.project.log_event(
             "checkpoint", id=checkpoint_id, step=meta["step"], val_dice=val_dice, train_loss=self.smoothed_loss
@@ -368,7 +380,9 @@ class Trainer:
         dice, per_class = self.validate()
         self.last_val = (dice, per_class)
         if dice is not None:
-            improved = self.best_dice is None or dice > self.best_dice + 1e-4
+            more_labels = self.data.n_train_images > self._train_images_at_checkpoint
+            improved = (self.best_dice is None or dice > self.best_dice + 1e-4
+                        or (more_labels and dice >= self.best_dice - KEEP_SLACK))
             if improved:
                 self.best_dice = dice
         else:
