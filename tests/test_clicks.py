@@ -152,3 +152,17 @@ def test_prompt_maps_of_a_window_are_that_window_of_the_whole_maps():
     whole = prompt_maps(clicks, previous, 1, (20, 20), (0.5, 0.5))
     window = prompt_maps(clicks, previous[8:36, 12:40], 1, (14, 14), (0.5, 0.5), origin=(4, 6))
     assert np.array_equal(window, whole[:, 4:18, 6:20])
+
+
+def test_a_click_where_the_mask_has_one_class_only_pulls_the_whole_window(recwarn):
+    """The first click on an empty proposal: nothing of another class to measure room against
+    (OpenCV's distance is then ~1e38); the pull spans the window, without an overflow."""
+    from segdesk.core.clicks import honour_clicks
+
+    probs = np.full((2, 40, 40), 0.5, np.float32)
+    probs[1] = 0.3
+    probs[0] = 0.7
+    tilted = honour_clicks(probs, [(20, 20)], [Click(20, 20, 1, True)], np.zeros((40, 40), np.uint8))
+    assert np.isfinite(tilted).all() and (tilted.argmax(axis=0)[15:26, 15:26] == 1).all()
+    assert tilted[1, 20, 20] > tilted[1, 0, 0] > probs[1, 0, 0]  # strongest at the click, felt at the corner
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

@@ -160,7 +160,8 @@ def honour_clicks(probabilities: np.ndarray, points: Sequence[tuple[int, int]], 
         room = float(CLICK_RADIUS)
         if previous is not None:
             same = (previous == previous[py, px]).astype(np.uint8)
-            room = max(room, float(cv2.distanceTransform(same, cv2.DIST_L2, 5)[py, px]))
+            # no other class in the window: the transform is ~1e38 there; the window's size is room enough
+            room = max(room, min(float(cv2.distanceTransform(same, cv2.DIST_L2, 5)[py, px]), float(h + w)))
         else:
             room = max(room, float(min(py, px, h - 1 - py, w - 1 - px)))
         reach = CLICK_REACH_FACTOR * room
