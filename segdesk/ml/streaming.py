@@ -7,8 +7,8 @@ class, plus the weights) and returns a float32 confidence: about 40 bytes a pixe
 (``normalise.image_range``, the same values the ordinary path uses), each row of tiles is normalised
 as it is cut, and the blended probabilities are finished row by row: rows above the next row of
 tiles get no more tiles, so they are resized to the image's size, turned into classes and dropped.
-What stays is the image itself, its classes (1 byte a pixel), and one band of tiles (the tile's
-height times the working width).
+What stays is the image itself, its classes (1 byte a pixel), the blended probabilities of one band
+(the tile's height times the working width) and the tiles of one forward pass.
 
 At a working scale other than 1 the image's raw pixels are resized first and normalised after (the
 ordinary path normalises first); the two differ only where the 0.5% brightest or darkest pixels
@@ -75,12 +75,13 @@ def working_rows(source: WorkingSource, run: Callable[[torch.Tensor], torch.Tens
     total = weight = None
     base = 0  # the working row total[:, 0] stands for
     for i, y in enumerate(rows):
-        band = torch.from_numpy(source.rectangle(y, y + th)).to(device)
-        if extra_channels:
-            band = torch.cat([band, band.new_zeros((extra_channels, th, w))])
         for j in range(0, len(columns), tile_batch):
             chunk = columns[j : j + tile_batch]
-            logits = run(torch.stack([band[:, :, x : x + tw] for x in chunk]))
+            # each tile normalised as it is cut: a whole band's float copies were 0.3 GB at 20,000 px
+            batch = torch.from_numpy(np.stack([source.rectangle(y, y + th, x, x + tw) for x in chunk])).to(device)
+            if extra_channels:
+                batch = torch.cat([batch, batch.new_zeros((len(chunk), extra_channels, th, tw))], dim=1)
+            logits = run(batch)
             probs = logits.float().softmax(dim=1)
             if total is None:
                 total = probs.new_zeros((probs.shape[1], th, w))
@@ -93,7 +94,7 @@ def working_rows(source: WorkingSource, run: Callable[[torch.Tensor], torch.Tens
                 total[:, y - base : end, x : x + tw] += p * blend
                 weight[y - base : end, x : x + tw] += blend
         done = rows[i + 1] if i + 1 < len(rows) else h  # no later tile reaches above this row
-        yield base, total[:, : done - base] / weight[: done - base]
+        yield base, total[:, : done - base].div_(weight[: done - base])  # in place: these rows get no more tiles
         total, weight = total[:, done - base :], weight[done - base :]
         base = done
 
@@ -138,16 +139,20 @@ def full_size_rows(parts: Iterator[tuple[int, torch.Tensor]], working: tuple[int
                 kept, kept_from = kept[:, drop:], kept_from + drop
 
 
-def classes_of(parts: Iterator[tuple[int, torch.Tensor]], size: tuple[int, int]) -> tuple[np.ndarray, float]:
+def classes_of(parts: Iterator[tuple[int, torch.Tensor]], size: tuple[int, int],
+               strip_pixels: int = 1 << 22) -> tuple[np.ndarray, float]:
     """uint8 classes of an image from its full-size probability strips, and the proposal's
-    uncertainty (uncertainty.py), without keeping the confidence of every pixel."""
+    uncertainty (uncertainty.py), without keeping the confidence of every pixel. A strip is taken
+    ``strip_pixels`` at a time: its winners (int64) and confidence would be 12 bytes a pixel."""
     classes = np.empty(size, np.uint8)
     unsure = UncertaintySum()
     for y, strip in parts:
-        confidence, winner = strip.max(dim=0)
-        strip_classes = winner.to(torch.uint8).cpu().numpy()
-        classes[y : y + strip_classes.shape[0]] = strip_classes
-        unsure.add(strip_classes, confidence.float().cpu().numpy())
+        step = max(1, strip_pixels // max(1, strip.shape[-1]))
+        for top in range(0, strip.shape[1], step):
+            confidence, winner = strip[:, top : top + step].max(dim=0)
+            strip_classes = winner.to(torch.uint8).cpu().numpy()
+            classes[y + top : y + top + strip_classes.shape[0]] = strip_classes
+            unsure.add(strip_classes, confidence.float().cpu().numpy())
     return classes, unsure.value()
 
 
