@@ -154,9 +154,9 @@ def test_prompt_maps_of_a_window_are_that_window_of_the_whole_maps():
     assert np.array_equal(window, whole[:, 4:18, 6:20])
 
 
-def test_a_click_where_the_mask_has_one_class_only_pulls_the_whole_window(recwarn):
+def test_a_click_where_the_mask_has_one_class_only_pulls_as_far_as_the_widest_reach(recwarn):
     """The first click on an empty proposal: nothing of another class to measure room against
-    (OpenCV's distance is then ~1e38); the pull spans the window, without an overflow."""
+    (OpenCV's distance is then ~1e38); the pull reaches CLICK_REACH_MAX, without an overflow."""
     from segdesk.core.clicks import honour_clicks
 
     probs = np.full((2, 40, 40), 0.5, np.float32)
@@ -166,3 +166,32 @@ def test_a_click_where_the_mask_has_one_class_only_pulls_the_whole_window(recwar
     assert np.isfinite(tilted).all() and (tilted.argmax(axis=0)[15:26, 15:26] == 1).all()
     assert tilted[1, 20, 20] > tilted[1, 0, 0] > probs[1, 0, 0]  # strongest at the click, felt at the corner
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_a_click_wins_its_neighbourhood_where_the_model_was_sure_of_the_opposite():
+    """A missed object the model is sure is background (p = 0.001): the click's class takes the
+    pixels around the click, not just the clicked one; a negative click on a sure false positive
+    clears its neighbourhood the same way."""
+    from segdesk.core.clicks import honour_clicks
+
+    probs = np.zeros((2, 80, 80), np.float32)
+    probs[1] = 0.001
+    probs[0] = 1 - probs[1]
+    previous = square(80, (0, 80, 0, 10))  # class 1 only on the left edge: 30 px of room at the click
+    chosen = honour_clicks(probs, [(40, 40)], [Click(40, 40, 1, True)], previous).argmax(axis=0)
+    assert (chosen[36:45, 36:45] == 1).all()
+    assert chosen[40, 75] == 0 and chosen[5, 40] == 0  # the model's answer still rules further out
+    sure = probs[::-1].copy()  # now sure it is the class everywhere
+    cleared = honour_clicks(sure, [(40, 40)], [Click(40, 40, 1, False)], 1 - previous).argmax(axis=0)
+    assert (cleared[36:45, 36:45] == 0).all() and cleared[40, 75] == 1
+
+
+def test_a_click_in_an_empty_window_reaches_about_an_object_not_the_whole_window():
+    from segdesk.core.clicks import CLICK_REACH_MAX, honour_clicks
+
+    probs = np.zeros((2, 300, 300), np.float32)
+    probs[1] = 0.3  # unsure, everywhere: before the cap one click took the whole window
+    probs[0] = 0.7
+    chosen = honour_clicks(probs, [(150, 150)], [Click(150, 150, 1, True)], np.zeros((300, 300), np.uint8)).argmax(axis=0)
+    assert chosen[150, 150 + int(CLICK_REACH_MAX)] == 1
+    assert chosen[150, 150 + int(2 * CLICK_REACH_MAX)] == 0 and chosen[0, 0] == 0

@@ -131,25 +131,31 @@ def keep_clicks(mask: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
     return out
 
 
-# How a click tilts the model's answer near it (``honour_clicks``): the logit added at the click, and
-# the Gaussian's width as a multiple of the room the click had. Chosen with two Kvasir models from the
-# loop benchmark, on that run's images not yet labelled (same model and proposals with and without,
-# NoC@90 and Dice after 1/3/5 clicks; recorded in docs/benchmarks.md): (3, 1) was never worse than no
-# tilt (NoC@90 6.46 vs 6.46 and 3.14 vs 3.43; Dice after 5 clicks 0.813 vs 0.768 and 0.895 vs 0.895);
-# a stronger tilt (6, 2) helped the weaker model (9.75 vs 11+) but overshot with the better one (4.57 vs 3.43).
+# How a click tilts the model's answer near it (``honour_clicks``): the logit added at the click besides
+# the model's disagreement, the Gaussian's width as a multiple of the room the click had, and the
+# widest it gets. Chosen with Kvasir models from the loop benchmark, on that run's images not yet
+# labelled (same model and proposals, NoC@90 and Dice after 1/3/5 clicks; docs/benchmarks.md): (3, 1)
+# was never worse than no tilt (NoC@90 6.46 vs 6.46 and 3.14 vs 3.43), a stronger (6, 2) overshot
+# with the better model (4.57 vs 3.43). Adding the disagreement and capping the width at 48 working
+# px (the planned median object is ~48 px wide, ml/planning.py) took NoC@90 from 8.27 to 7.87 and
+# from 6.90 to 6.53 on two more models: without them a positive click on an object the model was sure
+# was background changed one pixel, and one in an empty window lifted the whole window a little.
 CLICK_PULL = 3.0
 CLICK_REACH_FACTOR = 1.0
+CLICK_REACH_MAX = 48.0
 
 
 def honour_clicks(probabilities: np.ndarray, points: Sequence[tuple[int, int]], clicks: Sequence[Click],
                   previous: np.ndarray | None) -> np.ndarray:
     """Probabilities (C x h x w, background first) tilted toward what each click says near it: the
-    clicked class's logit gains (positive) or loses (negative) CLICK_PULL x a Gaussian of the distance
-    to the click. Its width is CLICK_REACH_FACTOR x the room the click had: the distance from the
-    click to the nearest pixel of another class in ``previous`` (the mask the user corrected; the
-    window's border if it has none), at least CLICK_RADIUS. So a click fixes the region it lands in as far as the model finds
-    the class plausible, and the model's probabilities shape the edge. ``points``: the clicks at
-    this array's pixels. Returns a new array."""
+    clicked class's logit gains (positive) or loses (negative) a pull that falls off as a Gaussian of
+    the distance to the click. At the click the pull is CLICK_PULL plus whatever the model's answer
+    there disagreed with the click by, so the click wins its own neighbourhood even where the model
+    was sure of the opposite; further out the model's probabilities shape the edge. The Gaussian's
+    width is CLICK_REACH_FACTOR x the room the click had: the distance from the click to the nearest
+    pixel of another class in ``previous`` (the mask the user corrected; the window's border if it
+    has none), between CLICK_RADIUS and CLICK_REACH_MAX. ``points``: the clicks at this array's
+    pixels. Returns a new array."""
     out = probabilities.astype(np.float32, copy=True)
     h, w = out.shape[1:]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -157,15 +163,16 @@ def honour_clicks(probabilities: np.ndarray, points: Sequence[tuple[int, int]], 
         c = int(click.class_number)
         if not (0 <= py < h and 0 <= px < w and 1 <= c < out.shape[0]):
             continue
-        room = float(CLICK_RADIUS)
-        if previous is not None:
+        if previous is not None:  # (no other class in the window: the transform is ~1e38, capped below)
             same = (previous == previous[py, px]).astype(np.uint8)
-            # no other class in the window: the transform is ~1e38 there; the window's size is room enough
-            room = max(room, min(float(cv2.distanceTransform(same, cv2.DIST_L2, 5)[py, px]), float(h + w)))
+            room = float(cv2.distanceTransform(same, cv2.DIST_L2, 5)[py, px])
         else:
-            room = max(room, float(min(py, px, h - 1 - py, w - 1 - px)))
-        reach = CLICK_REACH_FACTOR * room
-        pull = CLICK_PULL * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * reach**2))
+            room = float(min(py, px, h - 1 - py, w - 1 - px))
+        reach = CLICK_REACH_FACTOR * min(max(room, float(CLICK_RADIUS)), CLICK_REACH_MAX)
+        logits = np.log(np.maximum(out[:, py, px], 1e-12))
+        others = float(np.delete(logits, c).max())
+        disagreement = max(0.0, (others - logits[c]) if click.positive else (logits[c] - others))
+        pull = (CLICK_PULL + disagreement) * np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * reach**2))
         out[c] *= np.exp(pull if click.positive else -pull)
-    out /= out.sum(axis=0, keepdims=True)
+        out /= out.sum(axis=0, keepdims=True)  # the next click's disagreement is read from this answer
     return out
