@@ -191,6 +191,37 @@ def test_edits_while_a_large_accept_is_written_are_kept(qtbot, tmp_path, large, 
     w.close()
 
 
+def test_after_a_large_accept_the_writer_keeps_only_the_file_and_a_later_stroke_is_still_saved(
+        qtbot, tmp_path, large, messages):
+    """Once the document shows the stored label, the writer holds no second copy of it (0.4 GB at
+    20,000 px): a later stroke is patched onto the stored file, read again; and where that file has
+    gone meanwhile, the stroke is still saved, whole."""
+    w = _window(qtbot, tmp_path)
+    image_id = w.current.image_id
+    _show_proposal(qtbot, w)
+    _drag(w, [(10, 10), (30, 12)])
+    with qtbot.waitSignal(w.session.image_accepted, timeout=20_000):
+        w.accept_current()
+    assert w.saver.flush()  # the adoption has reached the writer
+    assert w.saver.writer._kept == (image_id, None)
+    _drag(w, [(40, 5), (50, 5)])
+    assert w.saver.flush()
+    qtbot.waitUntil(lambda: w.saver.unsaved_ids() == [], timeout=20_000)
+    assert np.array_equal(_on_disk(w, image_id), w.current.doc.label)
+    assert (w.current.doc.label[w.current.doc.shape[0] // 2:] == encoding.class_value(0)).any()  # the proposal's part
+
+    # accepted again, then the stored file vanishes before the next stroke
+    with qtbot.waitSignal(w.session.image_accepted, timeout=20_000):
+        w.accept_current()
+    assert w.saver.flush()
+    w.project.label_path(image_id).unlink()
+    _drag(w, [(40, 20), (50, 20)], value=encoding.BACKGROUND)
+    assert w.saver.flush()
+    qtbot.waitUntil(lambda: w.saver.unsaved_ids() == [] and w.project.label_path(image_id).exists(), timeout=20_000)
+    assert np.array_equal(_on_disk(w, image_id), w.current.doc.label)
+    w.close()
+
+
 def test_merge_accept_in_strips_is_the_merge(monkeypatch):
     rng = np.random.default_rng(0)
     painted = rng.integers(0, 4, (37, 23)).astype(np.uint8)

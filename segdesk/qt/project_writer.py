@@ -65,10 +65,12 @@ class ProjectWriter(QObject):
     def __init__(self, parent=None):
         super().__init__(parent)
         self._disk: Project | None = None  # the writer thread's copy: what project.json holds
-        self._kept: tuple[str, np.ndarray] | None = None  # the writer thread's: the label patches change
-        # the writer thread's: an accept of the kept label stored, not yet merged into the kept copy
-        # (image id, document version, the proposal it was merged with): ``adopt_accepted`` merges it
-        self._stored_unmerged: tuple[str, int, np.ndarray | None] | None = None
+        # the writer thread's: the label patches change (None for the array: the stored file is it, read
+        # when a patch or an accept needs it; ``_kept_label``)
+        self._kept: tuple[str, np.ndarray | None] | None = None
+        # the writer thread's: an accept of the kept label stored, not yet adopted by the document
+        # (image id, document version); ``adopt_accepted`` then keeps only the stored file
+        self._stored_unmerged: tuple[str, int] | None = None
         self._done = threading.Condition()
         self._pending = 0
         self._saved_versions: dict[str, int] = {}  # written by the writer thread, read after flush()
@@ -147,7 +149,7 @@ class ProjectWriter(QObject):
 
     def adopt_accepted(self, image_id: str, version: int) -> None:
         """The document of ``accept_kept``'s ``version`` took the stored label (and was not edited
-        in between): the kept copy is merged the same way, in place, so later patches apply to it."""
+        in between): later patches apply to the stored file, read again when the first one comes."""
         self._submit(lambda: self._adopt_accepted(image_id, version))
 
     def set_setting(self, key: str, value) -> None:
@@ -225,15 +227,31 @@ class ProjectWriter(QObject):
     def _keep(self, image_id: str, label: np.ndarray) -> None:
         self._kept = (image_id, label)
 
-    def _write_patch(self, image_id: str, box, values: np.ndarray, version: int, versions: dict) -> None:
+    def _kept_label(self, image_id: str) -> np.ndarray | None:
+        """The label kept for ``image_id``, read from its file where only the file was kept; None when
+        none is kept or the file cannot be read (logged)."""
         kept = self._kept
-        if kept is None or kept[0] != image_id:  # the caller sends a whole label first (SaveKeeper)
+        if kept is None or kept[0] != image_id:
+            return None
+        if kept[1] is None:
+            try:
+                label = self._disk.read_label(image_id)
+            except SegdeskError as exc:
+                log.warning("could not read the stored label of %s: %s", image_id, exc)
+                label = None
+            self._kept = None if label is None else (image_id, label)
+            return label
+        return kept[1]
+
+    def _write_patch(self, image_id: str, box, values: np.ndarray, version: int, versions: dict) -> None:
+        label = self._kept_label(image_id)
+        if label is None:  # the caller sends a whole label first (SaveKeeper)
             log.error("a label patch for %s came without its label; not written", image_id)
             self._report("label_failed", image_id, version, "Could not save the label (no base to patch).")
             return
         y0, x0, y1, x1 = box
-        kept[1][y0:y1, x0:x1] = values  # kept up to date even when this write fails: the next one has it all
-        self._write_label(image_id, kept[1], version, versions)
+        label[y0:y1, x0:x1] = values  # kept up to date even when this write fails: the next one has it all
+        self._write_label(image_id, label, version, versions)
 
     def _write_label(self, image_id: str, label: np.ndarray, version: int, versions: dict,
                      keep: bool = False) -> None:
@@ -283,8 +301,8 @@ class ProjectWriter(QObject):
 
     def _accept_kept(self, image_id: str, box, values: np.ndarray | None, version: int, seconds: float,
                      checkpoint: str | None, proposal: np.ndarray | None, versions: dict, accepting: dict) -> None:
-        kept = self._kept
-        if kept is None or kept[0] != image_id:  # its reading failed: the save keeper sends it whole
+        kept = self._kept_label(image_id)
+        if kept is None:  # its reading failed: the save keeper sends it whole
             log.error("an accept of %s came without its label; not stored", image_id)
             _accept_over(accepting, image_id, version)
             self._report("accept_failed", image_id, version,
@@ -292,34 +310,37 @@ class ProjectWriter(QObject):
             return
         if box is not None:
             y0, x0, y1, x1 = box
-            kept[1][y0:y1, x0:x1] = values
+            kept[y0:y1, x0:x1] = values
         self._stored_unmerged = None
         try:
             # Project.accept makes unlabelled pixels background in a new array; the proposal's share
             # is merged first (a second array only when there is a proposal)
-            label = kept[1] if proposal is None else encoding.merge_accept(kept[1], proposal)
+            label = kept if proposal is None else encoding.merge_accept(kept, proposal)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: not accepted, the label kept
             log.exception("merging the accept of %s failed", image_id)
             _accept_over(accepting, image_id, version)
             self._report("accept_failed", image_id, version, f"Could not store the accept: {exc}")
             return
         # merged with a proposal: a new array of this thread's own, stored without one more copy; else
-        # the kept copy itself, which stays unmerged until adopt_accepted
+        # the kept copy, which Project.accept merges in a copy. Once the document adopts what was
+        # stored, the kept label is the stored file (adopt_accepted)
         if self._accept(image_id, label, version, seconds, checkpoint, versions, accepting, owned=proposal is not None):
-            self._stored_unmerged = (image_id, version, proposal)
+            self._stored_unmerged = (image_id, version)
 
     def _adopt_accepted(self, image_id: str, version: int) -> None:
         pending, self._stored_unmerged = self._stored_unmerged, None
         kept = self._kept
         if kept is None or kept[0] != image_id:
             return  # another label is kept now: nothing to bring up to date
-        if pending is None or pending[:2] != (image_id, version):
+        if pending != (image_id, version):
             # never expected (the GUI adopts only the version this writer stored); the kept copy is
             # not what the document holds, so drop it: the next patch fails, the retry sends it whole
             log.error("the accept of %s (version %d) to adopt is not the one stored", image_id, version)
             self._kept = None
             return
-        encoding.merge_accept_into(kept[1], pending[2])
+        # the document now holds what was stored: keep only the file (merging the kept copy as well
+        # held a second whole label, 0.4 GB at 20,000 px, for edits that seldom follow an accept)
+        self._kept = (image_id, None)
 
     def _set_setting(self, key: str, value) -> None:
         disk = self._disk

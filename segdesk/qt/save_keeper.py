@@ -150,7 +150,7 @@ class SaveKeeper(QObject):
             return  # another project was opened meanwhile
         mirror(self.project, image_id, fields)
         if doc.version == version:  # not edited since: it shows what is stored
-            if by_writer:  # the writer's array, no copy here; the writer merges its kept copy alike
+            if by_writer:  # the writer's array, no copy here; the writer then keeps only the stored file
                 doc.adopt(stored)
                 self.writer.adopt_accepted(image_id, version)
             else:
