@@ -70,7 +70,7 @@ class ProjectWriter(QObject):
         self._kept: tuple[str, np.ndarray | None] | None = None
         # the writer thread's: an accept of the kept label stored, not yet adopted by the document
         # (image id, document version); ``adopt_accepted`` then keeps only the stored file
-        self._stored_unmerged: tuple[str, int] | None = None
+        self._stored_not_adopted: tuple[str, int] | None = None
         self._done = threading.Condition()
         self._pending = 0
         self._saved_versions: dict[str, int] = {}  # written by the writer thread, read after flush()
@@ -213,7 +213,7 @@ class ProjectWriter(QObject):
 
     def _use(self, copy: Project) -> None:
         self._disk = copy
-        self._kept = self._stored_unmerged = None  # the previous project's label is never patched
+        self._kept = self._stored_not_adopted = None  # the previous project's label is never patched
 
     def _keep_from_disk(self, image_id: str, shape: tuple[int, int]) -> None:
         try:
@@ -311,7 +311,7 @@ class ProjectWriter(QObject):
         if box is not None:
             y0, x0, y1, x1 = box
             kept[y0:y1, x0:x1] = values
-        self._stored_unmerged = None
+        self._stored_not_adopted = None
         try:
             # Project.accept makes unlabelled pixels background in a new array; the proposal's share
             # is merged first (a second array only when there is a proposal)
@@ -325,10 +325,10 @@ class ProjectWriter(QObject):
         # the kept copy, which Project.accept merges in a copy. Once the document adopts what was
         # stored, the kept label is the stored file (adopt_accepted)
         if self._accept(image_id, label, version, seconds, checkpoint, versions, accepting, owned=proposal is not None):
-            self._stored_unmerged = (image_id, version)
+            self._stored_not_adopted = (image_id, version)
 
     def _adopt_accepted(self, image_id: str, version: int) -> None:
-        pending, self._stored_unmerged = self._stored_unmerged, None
+        pending, self._stored_not_adopted = self._stored_not_adopted, None
         kept = self._kept
         if kept is None or kept[0] != image_id:
             return  # another label is kept now: nothing to bring up to date
