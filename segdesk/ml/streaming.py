@@ -103,9 +103,13 @@ def full_size_rows(parts: Iterator[tuple[int, torch.Tensor]], working: tuple[int
                    size: tuple[int, int], strip_pixels: int) -> Iterator[tuple[int, torch.Tensor]]:
     """(first row, C x rows x width probabilities) at the image's ``size``, in order, from working rows
     in order: bilinear with half-pixel centres (as F.interpolate), rows here and columns by
-    F.interpolate, a strip of at most ``strip_pixels`` values at a time."""
+    F.interpolate, a strip of at most ``strip_pixels`` values at a time (at the working size too:
+    the classes and confidence taken from a strip hold 12 bytes a pixel)."""
     if tuple(working) == tuple(size):
-        yield from parts
+        for first, part in parts:
+            step = _strip_rows(strip_pixels, part.shape[-1], part.shape[0])
+            for top in range(0, part.shape[1], step):
+                yield first + top, part[:, top : top + step]
         return
     h0, _ = working
     height, width = size
@@ -117,7 +121,7 @@ def full_size_rows(parts: Iterator[tuple[int, torch.Tensor]], working: tuple[int
         available = first + part.shape[1]  # working rows < available are known
         while y < height:
             n = kept.shape[0]
-            rows = max(1, strip_pixels // (4 * width * n))
+            rows = _strip_rows(strip_pixels, width, n)
             y1 = min(height, y + rows)
             src = ((torch.arange(y, y1, dtype=torch.float64) + 0.5) * (h0 / height) - 0.5).clamp(min=0)
             top = src.floor().long().clamp(max=h0 - 1)
@@ -139,20 +143,21 @@ def full_size_rows(parts: Iterator[tuple[int, torch.Tensor]], working: tuple[int
                 kept, kept_from = kept[:, drop:], kept_from + drop
 
 
-def classes_of(parts: Iterator[tuple[int, torch.Tensor]], size: tuple[int, int],
-               strip_pixels: int = 1 << 22) -> tuple[np.ndarray, float]:
+def _strip_rows(strip_pixels: int, width: int, channels: int) -> int:
+    """Rows of a strip of ``channels`` x rows x ``width`` float32 values in ``strip_pixels`` bytes."""
+    return max(1, strip_pixels // (4 * width * channels))
+
+
+def classes_of(parts: Iterator[tuple[int, torch.Tensor]], size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """uint8 classes of an image from its full-size probability strips, and the proposal's
-    uncertainty (uncertainty.py), without keeping the confidence of every pixel. A strip is taken
-    ``strip_pixels`` at a time: its winners (int64) and confidence would be 12 bytes a pixel."""
+    uncertainty (uncertainty.py), without keeping the confidence of every pixel."""
     classes = np.empty(size, np.uint8)
     unsure = UncertaintySum()
     for y, strip in parts:
-        step = max(1, strip_pixels // max(1, strip.shape[-1]))
-        for top in range(0, strip.shape[1], step):
-            confidence, winner = strip[:, top : top + step].max(dim=0)
-            strip_classes = winner.to(torch.uint8).cpu().numpy()
-            classes[y + top : y + top + strip_classes.shape[0]] = strip_classes
-            unsure.add(strip_classes, confidence.float().cpu().numpy())
+        confidence, winner = strip.max(dim=0)
+        strip_classes = winner.to(torch.uint8).cpu().numpy()
+        classes[y : y + strip_classes.shape[0]] = strip_classes
+        unsure.add(strip_classes, confidence.float().cpu().numpy())
     return classes, unsure.value()
 
 
