@@ -128,3 +128,31 @@ def test_a_stuck_proposal_pauses_training_no_longer_than_the_limit(tmp_path, mon
     trainer = Trainer(project.root, TrainConfig(**TINY), device="cpu")
     with trainer.gate.proposing():  # never ends while training runs
         assert trainer.run(max_steps=2).step == 2
+
+
+def test_a_forwarding_gate_brings_the_other_gate_up_to_date_and_relays_in_order():
+    """The window's gate tells a trainer process's gate everything, from the state it is in when the
+    forwarding begins: a proposal already running holds the other side's training too."""
+    here, there, sent = TrainingGate(), TrainingGate(), []
+
+    def send(command):
+        sent.append(command)
+        there.obey(command)
+
+    with here.proposing():
+        here.forward(send)
+        assert there._proposals == 1  # the running proposal reached the other gate
+        here.announce_labels()
+    assert sent == ["proposing", "labels", "proposed"] and there._proposals == 0
+    assert there.wait_for_labels(0)  # taken there, once
+    here.stop()
+    assert there.stopped
+    here.forward(None)
+    here.clear_stop()
+    here.announce_labels()
+    assert sent[-1] == "stop" and there.stopped  # nothing after the forwarding ended
+
+    late = TrainingGate()
+    here.stop()
+    here.forward(late.obey)  # a stop asked before the forwarding began still reaches the process
+    assert late.stopped

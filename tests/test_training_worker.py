@@ -5,6 +5,7 @@ on events and threads, never on sleeps."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import pytest
 from PySide6.QtCore import Qt
@@ -80,3 +81,80 @@ def test_a_cancel_before_the_run_begins_ends_that_run(tmp_path):
     assert finished.wait(WAIT)
     thread.join(WAIT)
     assert not thread.is_alive() and "training" not in states
+
+
+def _run_on_thread(worker):
+    states, failed, saved = [], [], []
+    seen = {s: threading.Event() for s in ("training", "saved")}
+    finished = threading.Event()
+
+    def on_state(state):
+        states.append(state)
+        if state == "training":
+            seen["training"].set()
+
+    def on_saved(checkpoint):
+        saved.append(checkpoint)
+        seen["saved"].set()
+
+    worker.state_changed.connect(on_state, DIRECT)
+    worker.failed.connect(failed.append, DIRECT)
+    worker.checkpoint_saved.connect(on_saved, DIRECT)
+    worker.finished.connect(finished.set, DIRECT)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return thread, states, failed, saved, seen, finished
+
+
+def test_the_window_trains_in_a_child_process_that_saves_checkpoints_and_stops_on_cancel(tmp_path):
+    """The loop's worker: training in another process (its own GIL), checkpoints and states relayed
+    as the thread's were, a cancel ends the process."""
+    import os
+
+    from segdesk.ml.checkpoints import CheckpointStore
+
+    project, _ = make_project(tmp_path, 4, size=32)
+    worker = TrainingWorker(project.root, replace(TINY, val_every=5), device="cpu", child_process=True, nice=5)
+    thread, states, failed, saved, seen, finished = _run_on_thread(worker)
+    assert seen["saved"].wait(120)
+    child = worker._child
+    assert child is not None and child.pid != os.getpid() and child.poll() is None
+    assert CheckpointStore(project.root / "models").load_current()[0] == saved[-1]
+    worker.cancel()
+    assert finished.wait(WAIT)
+    thread.join(WAIT)
+    assert child.wait(WAIT) == 0 and states[-1] == "stopped" and not failed and not thread.is_alive()
+
+
+def test_a_trainer_process_that_dies_is_reported_and_the_worker_ends(tmp_path):
+    """An out-of-memory kill (or any crash) in training ends the child, not the window: the worker
+    says so and finishes, and Start training can go on."""
+    project, _ = make_project(tmp_path, 4, size=32)
+    worker = TrainingWorker(project.root, TINY, device="cpu", child_process=True)
+    thread, states, failed, _saved, seen, finished = _run_on_thread(worker)
+    assert seen["training"].wait(120)
+    worker._child.kill()
+    assert finished.wait(WAIT)
+    thread.join(WAIT)
+    assert states[-1] == "error" and len(failed) == 1 and "stopped unexpectedly" in failed[0]
+
+
+def test_the_trainer_process_stops_when_the_window_goes_away(tmp_path):
+    """The window crashed or was killed: its end of the child's stdin closes, and the child stops
+    after its step instead of training on unseen."""
+    import json
+    import subprocess
+    import sys
+    from dataclasses import asdict
+
+    project, _ = make_project(tmp_path, 4, size=32)
+    child = subprocess.Popen([sys.executable, "-m", "segdesk.ml.train_process"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    child.stdin.write(json.dumps({"root": str(project.root), "device": "cpu", "config": asdict(TINY)}) + "\n")
+    child.stdin.flush()
+    for line in child.stdout:  # wait until it trains
+        if json.loads(line).get("state") == "training":
+            break
+    child.stdin.close()
+    assert child.wait(120) == 0
+    assert json.loads(child.stdout.readlines()[-1]) == {"state": "stopped"}

@@ -2,14 +2,19 @@
 
 Other threads announce (labels saved, stop asked, proposal begun or ended) and a waiting trainer
 wakes at once; no one polls. One gate is shared by the training and inference workers
-(DESIGN.md "Threads": a proposal waits behind at most one training step).
+(DESIGN.md "Threads": a proposal waits behind at most one training step). A trainer in a child
+process (segdesk.ml.train_process) has a gate of its own: this one forwards each announcement to
+it as a command (``forward``), and ``obey`` applies one there.
 """
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
+
+# announcements as commands for a gate in another process
+LABELS, STOP, PROPOSING, PROPOSED = "labels", "stop", "proposing", "proposed"
 
 
 class TrainingGate:
@@ -20,6 +25,35 @@ class TrainingGate:
         self._labels_announced = False
         self._stopped = False
         self._proposals = 0  # proposals being computed now
+        self._forward: Callable[[str], None] | None = None
+
+    def forward(self, send: Callable[[str], None] | None) -> None:
+        """From now on also ``send`` each announcement (LABELS, STOP, PROPOSING, PROPOSED) to a
+        trainer's gate in another process; None ends it. The other gate is brought up to date first,
+        under the same lock: one PROPOSING per proposal running now, and a STOP if one was asked."""
+        with self._condition:
+            self._forward = send
+            if send is not None:
+                for _ in range(self._proposals):
+                    send(PROPOSING)
+                if self._stopped:
+                    send(STOP)
+
+    def obey(self, command: str) -> None:
+        """Apply a command forwarded by another process's gate."""
+        if command == LABELS:
+            self.announce_labels()
+        elif command == STOP:
+            self.stop()
+        elif command == PROPOSING:
+            self._change_proposals(1)
+        elif command == PROPOSED:
+            self._change_proposals(-1)
+
+    def _tell(self, command: str) -> None:
+        """Under the lock, so commands leave in the order they happened."""
+        if self._forward is not None:
+            self._forward(command)
 
     # ----- announcements, from any thread
 
@@ -28,12 +62,14 @@ class TrainingGate:
         with self._condition:
             self._labels_announced = True
             self._condition.notify_all()
+            self._tell(LABELS)
 
     def stop(self) -> None:
         """Ask the trainer to stop: every wait returns at once, and stays open until ``clear_stop``."""
         with self._condition:
             self._stopped = True
             self._condition.notify_all()
+            self._tell(STOP)
 
     def clear_stop(self) -> None:
         """Before a new training run."""
@@ -43,14 +79,17 @@ class TrainingGate:
     @contextmanager
     def proposing(self) -> Iterator[None]:
         """Around a proposal: training pauses after its current step until the proposal is done."""
-        with self._condition:
-            self._proposals += 1
+        self._change_proposals(1)
         try:
             yield
         finally:
-            with self._condition:
-                self._proposals -= 1
-                self._condition.notify_all()
+            self._change_proposals(-1)
+
+    def _change_proposals(self, by: int) -> None:
+        with self._condition:
+            self._proposals = max(0, self._proposals + by)
+            self._condition.notify_all()
+            self._tell(PROPOSING if by > 0 else PROPOSED)
 
     # ----- waits, from the training thread
 

@@ -47,8 +47,9 @@ CACHE_SIZE = 16
 CACHE_BYTES = 1 << 30
 AUTO_START_KEY = "auto_train_after"
 DEFAULT_AUTO_START = 2
-# nice values of the worker threads (worker_thread.py): proposals and clicks wait on the inference
-# worker, so it runs closer to the GUI thread than training, which can always wait
+# nice values of the inference thread (worker_thread.py) and of the trainer process: proposals and
+# clicks wait on the inference worker, so it runs closer to the GUI thread than training, which can
+# always wait
 INFERENCE_NICE = 5
 TRAINING_NICE = 10
 _gpu_warned = False
@@ -118,8 +119,12 @@ class LoopController(QObject):
         self._inference.device_probed.connect(self._on_device)
         self._inference.scored.connect(self.scored)
 
-        self._trainer = TrainingWorker(project.root, train_config, device, gate)
-        self._trainer_thread = WorkerThread(self._trainer, "segdesk-training", nice=TRAINING_NICE)
+        # training runs in a child process (its own GIL; segdesk.ml.train_process); this thread only
+        # relays its reports, and is not niced: a relay preempted while holding the GIL would keep
+        # the GUI thread waiting, which is what the child process is for
+        self._trainer = TrainingWorker(project.root, train_config, device, gate, child_process=True,
+                                       nice=TRAINING_NICE)
+        self._trainer_thread = WorkerThread(self._trainer, "segdesk-training")
         self._train.connect(self._trainer.run)
         self._trainer.progress.connect(self.progress)
         self._trainer.state_changed.connect(self._on_training_state)

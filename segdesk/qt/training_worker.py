@@ -1,24 +1,36 @@
-"""The training worker: its own model and optimizer on its own thread (DESIGN.md "Threads").
+"""The training worker: its own model and optimizer, off the GUI thread (DESIGN.md "Threads").
 
-It reads saved labels from disk (never the GUI's arrays), stops within one step when cancelled,
-reports progress as plain dicts, and publishes weights only as finished checkpoint files. Every wait
-(for labels, for a stop, for a running proposal) is on the TrainingGate it shares with the
-inference worker (segdesk.ml.gate).
+The window's worker trains in a child process (segdesk.ml.train_process: its own GIL, so a step
+never keeps the GUI thread waiting, and a crash there ends training, not the window); this worker's
+thread then only relays the child's reports as signals. Without ``child_process`` it trains on its
+own thread (tests, scripts). Either way it reads saved labels from disk (never the GUI's arrays),
+stops within one step when cancelled, reports progress as plain dicts, and publishes weights only as
+finished checkpoint files. Every wait (for labels, for a stop, for a running proposal) is on the
+TrainingGate it shares with the inference worker (segdesk.ml.gate), whose announcements reach a
+child as commands.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from segdesk.core.errors import SegdeskError
+import segdesk
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml.states import ERROR, STOPPED, TRAINING, WAITING
+from segdesk.ml.states import ERROR, STOPPED
+from segdesk.ml.train_process import progress_dict, run_training
 
 log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 20.0  # a child still running this long after a stop is killed (its writes are atomic)
 
 
 class TrainingWorker(QObject):
@@ -29,19 +41,30 @@ class TrainingWorker(QObject):
     finished = Signal()
 
     def __init__(self, project_root: Path, config=None, device: str | None = None,
-                 gate: TrainingGate | None = None):
+                 gate: TrainingGate | None = None, child_process: bool = False, nice: int = 0):
         """``gate``: shared with the inference worker, which holds it while it segments: training
-        then pauses after its current step, so a proposal never waits behind more than one step."""
+        then pauses after its current step, so a proposal never waits behind more than one step.
+        ``child_process``: train in a child process started at ``nice`` below normal priority."""
         super().__init__()
         self._gate = gate or TrainingGate()
         self._root = Path(project_root)
         self._config = config
         self._device = device
+        self._child_process = child_process
+        self._nice = nice
         self._last_checkpoint: str | None = None
+        self._last_state: str | None = None
+        self._child: subprocess.Popen | None = None
+        self._child_lock = threading.Lock()  # one writer of the child's stdin at a time
 
     # thread-safe, called from the GUI thread
     def cancel(self) -> None:
         self._gate.stop()
+        child = self._child
+        if child is not None:
+            timer = threading.Timer(STOP_GRACE_S, self._kill, args=(child,))
+            timer.daemon = True
+            timer.start()
 
     def arm(self) -> None:
         """Before ``run`` is queued: a stop asked after this (even before the run begins on its
@@ -54,50 +77,102 @@ class TrainingWorker(QObject):
 
     @Slot()
     def run(self) -> None:
+        self._last_state = None
         try:
-            self._train()
-        except SegdeskError as exc:
-            self.state_changed.emit(ERROR)
-            self.failed.emit(str(exc))
-        except MemoryError:
-            self.state_changed.emit(ERROR)
-            self.failed.emit("Training ran out of memory. Lower the crop size or batch size.")
-        except Exception as exc:  # noqa: BLE001 - reported through a signal, never raised in the thread
-            log.exception("training failed")
-            self.state_changed.emit(ERROR)
-            self.failed.emit(f"Training stopped with an error: {exc}")
-        else:
-            self.state_changed.emit(STOPPED)
+            if self._child_process:
+                self._run_child()
+            else:
+                run_training(self._root, self._config, self._device, self._gate, self._relay)
         finally:
             self.finished.emit()
 
-    def _train(self) -> None:
-        from segdesk.ml import device as ml_device
-        from segdesk.ml.config import TrainConfig
-        from segdesk.ml.train import Trainer
+    def _relay(self, kind: str, payload) -> None:
+        """One report of the trainer (here or in the child) as this worker's signals."""
+        if kind == "state":
+            self._last_state = payload
+            self.state_changed.emit(payload)
+        elif kind == "failed":
+            self.failed.emit(str(payload))
+        elif kind == "progress":
+            data = payload if isinstance(payload, dict) else progress_dict(payload)
+            self.progress.emit(data)
+            checkpoint = data.get("checkpoint")
+            if checkpoint and checkpoint != self._last_checkpoint:  # Progress repeats the newest one
+                self._last_checkpoint = checkpoint
+                self.checkpoint_saved.emit(checkpoint)
+            if data.get("state"):
+                self._last_state = data["state"]
+                self.state_changed.emit(data["state"])
 
-        ml_device.limit_cpu_threads()
-        trainer = Trainer(self._root, self._config or TrainConfig(), device=self._device, gate=self._gate)
-        while not self._gate.stopped:
-            if not trainer.has_data:
-                self.state_changed.emit(WAITING)
-                trainer.wait_for_labels()
-                continue
-            self.state_changed.emit(TRAINING)
-            trainer.run(on_progress=self._report)
-            if self._gate.stopped:
-                return
-            # patience ran out: announced labels restart it
-            self.state_changed.emit(STOPPED)
-            if self._gate.wait_for_labels():
-                trainer.refresh_labels()
+    # ----- the child process
 
-    def _report(self, progress) -> None:
-        data = dataclasses.asdict(progress) if dataclasses.is_dataclass(progress) else dict(progress)
-        self.progress.emit(data)
-        checkpoint = data.get("checkpoint")
-        if checkpoint and checkpoint != self._last_checkpoint:  # Progress repeats the newest one
-            self._last_checkpoint = checkpoint
-            self.checkpoint_saved.emit(checkpoint)
-        if data.get("state"):
-            self.state_changed.emit(data["state"])
+    def _run_child(self) -> None:
+        if self._gate.stopped:  # stopped before the run began
+            self._relay("state", STOPPED)
+            return
+        env = dict(os.environ)  # the child imports this very segdesk, wherever it was imported from
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(segdesk.__file__).parents[1]),
+                                                          env.get("PYTHONPATH")]))
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "segdesk.ml.train_process", str(self._nice)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8", bufsize=1)
+        except OSError as exc:
+            self._relay("state", ERROR)
+            self._relay("failed", f"Training could not start: {exc}")
+            return
+        setup = {"root": str(self._root), "device": self._device,
+                 "config": dataclasses.asdict(self._config) if self._config is not None else None}
+        with self._child_lock:
+            self._child = child
+            self._write(json.dumps(setup))
+        self._gate.forward(self._command)  # from here on every announcement reaches the child
+        try:
+            for line in child.stdout:
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    log.warning("trainer said something unreadable: %.200s", line)
+                    continue
+                for kind, payload in message.items():
+                    self._relay(kind, payload)
+        finally:
+            self._gate.forward(None)
+            with self._child_lock:
+                self._child = None
+                try:
+                    child.stdin.close()  # the child's stop, should it still run
+                except OSError:
+                    pass
+            code = self._wait(child)
+        if self._last_state not in (STOPPED, ERROR):  # it ended without saying why: killed or crashed
+            log.error("the trainer process ended with status %s", code)
+            self._relay("state", ERROR)
+            self._relay("failed", f"Training stopped unexpectedly (the trainer process ended with status "
+                                  f"{code}). Checkpoints saved so far are kept; Start training goes on.")
+
+    def _command(self, command: str) -> None:
+        """The gate's forward: one command to the child (any thread; never raises)."""
+        with self._child_lock:
+            if self._child is not None:
+                self._write(command)
+
+    def _write(self, line: str) -> None:
+        try:
+            self._child.stdin.write(line + "\n")
+        except (OSError, ValueError):  # the child has gone: its end is reported by the reader
+            pass
+
+    @staticmethod
+    def _wait(child: subprocess.Popen) -> int:
+        try:
+            return child.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            TrainingWorker._kill(child)
+            return child.wait()
+
+    @staticmethod
+    def _kill(child: subprocess.Popen) -> None:
+        if child.poll() is None:
+            log.warning("the trainer process did not stop within %.0f s: ending it", STOP_GRACE_S)
+            child.kill()
