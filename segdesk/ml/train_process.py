@@ -94,14 +94,23 @@ def _obey(commands, gate: TrainingGate) -> None:
     gate.stop()  # the window closed (or crashed): stop after this step
 
 
+def lower_priority(nice: int) -> None:
+    """Run ``nice`` below normal priority (call it before any thread starts: they inherit it). Not
+    SCHED_IDLE: measured with ``segdesk bench ui --busy-cores 1`` it gave about the same stalls
+    (docs/benchmarks.md), and an idle-class trainer gets no CPU at all while other programs keep
+    every core busy: the model would stop learning."""
+    if hasattr(os, "nice"):
+        try:
+            os.nice(nice)
+        except OSError as exc:
+            log.info("priority not lowered: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``[NICE]``: how far below normal priority to train (before any thread starts: they inherit it)."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv and hasattr(os, "nice"):
-        try:
-            os.nice(int(argv[0]))
-        except OSError as exc:
-            log.info("priority not lowered: %s", exc)
+    if argv:
+        lower_priority(int(argv[0]))
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="segdesk trainer: %(levelname)s: %(name)s: %(message)s")
     # Messages go to a private copy of stdout; anything else printed (a library's print) goes to stderr.

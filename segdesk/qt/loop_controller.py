@@ -47,9 +47,9 @@ CACHE_SIZE = 16
 CACHE_BYTES = 1 << 30
 AUTO_START_KEY = "auto_train_after"
 DEFAULT_AUTO_START = 2
-# nice values of the inference thread (worker_thread.py) and of the trainer process: proposals and
-# clicks wait on the inference worker, so it runs closer to the GUI thread than training, which can
-# always wait
+# nice values of the inference thread (worker_thread.py) and of the trainer process
+# (train_process.lower_priority): proposals and clicks wait on the inference
+# worker, so it runs closer to the GUI thread than training, which can always wait
 INFERENCE_NICE = 5
 TRAINING_NICE = 10
 _gpu_warned = False
