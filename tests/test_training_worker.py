@@ -112,15 +112,18 @@ def test_the_window_trains_in_a_child_process_that_saves_checkpoints_and_stops_o
     import os
 
     from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.qt import loop_controller
 
     project, _ = make_project(tmp_path, 4, size=32)
-    worker = TrainingWorker(project.root, replace(TINY, val_every=5), device="cpu", child_process=True, nice=5)
+    worker = TrainingWorker(project.root, replace(TINY, val_every=5), device="cpu", child_process=True,
+                            nice=loop_controller.TRAINING_NICE)
     thread, states, failed, saved, seen, finished = _run_on_thread(worker)
     assert seen["saved"].wait(120)
     child = worker._child
     assert child is not None and child.pid != os.getpid() and child.poll() is None
     if hasattr(os, "getpriority"):  # below the window, so training never takes its core
-        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 5)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(
+            19, os.getpriority(os.PRIO_PROCESS, 0) + loop_controller.TRAINING_NICE)
     assert CheckpointStore(project.root / "models").load_current()[0] == saved[-1]
     worker.cancel()
     assert finished.wait(WAIT)
