@@ -4,6 +4,7 @@ on events and threads, never on sleeps."""
 
 from __future__ import annotations
 
+import signal
 import threading
 from dataclasses import replace
 
@@ -163,3 +164,20 @@ def test_the_trainer_process_stops_when_the_window_goes_away(tmp_path):
     child.stdin.close()
     assert child.wait(120) == 0
     assert json.loads(child.stdout.readlines()[-1]) == {"state": "stopped"}
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="needs SIGSTOP to keep the child from obeying")
+def test_a_trainer_process_that_does_not_stop_is_ended_after_its_grace(tmp_path):
+    """Closing the window does not wait on a step that takes long (a slow validation, a busy
+    machine): after the grace the child is ended, which its atomic writes make safe, and that
+    is a stop, not an error to tell the user about."""
+    project, _ = make_project(tmp_path, 4, size=32)
+    worker = TrainingWorker(project.root, TINY, device="cpu", child_process=True)
+    thread, states, failed, _saved, seen, finished = _run_on_thread(worker)
+    assert seen["training"].wait(120)
+    child = worker._child
+    child.send_signal(signal.SIGSTOP)  # it cannot obey the stop now
+    worker.cancel(grace_s=0.5)
+    assert finished.wait(WAIT)
+    thread.join(WAIT)
+    assert child.returncode == -signal.SIGKILL and states[-1] == "stopped" and not failed

@@ -384,6 +384,7 @@ class LoopController(QObject):
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         """Stop training and inference and wait for both threads (before QApplication exits)."""
         self.elsewhere.stop()
+        self._trainer.cancel(grace_s=timeout_ms / 2000)  # a trainer process slow to stop is ended sooner
         ok_train = self._trainer_thread.stop(timeout_ms)
         ok_infer = self._inference_thread.stop(timeout_ms)
         self._release_models_lock()

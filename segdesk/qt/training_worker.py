@@ -56,13 +56,16 @@ class TrainingWorker(QObject):
         self._last_state: str | None = None
         self._child: subprocess.Popen | None = None
         self._child_lock = threading.Lock()  # one writer of the child's stdin at a time
+        self._ended: set[subprocess.Popen] = set()  # children this worker killed after a stop
 
     # thread-safe, called from the GUI thread
-    def cancel(self) -> None:
+    def cancel(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop after the current step; a child process still running ``grace_s`` later is ended
+        (closing the window need not wait for a step: every write the trainer makes is atomic)."""
         self._gate.stop()
         child = self._child
         if child is not None:
-            timer = threading.Timer(STOP_GRACE_S, self._kill, args=(child,))
+            timer = threading.Timer(grace_s, self._kill, args=(child,))
             timer.daemon = True
             timer.start()
 
@@ -132,6 +135,8 @@ class TrainingWorker(QObject):
                 try:
                     message = json.loads(line)
                 except ValueError:
+                    message = None
+                if not isinstance(message, dict):
                     log.warning("trainer said something unreadable: %.200s", line)
                     continue
                 for kind, payload in message.items():
@@ -145,7 +150,9 @@ class TrainingWorker(QObject):
                 except OSError:
                     pass
             code = self._wait(child)
-        if self._last_state not in (STOPPED, ERROR):  # it ended without saying why: killed or crashed
+        if code != 0 and child in self._ended:  # ended after a stop it was slow to obey
+            self._relay("state", STOPPED)
+        elif code != 0 and self._last_state != ERROR:  # it ended without saying why: killed or crashed
             log.error("the trainer process ended with status %s", code)
             self._relay("state", ERROR)
             self._relay("failed", f"Training stopped unexpectedly (the trainer process ended with status "
@@ -163,16 +170,15 @@ class TrainingWorker(QObject):
         except (OSError, ValueError):  # the child has gone: its end is reported by the reader
             pass
 
-    @staticmethod
-    def _wait(child: subprocess.Popen) -> int:
+    def _wait(self, child: subprocess.Popen) -> int:
         try:
             return child.wait(STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            TrainingWorker._kill(child)
+            self._kill(child)
             return child.wait()
 
-    @staticmethod
-    def _kill(child: subprocess.Popen) -> None:
+    def _kill(self, child: subprocess.Popen) -> None:
         if child.poll() is None:
-            log.warning("the trainer process did not stop within %.0f s: ending it", STOP_GRACE_S)
+            log.info("the trainer process had not stopped: ending it")
+            self._ended.add(child)
             child.kill()
