@@ -384,7 +384,9 @@ class LoopController(QObject):
     def shutdown(self, timeout_ms: int = 5000) -> bool:
         """Stop training and inference and wait for both threads (before QApplication exits)."""
         self.elsewhere.stop()
-        self._trainer.cancel(grace_s=timeout_ms / 2000)  # a trainer process slow to stop is ended sooner
+        # a trainer process still in its step a second after the stop is ended: closing the window
+        # waits for no step (a soak on a loaded box waited 2.9 s), and every write it makes is atomic
+        self._trainer.cancel(grace_s=min(1.0, timeout_ms / 2000))
         ok_train = self._trainer_thread.stop(timeout_ms)
         ok_infer = self._inference_thread.stop(timeout_ms)
         self._release_models_lock()
