@@ -226,7 +226,11 @@ def _slope_mb_per_hour(samples: list[dict]) -> float | None:
 def run(minutes: float, out: Path | None = None, work: Path | None = None, every_s: float = 3.0,
         sample_s: float = 15.0, n_images: int = 24, size: int = 256, images: Path | None = None,
         masks: Path | None = None, device: str | None = None, tiny: bool = False, seed: int = 0,
-        deadlock_s: float = 60.0, warmup_s: float | None = None, echo=None) -> dict:
+        deadlock_s: float = 60.0, warmup_s: float | None = None, echo=None, until_proposals: int = 0,
+        at_most_s: float = 600.0) -> dict:
+    """``until_proposals``: go on past ``minutes`` until that many proposals were shown (the first
+    needs a trained checkpoint, whose time depends on the machine's load), for at most ``at_most_s``
+    more seconds."""
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     from PySide6.QtCore import QCoreApplication, QEvent, QSettings, QTimer
     from PySide6.QtWidgets import QApplication, QMessageBox
@@ -311,13 +315,13 @@ def run(minutes: float, out: Path | None = None, work: Path | None = None, every
         s = soak.sample(time.monotonic() - t_start)
         if echo is not None:
             echo(s)
-        if time.monotonic() >= stop_at:
+        if time.monotonic() >= stop_at and soak.proposals >= until_proposals:
             quit_once()
 
     sampler = QTimer(interval=int(sample_s * 1000))
     sampler.timeout.connect(on_sample)
     sampler.start()
-    deadline = QTimer(singleShot=True, interval=int(minutes * 60 * 1000) + 50)
+    deadline = QTimer(singleShot=True, interval=int((minutes * 60 + (at_most_s if until_proposals else 0)) * 1000) + 50)
     deadline.timeout.connect(quit_once)
     deadline.start()
     app.exec()
