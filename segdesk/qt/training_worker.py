@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import site
 import subprocess
 import sys
 import threading
@@ -31,6 +32,12 @@ from segdesk.ml.train_process import progress_dict, run_training
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 20.0  # a child still running this long after a stop is killed (its writes are atomic)
+
+
+def _site_dirs() -> list[Path]:
+    """Where installed packages live: never put ahead of the standard library on PYTHONPATH."""
+    dirs = site.getsitepackages() + [site.getusersitepackages()]
+    return [Path(d).resolve() for d in dirs]
 
 
 class TrainingWorker(QObject):
@@ -113,9 +120,10 @@ class TrainingWorker(QObject):
         if self._gate.stopped:  # stopped before the run began
             self._relay("state", STOPPED)
             return
-        env = dict(os.environ)  # the child imports this very segdesk, wherever it was imported from
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(segdesk.__file__).parents[1]),
-                                                          env.get("PYTHONPATH")]))
+        env = dict(os.environ)
+        source = Path(segdesk.__file__).resolve().parents[1]
+        if str(source) not in map(str, _site_dirs()):  # a checkout: the child imports this very segdesk
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
         try:
             child = subprocess.Popen(
                 [sys.executable, "-m", "segdesk.ml.train_process", str(self._nice)],
