@@ -36,7 +36,7 @@ STOP_GRACE_S = 20.0  # a child still running this long after a stop is killed (i
 
 def _site_dirs() -> list[Path]:
     """Where installed packages live: never put ahead of the standard library on PYTHONPATH."""
-    dirs = site.getsitepackages() + [site.getusersitepackages()]
+    dirs = list(getattr(site, "getsitepackages", list)()) + [site.getusersitepackages()]
     return [Path(d).resolve() for d in dirs]
 
 
