@@ -9,9 +9,7 @@ waits and resumes; every write is atomic, so nothing half-written is left either
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import os
 import threading
 import time
@@ -20,6 +18,7 @@ from typing import Callable
 from segdesk.core import trainer_presence
 from segdesk.core.errors import SegdeskError
 from segdesk.ml.states import STOPPED, WAITING
+from segdesk.ml.train_process import progress_dict
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +43,7 @@ class Heartbeat:
 
     def update(self, progress) -> None:
         """Carry a trainer Progress in the next beats."""
-        data = dataclasses.asdict(progress)
-        data["loss"] = data["loss"] if math.isfinite(data["loss"]) else None  # JSON has no NaN
+        data = progress_dict(progress)
         data["images_per_s"] = round(data["images_per_s"], 2)
         with self._lock:
             self._progress = data

@@ -27,7 +27,7 @@ from PySide6.QtCore import QObject, Signal, Slot
 import segdesk
 from segdesk.ml.gate import TrainingGate
 from segdesk.ml.states import ERROR, STOPPED
-from segdesk.ml.train_process import progress_dict, run_training
+from segdesk.ml.train_process import run_training
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ class TrainingWorker(QObject):
         elif kind == "failed":
             self.failed.emit(str(payload))
         elif kind == "progress":
-            data = payload if isinstance(payload, dict) else progress_dict(payload)
+            data = payload  # plain data already (train_process.progress_dict)
             self.progress.emit(data)
             checkpoint = data.get("checkpoint")
             if checkpoint and checkpoint != self._last_checkpoint:  # Progress repeats the newest one
