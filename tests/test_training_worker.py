@@ -132,6 +132,16 @@ def test_the_window_trains_in_a_child_process_that_saves_checkpoints_and_stops_o
     assert child.wait(WAIT) == 0 and states[-1] == "stopped" and not failed and not thread.is_alive()
 
 
+def test_on_windows_the_trainer_process_starts_below_normal_priority():
+    """Windows has no nice for the child to lower itself with: it is started in the "below normal"
+    priority class instead; elsewhere, and when asked for no lower priority, no flags."""
+    from segdesk.qt.training_worker import priority_flags
+
+    assert priority_flags(10, "win32") == 0x00004000  # BELOW_NORMAL_PRIORITY_CLASS
+    assert priority_flags(0, "win32") == 0
+    assert priority_flags(10, "linux") == 0 and priority_flags(10, "darwin") == 0
+
+
 def test_a_trainer_process_that_dies_is_reported_and_the_worker_ends(tmp_path):
     """An out-of-memory kill (or any crash) in training ends the child, not the window: the worker
     says so and finishes, and Start training can go on."""

@@ -34,6 +34,17 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 20.0  # a child still running this long after a stop is killed (its writes are atomic)
 
 
+# Windows has no nice: its child starts in the "below normal" priority class instead (the constant exists
+# only in Windows' subprocess module)
+_BELOW_NORMAL_PRIORITY_CLASS = getattr(subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0x00004000)
+
+
+def priority_flags(nice: int, platform: str = sys.platform) -> int:
+    """Popen's ``creationflags`` for a child below the window's priority: on Windows, where the child
+    cannot lower its own (os.nice is missing), the "below normal" class; elsewhere 0 (it nices itself)."""
+    return _BELOW_NORMAL_PRIORITY_CLASS if platform == "win32" and nice > 0 else 0
+
+
 def _site_dirs() -> list[Path]:
     """Where installed packages live: never put ahead of the standard library on PYTHONPATH."""
     dirs = list(getattr(site, "getsitepackages", list)()) + [site.getusersitepackages()]
@@ -127,7 +138,8 @@ class TrainingWorker(QObject):
         try:
             child = subprocess.Popen(
                 [sys.executable, "-m", "segdesk.ml.train_process", str(self._nice)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8", bufsize=1)
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True, encoding="utf-8", bufsize=1,
+                creationflags=priority_flags(self._nice))
         except OSError as exc:
             self._relay("state", ERROR)
             self._relay("failed", f"Training could not start: {exc}")
