@@ -115,15 +115,14 @@ class TrainingWorker(QObject):
         elif kind == "failed":
             self.failed.emit(str(payload))
         elif kind == "progress":
-            data = payload  # plain data already (train_process.progress_dict)
-            self.progress.emit(data)
-            checkpoint = data.get("checkpoint")
+            self.progress.emit(payload)  # plain data already (train_process.progress_dict)
+            checkpoint = payload.get("checkpoint")
             if checkpoint and checkpoint != self._last_checkpoint:  # Progress repeats the newest one
                 self._last_checkpoint = checkpoint
                 self.checkpoint_saved.emit(checkpoint)
-            if data.get("state"):
-                self._last_state = data["state"]
-                self.state_changed.emit(data["state"])
+            if payload.get("state"):
+                self._last_state = payload["state"]
+                self.state_changed.emit(payload["state"])
 
     # ----- the child process
 
@@ -133,7 +132,7 @@ class TrainingWorker(QObject):
             return
         env = dict(os.environ)
         source = Path(segdesk.__file__).resolve().parents[1]
-        if str(source) not in map(str, _site_dirs()):  # a checkout: the child imports this very segdesk
+        if source not in _site_dirs():  # a checkout: the child imports this very segdesk
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
         try:
             child = subprocess.Popen(
