@@ -5,9 +5,10 @@ scale, or per image by its shorter side: planning.py), cut into overlapping tile
 than one tile (``tile_boxes``), and the tiles' softmax outputs are blended with a smooth window. The
 probabilities (not the classes) are resized back to the image's own size before the argmax. An
 image over STREAM_PIXELS goes a band of tiles at a time, with no whole-image float copies
-(streaming.py); a click on one normalises only its window.
-There is no test-time flip averaging; if it comes, it must use only the flips of the checkpoint's
-augmentation plan (augment_plan.py), or it would average a left lung with a right one.
+(streaming.py); a click on one normalises only its window. Measured and not used
+(docs/benchmarks.md, "Sharper edges and test-time flips"): a guided filter instead of the bilinear
+resize, and test-time flip averaging (which, if it comes, must use only the flips of the
+checkpoint's augmentation plan, or it would average a left lung with a right one).
 
 Clicks: a click-aware checkpoint (``UNet.prompt_channels``) reads click maps and the previous mask
 besides the image (segdesk.core.clicks); its automatic proposal gives it empty ones. ``Predictor.refine``
