@@ -28,7 +28,7 @@ def test_the_curves_show_the_points_added(qtbot):
 
     plot.add(20, float("nan"), None)  # an unknown loss (a trainer elsewhere): kept, not drawn
     assert len(plot.loss) == 4
-    qtbot.wait(3 * REDRAW_MS)
+    qtbot.waitUntil(lambda: not plot._redraw_timer.isActive(), timeout=10 * REDRAW_MS)  # the redraw has run
     assert len(_curve(plot._loss_curve)) == 3
 
     plot.clear()
