@@ -24,7 +24,10 @@ def test_short_soak_has_no_deadlock_leak_or_slot_error(qapp, tmp_path):
     assert bounded["undo_steps"]["max"] <= History().max_steps
     assert bounded["plot_points"]["max"] <= 2 * MAX_POINTS + 2
     assert report["fds"]["end"] <= report["fds"]["after_warmup"] + 4  # no file handle leak
-    assert report["max_gui_stall_s"] < 2.0
+    # no piece of the window's own work holds the GUI thread for long (its CPU time, which other
+    # programs on a loaded machine do not inflate: 2.07 s of wall time was seen with four busy
+    # processes on two cores); a real freeze of the event loop is the watchdog's ``deadlock``
+    assert report["max_gui_busy_s"] < 0.5, report
 
 
 def test_training_panel_shows_dice_of_a_class_missing_from_validation(qapp):
