@@ -70,3 +70,55 @@ def test_mask_to_label_in_place_reuses_a_uint8_mask_and_copies_anything_else():
     other = np.array([[0, 1]], np.int64)
     label = mask_to_label(other, in_place=True)
     assert label.dtype == np.uint8 and label.tolist() == [[1, 2]] and other.tolist() == [[0, 1]]
+
+
+def test_a_prefetch_gives_way_to_a_waiting_click_and_is_delivered_after_it(qtbot, tmp_path):
+    """A click made while the next image's proposal is being prefetched is answered first (a large
+    image's prefetch took 3.5 s, and the click waited for it); the prefetch is asked again behind
+    the click and still arrives."""
+    from segdesk.core.clicks import Click
+    from segdesk.core.encoding import mask_to_label
+
+    project, _ = make_project(tmp_path, 2, size=48, accept=False)
+    shown, upcoming = project.images
+    torch.manual_seed(0)
+    model = UNet(n_outputs=2, depth=2, base_width=4, prompt_channels=3)
+    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
+            "working_scale": 1.0, "step": 1, "prompts": "clicks"}
+    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
+    worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
+    order = []
+    worker.prediction_ready.connect(lambda rid, image_id, *rest: order.append(("proposal", image_id)))
+    worker.prediction_failed.connect(lambda rid, image_id, message: order.append(("failed", image_id, message)))
+    worker.refined.connect(lambda rid, image_id, *rest: order.append(("click", image_id)))
+    worker.load_checkpoint(checkpoint)
+
+    worker.supersede(1, prefetch=True)
+    worker.supersede_click(7, asked=True)  # the click is asked: its refine is queued behind the prefetch
+    worker.request(1, upcoming.id, str(project.source_path(upcoming)), -1, True, False)
+    assert order == []  # given way, neither failed nor delivered
+    pixels = project.read_image(shown).pixels
+    empty = mask_to_label(np.zeros(pixels.shape[:2], np.uint8))
+    worker.refine(7, shown.id, pixels, [Click(24.0, 24.0, 1, True)], empty, None)
+    assert order == [("click", shown.id)]
+    qtbot.waitUntil(lambda: len(order) == 2)  # the prefetch, asked again through the worker's queue
+    assert order[1] == ("proposal", upcoming.id)
+    assert project.read_proposal(upcoming.id)[0] is not None
+
+
+def test_without_anything_waiting_a_prefetch_runs_through(tmp_path):
+    project, _ = make_project(tmp_path, 1, size=32, accept=False)
+    entry = project.images[0]
+    torch.manual_seed(0)
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
+            "working_scale": 1.0, "step": 1}
+    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
+    worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
+    ready = []
+    worker.prediction_ready.connect(lambda *answer: ready.append(answer))
+    worker.load_checkpoint(checkpoint)
+    worker.supersede(3, prefetch=True)
+    worker.supersede_click(4)  # a pending click dropped (Backspace): nothing follows it, nothing waits
+    worker.request(3, entry.id, str(project.source_path(entry)), -1, True, False)
+    assert [answer[1] for answer in ready] == [entry.id]

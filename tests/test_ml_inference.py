@@ -80,3 +80,27 @@ def test_an_image_that_fits_one_batch_of_tiles_goes_in_one_piece():
     model.shapes.clear()
     predictor.predict(np.zeros((70, 64), np.uint8), tile=32)  # 4480 px: 3 x 3 overlapping tiles of 32
     assert [s[1:] for s in model.shapes] == [(3, 32, 32)] * 3 and sum(s[0] for s in model.shapes) == 9
+
+
+def test_a_proposal_asked_to_stop_stops_between_batches_of_tiles_and_otherwise_is_unchanged():
+    from segdesk.core.errors import Cancelled
+    from segdesk.ml.unet import UNet
+
+    torch.manual_seed(0)
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
+            "working_scale": 1.0, "step": 1}
+    predictor = Predictor(model, meta, device="cpu", tile=64, engine="torch")
+    image = np.random.default_rng(0).integers(0, 255, (150, 170), np.uint8)
+    asked = []
+
+    def stop_after_two() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    with pytest.raises(Cancelled):
+        predictor.predict(image, should_stop=stop_after_two)
+    assert len(asked) == 3  # asked before each batch; the third said stop
+    plain = predictor.predict(image)
+    never = predictor.predict(image, should_stop=lambda: False)
+    assert np.array_equal(plain.classes, never.classes)

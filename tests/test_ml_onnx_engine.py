@@ -153,3 +153,30 @@ def test_engines_agree_on_real_images(shared_data, tmp_path):
         a, b = onnx.predict(image).classes, reference.predict(image).classes
         assert mean_dice(a, b) >= AGREEMENT, path.name
 
+
+
+def test_an_interrupted_run_ends_the_proposal_as_cancelled_and_keeps_the_engine(trained):
+    """``interrupt`` (from the thread where a click arrives) ends ONNX Runtime's run: the proposal is
+    Cancelled, not a failure of the engine, so the next one still runs through ONNX Runtime."""
+    from segdesk.core.errors import Cancelled
+
+    models, checkpoint = trained
+    predictor = Predictor.from_checkpoint(models, checkpoint, device="cpu")
+    assert predictor.engine == "onnxruntime"
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(1)
+        if len(asked) == 1:  # the click arrives as the run begins
+            predictor.interrupt()
+            return False
+        return True
+
+    image = _images()[0]
+    with pytest.raises(Cancelled):
+        predictor.predict(image, should_stop=should_stop)
+    assert predictor.engine == "onnxruntime" and predictor.engine_note is None
+    again = predictor.predict(image, should_stop=lambda: False)  # a fresh run is not ended
+    assert again.classes.shape == image.shape[:2]
+    predictor.interrupt()  # with nothing running: nothing happens
+    assert predictor.predict(image).classes.shape == image.shape[:2]

@@ -23,3 +23,8 @@ class LabelError(SegdeskError):
 
 class CheckpointError(SegdeskError):
     """A model checkpoint is missing, corrupt, unsafe or does not fit the project."""
+
+
+class Cancelled(Exception):
+    """Work given up on purpose because more urgent work came (a prefetch proposal stopped between
+    two batches of tiles so that a click is answered first); not an error, never shown."""

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segdesk.core.clicks import Click, honour_clicks, keep_clicks, prompt_channels, prompt_maps
-from segdesk.core.errors import CheckpointError
+from segdesk.core.errors import Cancelled, CheckpointError
 from segdesk.ml import onnx_engine, postprocess, streaming
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
@@ -193,6 +193,21 @@ class _EngineFailed(Exception):
     """ONNX Runtime raised while computing logits (the Predictor falls back to torch)."""
 
 
+def _stoppable(run: Callable[[torch.Tensor], torch.Tensor], should_stop: Callable[[], bool]):
+    """``run`` that first asks ``should_stop`` and raises Cancelled when it says True; an engine
+    failure while it says True is a run ended on purpose (``Predictor.interrupt``), also Cancelled."""
+    def logits(batch: torch.Tensor) -> torch.Tensor:
+        if should_stop():
+            raise Cancelled
+        try:
+            return run(batch)
+        except _EngineFailed:
+            if should_stop():
+                raise Cancelled from None
+            raise
+    return logits
+
+
 class Predictor:
     """Holds one model in eval mode and turns images into proposals. Use from one thread."""
 
@@ -220,6 +235,7 @@ class Predictor:
         self._working: tuple[object, object] | None = None  # (key, the input clicks are answered from)
         self.honour_clicks = True  # refine tilts the model's answer toward each click near it (core/clicks.py)
         self._onnx: onnx_engine.OnnxEngine | None = None
+        self._run_options = None  # ONNX Runtime's, while a stoppable prediction runs (``interrupt``)
         # why proposals run through torch although an ONNX export was asked for or exists (None: all
         # as planned); a message the caller may show as it is
         self.engine_note: str | None = None
@@ -310,14 +326,22 @@ class Predictor:
         }
         return cls(model, meta, device)
 
-    def _logits_of(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    def interrupt(self) -> None:
+        """From any thread: end the ONNX Runtime run of a stoppable ``predict`` now (its
+        ``should_stop`` must then say True, so the prediction ends as Cancelled). Torch runs are
+        stopped between batches of tiles only."""
+        run = self._run_options
+        if run is not None:
+            run.terminate = True
+
+    def _logits_of(self, run_options=None) -> Callable[[torch.Tensor], torch.Tensor] | None:
         engine = self._onnx
         if engine is None:
             return None
 
         def logits(batch: torch.Tensor) -> torch.Tensor:
             try:
-                return engine.logits(batch)
+                return engine.logits(batch, run_options)
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
                 raise _EngineFailed(str(exc).strip().splitlines()[0][:200] if str(exc).strip() else
                                     type(exc).__name__) from exc
@@ -341,25 +365,45 @@ class Predictor:
         self._working = (key, source) if key is not None else None
         return source
 
-    def _probabilities(self, x: torch.Tensor, tile: int) -> torch.Tensor:
-        with torch.inference_mode():
+    @contextlib.contextmanager
+    def _stoppable_run(self, should_stop: Callable[[], bool] | None):
+        """The ONNX run options ``interrupt`` can end while a stoppable prediction runs (None otherwise)."""
+        if should_stop is None or self._onnx is None:
+            yield None
+            return
+        self._run_options = self._onnx.run_options()
+        try:
+            yield self._run_options
+        finally:
+            self._run_options = None
+
+    def _probabilities(self, x: torch.Tensor, tile: int, should_stop: Callable[[], bool] | None = None) -> torch.Tensor:
+        def run(logits_of: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+            if should_stop is not None:
+                logits_of = _stoppable(logits_of or self.model, should_stop)
+            return predict_probabilities(self.model, x, tile, logits_of=logits_of)
+
+        with torch.inference_mode(), self._stoppable_run(should_stop) as options:
             try:
-                return predict_probabilities(self.model, x, tile, logits_of=self._logits_of())
+                return run(self._logits_of(options))
             except _EngineFailed as exc:  # the same input again, through torch, and torch from now on
                 self._fall_back(f"ONNX Runtime failed on an image: {exc}")
-                return predict_probabilities(self.model, x, tile)
+                return run(None)
 
-    def predict(self, pixels: np.ndarray, tile: int | None = None) -> Prediction:
-        """Classes and confidence for an image (H x W gray or H x W x 3 colour, any dtype)."""
+    def predict(self, pixels: np.ndarray, tile: int | None = None,
+                should_stop: Callable[[], bool] | None = None) -> Prediction:
+        """Classes and confidence for an image (H x W gray or H x W x 3 colour, any dtype).
+        ``should_stop`` is asked before each batch of tiles; when it says True the proposal is given
+        up (Cancelled)."""
         height, width = pixels.shape[:2]
         if height * width > STREAM_PIXELS:
-            classes, unsure = self._streamed(pixels, tile or self.tile)
+            classes, unsure = self._streamed(pixels, tile or self.tile, should_stop)
             confidence = None
         else:
             x = torch.from_numpy(self._working_input(pixels))
             if self.prompt_channels:  # a click-aware model: no clicks, no previous mask
                 x = torch.cat([x, x.new_zeros((self.prompt_channels,) + tuple(x.shape[1:]))])
-            probs = self._probabilities(x, tile or self.tile)
+            probs = self._probabilities(x, tile or self.tile, should_stop)
             with torch.inference_mode():
                 if probs.shape[-2:] != (height, width):
                     probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
@@ -371,13 +415,16 @@ class Predictor:
         return Prediction(classes, confidence, self.checkpoint, self.gate and postprocess.withholds(self.postprocess),
                           uncertainty=unsure)
 
-    def _streamed(self, pixels: np.ndarray, tile: int) -> tuple[np.ndarray, float]:
+    def _streamed(self, pixels: np.ndarray, tile: int,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, float]:
         """Classes and uncertainty of a large image, a band of tiles at a time (streaming.py)."""
         source = streaming.WorkingSource(pixels, self.scale_rule)
         device = next(self.model.parameters()).device
 
         def run_all(logits_of: Callable[[torch.Tensor], torch.Tensor] | None) -> tuple[np.ndarray, float]:
             run = logits_of or self.model
+            if should_stop is not None:
+                run = _stoppable(run, should_stop)
 
             def forward(batch: torch.Tensor) -> torch.Tensor:
                 if device.type == "cuda":
@@ -392,9 +439,9 @@ class Predictor:
             strips = streaming.full_size_rows(rows, source.size, pixels.shape[:2], _STRIP_PIXELS)
             return streaming.classes_of(strips, pixels.shape[:2])
 
-        with torch.inference_mode():
+        with torch.inference_mode(), self._stoppable_run(should_stop) as options:
             try:
-                return run_all(self._logits_of())
+                return run_all(self._logits_of(options))
             except _EngineFailed as exc:  # the same image again, through torch, and torch from now on
                 self._fall_back(f"ONNX Runtime failed on an image: {exc}")
                 return run_all(None)

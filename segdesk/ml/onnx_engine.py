@@ -69,12 +69,20 @@ class OnnxEngine:
             raise CheckpointError(f"{self.path.name} was not exported by segdesk (no U-Net depth).") from None
         self.threads = options.intra_op_num_threads
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def run_options():
+        """Options for ``logits`` that another thread can end a run with (``.terminate = True``: the
+        run stops within one operator and raises)."""
+        import onnxruntime as ort
+
+        return ort.RunOptions()
+
+    def logits(self, x: torch.Tensor, run_options=None) -> torch.Tensor:
         """N x C x H x W float32 logits for an N x 3 x H x W float32 CPU batch, like ``UNet(x)``."""
         height, width = x.shape[-2:]
         padded = pad_input(x, self.multiple)
         array = np.ascontiguousarray(padded.numpy(), dtype=np.float32)
-        out = self.session.run(None, {INPUT: array})[0]
+        out = self.session.run(None, {INPUT: array}, run_options)[0]
         return torch.from_numpy(out)[..., :height, :width]
 
 

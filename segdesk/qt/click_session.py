@@ -164,7 +164,7 @@ class ClickSession(QObject):
         self._next_id += 1
         self._pending = _Pending(self._next_id, cur.image_id, cur.doc, cur.doc.version, cur.proposal,
                                  time.perf_counter())
-        self._worker.supersede_click(self._next_id)
+        self._worker.supersede_click(self._next_id, asked=True)
         # the label is copied (it changes under the user's brush); the proposal array is never changed
         self._refine.emit(self._next_id, cur.image_id, cur.image.pixels, self.clicks, cur.doc.label.copy(),
                           cur.proposal)

@@ -11,9 +11,13 @@ answer says it came from such a model, so the window can mark it.
 Every stored proposal carries its uncertainty (segdesk.ml.uncertainty). When the project's setting
 is "least sure first" (segdesk.core.next_image), the worker scouts when idle: after each request and
 each model loaded, it proposes for up to ``SCOUT_AHEAD`` upcoming images not accepted that have no
-score from the current model, one per turn of its event loop, so a request the user makes waits
-for one proposal at most; scouted proposals are only stored (``scored`` tells), never shown, and
-training is not paused for them.
+score from the current model, one per turn of its event loop; scouted proposals are only stored
+(``scored`` tells), never shown, and training is not paused for them.
+
+What the user waits for comes first: a prefetch (the next image's proposal, asked before it is
+shown) or a scouting proposal gives way between two batches of tiles when a click or a proposal for
+the image on screen is waiting (``_more_urgent``), and is asked again behind it. A large image's
+prefetch took 3.5 s in ``segdesk bench ui``, and a click made meanwhile waited for all of it.
 
 Clicks (the Click tool, qt/click_session.py): ``refine(request_id, image_id, pixels, clicks, label,
 proposal)`` answers with ``refined`` (the box of the pixels the answer changes, and the label it
@@ -32,7 +36,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from segdesk.core import encoding, imageio, next_image
-from segdesk.core.errors import SegdeskError
+from segdesk.core.errors import Cancelled, SegdeskError
 from segdesk.core.project import PROJECT_FILE, Project, read_proposal_meta, write_proposal
 from segdesk.ml import postprocess
 from segdesk.ml.gate import TrainingGate
@@ -78,6 +82,7 @@ class InferenceWorker(QObject):
     refined = Signal(int, str, object, object, str)
     refine_failed = Signal(int, str, str)  # request id, image id, message ("" when superseded)
     _scout = Signal()  # queued to itself: the next scouting step runs after whatever was asked meanwhile
+    _again = Signal(int, str, str, int, bool, bool, object)  # queued to itself: a prefetch given way, asked again
 
     def __init__(self, models_dir: Path, proposals_dir: Path, n_classes: int, device: str | None = None,
                  gate: TrainingGate | None = None):
@@ -92,6 +97,11 @@ class InferenceWorker(QObject):
         self._latest = {False: -1, True: -1}  # newest request id asked for, per kind (prefetch or not)
         self._latest_lock = threading.Lock()
         self._latest_click = -1  # newest click request asked for (guarded by _latest_lock)
+        # urgent work asked for and not yet begun (guarded by _latest_lock): clicks to answer, and the
+        # newest proposal for the image on screen; a prefetch or a scouting proposal running meanwhile
+        # is given up between two batches of tiles and asked again behind it (``_more_urgent``)
+        self._clicks_waiting = 0
+        self._shown_begun = -1  # the newest on-screen (not prefetch) request begun
         self._scout_after: str | None = None  # the image asked for last: scouting starts after it
         self._scout_queue: list[tuple[str, str, int]] = []  # (image id, path, frame)
         self._scout_checkpoint: str | None = None  # the model the queue was planned for
@@ -99,17 +109,36 @@ class InferenceWorker(QObject):
         self._scout_plan = False  # plan on the next scouting step
         self._project_read: tuple[tuple[int, int, int], Project] | None = None
         self._scout.connect(self._scout_step, Qt.ConnectionType.QueuedConnection)
+        self._again.connect(self.request, Qt.ConnectionType.QueuedConnection)
 
     def supersede(self, request_id: int, prefetch: bool) -> None:
         """Called from the GUI thread when it asks: older requests of the same kind are dropped
         unrun, so a user clicking through images never waits behind proposals nobody looks at."""
         with self._latest_lock:
             self._latest[prefetch] = max(self._latest[prefetch], request_id)
+        if not prefetch:
+            self._interrupt()
 
-    def supersede_click(self, request_id: int) -> None:
-        """Called from the GUI thread with each click: older click requests are dropped unrun."""
+    def supersede_click(self, request_id: int, asked: bool = False) -> None:
+        """Called from the GUI thread with each click: older click requests are dropped unrun.
+        ``asked``: a ``refine`` request with this id follows (a prefetch running now gives way to it)."""
         with self._latest_lock:
             self._latest_click = max(self._latest_click, request_id)
+            self._clicks_waiting += int(asked)
+        if asked:
+            self._interrupt()
+
+    def _interrupt(self) -> None:
+        """End a running prefetch or scouting proposal now (ONNX Runtime stops within one operator;
+        torch at the next batch of tiles): it is asked again behind what the user waits for."""
+        predictor = self._predictor
+        if predictor is not None:
+            predictor.interrupt()
+
+    def _more_urgent(self) -> bool:
+        """A click or a proposal for the image on screen waits behind the running work (any thread)."""
+        with self._latest_lock:
+            return self._clicks_waiting > 0 or self._latest[False] > self._shown_begun
 
     @Slot(int, str, object, object, object, object)
     def refine(self, request_id: int, image_id: str, pixels: np.ndarray, clicks: list, label: np.ndarray,
@@ -119,6 +148,7 @@ class InferenceWorker(QObject):
         (the image's own; read-only here)."""
         with self._latest_lock:
             stale = request_id < self._latest_click
+            self._clicks_waiting = max(0, self._clicks_waiting - 1)
         if stale:
             self.refine_failed.emit(request_id, image_id, "")
             return
@@ -180,6 +210,8 @@ class InferenceWorker(QObject):
         ``pixels``: the image's own from the window (read-only here), or None to read ``path``."""
         with self._latest_lock:
             stale = request_id < self._latest[prefetch]
+            if not prefetch:
+                self._shown_begun = max(self._shown_begun, request_id)
         if stale:
             self.prediction_failed.emit(request_id, image_id, "")  # superseded: dropped unrun
             return
@@ -191,7 +223,7 @@ class InferenceWorker(QObject):
                 pixels = imageio.read_image(path, frame=None if frame < 0 else frame).pixels
             self._predictor.gate = not ungated
             with self._gate.proposing():
-                prediction = self._predictor.predict(pixels)
+                prediction = self._predictor.predict(pixels, should_stop=self._more_urgent if prefetch else None)
             checkpoint = prediction.checkpoint or ""
             if prediction.withheld:  # the model changed to one still learning since the GUI asked
                 self.prediction_withheld.emit(request_id, image_id, checkpoint)
@@ -199,6 +231,9 @@ class InferenceWorker(QObject):
             learning = ungated and postprocess.withholds(self._predictor.postprocess)
             label = encoding.mask_to_label(prediction.classes, in_place=True)  # the classes are not used again
             self._cache(image_id, label, checkpoint, learning, prediction.uncertainty)
+        except Cancelled:  # a click or the image on screen came first: this prefetch goes behind them
+            self._again.emit(request_id, image_id, path, frame, prefetch, ungated, pixels)
+            return
         except SegdeskError as exc:
             self.prediction_failed.emit(request_id, image_id, str(exc))
             return
@@ -285,7 +320,10 @@ class InferenceWorker(QObject):
         try:
             image = imageio.read_image(path, frame=None if frame < 0 else frame)
             self._predictor.gate = False
-            prediction = self._predictor.predict(image.pixels)
+            prediction = self._predictor.predict(image.pixels, should_stop=self._more_urgent)
+        except Cancelled:  # scored later, after what came first
+            self._scout_queue.insert(0, (image_id, path, frame))
+            return
         except SegdeskError as exc:
             log.info("not scored %s: %s", image_id, exc)
             return
