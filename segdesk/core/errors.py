@@ -26,5 +26,5 @@ class CheckpointError(SegdeskError):
 
 
 class Cancelled(Exception):
-    """Work given up on purpose because more urgent work came (a prefetch proposal stopped between
-    two batches of tiles so that a click is answered first); not an error, never shown."""
+    """Work given up on purpose because more urgent work came (a prefetch proposal stopped so that
+    a click is answered first); not an error, never shown."""

@@ -15,9 +15,10 @@ score from the current model, one per turn of its event loop; scouted proposals 
 (``scored`` tells), never shown, and training is not paused for them.
 
 What the user waits for comes first: a prefetch (the next image's proposal, asked before it is
-shown) or a scouting proposal gives way between two batches of tiles when a click or a proposal for
-the image on screen is waiting (``_more_urgent``), and is asked again behind it. A large image's
-prefetch took 3.5 s in ``segdesk bench ui``, and a click made meanwhile waited for all of it.
+shown) or a scouting proposal gives way when a click or a proposal for the image on screen is asked
+(``_more_urgent``): the asking thread ends ONNX Runtime's run at once (``Predictor.interrupt``;
+torch stops before its next batch of tiles), and the prefetch is asked again behind it. A large
+image's prefetch took 3.5 s in ``segdesk bench ui``, and a click made meanwhile waited for all of it.
 
 Clicks (the Click tool, qt/click_session.py): ``refine(request_id, image_id, pixels, clicks, label,
 proposal)`` answers with ``refined`` (the box of the pixels the answer changes, and the label it
@@ -99,7 +100,7 @@ class InferenceWorker(QObject):
         self._latest_click = -1  # newest click request asked for (guarded by _latest_lock)
         # urgent work asked for and not yet begun (guarded by _latest_lock): clicks to answer, and the
         # newest proposal for the image on screen; a prefetch or a scouting proposal running meanwhile
-        # is given up between two batches of tiles and asked again behind it (``_more_urgent``)
+        # is given up and asked again behind it (``_more_urgent``)
         self._clicks_waiting = 0
         self._shown_begun = -1  # the newest on-screen (not prefetch) request begun
         self._scout_after: str | None = None  # the image asked for last: scouting starts after it

@@ -6,9 +6,10 @@ A simulated user (a QTimer on the GUI thread) moves through the images, asks for
 each, paints a correction stroke and accepts (with the true mask on generated images), so new
 labels keep arriving and the trainer never settles. Measured: resident memory (RSS) over time,
 threads and open file descriptors, sizes of the caches that could grow (proposal cache, pending
-requests, plot points, undo history, unsaved documents), the GUI's longest stall (and the GUI thread's own CPU time in its busiest one), exceptions
-raised in slots, and whether the window still shuts down cleanly at the end. A watchdog thread ends
-the run with a stack dump if the GUI event loop stops for ``--deadlock-s`` seconds.
+requests, plot points, undo history, unsaved documents), the GUI's longest stall and the GUI
+thread's own CPU time in its busiest gap, exceptions raised in slots, and whether the window still
+shuts down cleanly at the end. A watchdog thread ends the run with a stack dump if the GUI event
+loop stops for ``--deadlock-s`` seconds.
 
 Growth is measured from the end of a warm-up (first checkpoint, first proposal, all images seen
 once) to the end, and as a least-squares slope over that part (MB per hour).
