@@ -122,3 +122,32 @@ def test_without_anything_waiting_a_prefetch_runs_through(tmp_path):
     worker.supersede_click(4)  # a pending click dropped (Backspace): nothing follows it, nothing waits
     worker.request(3, entry.id, str(project.source_path(entry)), -1, True, False)
     assert [answer[1] for answer in ready] == [entry.id]
+
+
+def test_a_prefetch_given_way_to_its_own_image_on_screen_is_not_computed_twice(qtbot, tmp_path):
+    """The user moves to the image being prefetched: the on-screen request computes it, and the
+    prefetch, asked again behind it, finds that proposal stored and ends without a second run."""
+    project, _ = make_project(tmp_path, 1, size=48, accept=False)
+    entry = project.images[0]
+    torch.manual_seed(0)
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
+            "working_scale": 1.0, "step": 1}
+    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
+    worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
+    order = []
+    worker.prediction_ready.connect(lambda rid, image_id, *rest: order.append(("proposal", rid)))
+    worker.prediction_failed.connect(lambda rid, image_id, message: order.append(("dropped", rid, message)))
+    worker.load_checkpoint(checkpoint)
+    runs = []
+    predict = worker._predictor.predict
+    worker._predictor.predict = lambda *a, **k: (runs.append(k.get("should_stop") is not None), predict(*a, **k))[1]
+    path = str(project.source_path(entry))
+
+    worker.supersede(1, prefetch=True)
+    worker.supersede(2, prefetch=False)  # the user is on the image: its request is queued
+    worker.request(1, entry.id, path, -1, True, False)  # gives way at once
+    worker.request(2, entry.id, path, -1, False, False)
+    qtbot.waitUntil(lambda: len(order) == 2)
+    assert order == [("proposal", 2), ("dropped", 1, "")]
+    assert runs == [True, False]  # the prefetch began and gave way; the image was computed once

@@ -103,6 +103,7 @@ class InferenceWorker(QObject):
         # is given up and asked again behind it (``_more_urgent``)
         self._clicks_waiting = 0
         self._shown_begun = -1  # the newest on-screen (not prefetch) request begun
+        self._given_way: set[int] = set()  # prefetches given up for urgent work, asked again
         self._scout_after: str | None = None  # the image asked for last: scouting starts after it
         self._scout_queue: list[tuple[str, str, int]] = []  # (image id, path, frame)
         self._scout_checkpoint: str | None = None  # the model the queue was planned for
@@ -219,6 +220,12 @@ class InferenceWorker(QObject):
         if self._predictor is None:
             self.prediction_failed.emit(request_id, image_id, "No trained model yet.")
             return
+        if request_id in self._given_way:
+            self._given_way.discard(request_id)
+            meta = read_proposal_meta(self._proposals_dir, image_id)
+            if meta and meta.get("checkpoint") == self._predictor.checkpoint:  # the urgent request was this image's
+                self.prediction_failed.emit(request_id, image_id, "")
+                return
         try:
             if pixels is None:
                 pixels = imageio.read_image(path, frame=None if frame < 0 else frame).pixels
@@ -233,6 +240,7 @@ class InferenceWorker(QObject):
             label = encoding.mask_to_label(prediction.classes, in_place=True)  # the classes are not used again
             self._cache(image_id, label, checkpoint, learning, prediction.uncertainty)
         except Cancelled:  # a click or the image on screen came first: this prefetch goes behind them
+            self._given_way.add(request_id)
             self._again.emit(request_id, image_id, path, frame, prefetch, ungated, pixels)
             return
         except SegdeskError as exc:
