@@ -18,19 +18,27 @@ from tests.synthetic import make_project
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-@pytest.mark.parametrize("withholds", [False, True])
-def test_the_cached_proposal_is_the_projects(tmp_path, withholds):
-    project, _ = make_project(tmp_path, 1, size=32, accept=False)
-    entry = project.images[0]
+def _worker(tmp_path, n_images: int, size: int, prompt_channels: int = 0, **meta_extra):
+    """A project of generated images and an inference worker with a tiny untrained model loaded:
+    (project, worker, checkpoint id)."""
+    project, _ = make_project(tmp_path, n_images, size=size, accept=False)
     torch.manual_seed(0)
-    model = UNet(n_outputs=2, depth=2, base_width=4)
+    model = UNet(n_outputs=2, depth=2, base_width=4, prompt_channels=prompt_channels)
     meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
-            "working_scale": 1.0, "step": 1, "postprocess": postprocess.unvalidated(3) if withholds else None}
+            "working_scale": 1.0, "step": 1, **meta_extra}
     checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
     worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
+    worker.load_checkpoint(checkpoint)
+    return project, worker, checkpoint
+
+
+@pytest.mark.parametrize("withholds", [False, True])
+def test_the_cached_proposal_is_the_projects(tmp_path, withholds):
+    project, worker, checkpoint = _worker(tmp_path, 1, 32,
+                                          postprocess=postprocess.unvalidated(3) if withholds else None)
+    entry = project.images[0]
     ready = []
     worker.prediction_ready.connect(lambda *answer: ready.append(answer))
-    worker.load_checkpoint(checkpoint)
     worker.request(1, entry.id, str(project.source_path(entry)), -1, False, withholds)  # shown anyway
     [(_, image_id, label, made_by, learning)] = ready
     assert image_id == entry.id and made_by == checkpoint and learning is withholds
@@ -42,17 +50,10 @@ def test_the_cached_proposal_is_the_projects(tmp_path, withholds):
 def test_the_open_images_pixels_are_used_instead_of_reading_the_file_again(tmp_path):
     """The window hands the worker the pixels it has open (a 20,000 px image read twice was 0.8 GB
     more): the proposal is of those pixels, and the file is not read."""
-    project, _ = make_project(tmp_path, 1, size=32, accept=False)
+    project, worker, _ = _worker(tmp_path, 1, 32)
     entry = project.images[0]
-    torch.manual_seed(0)
-    model = UNet(n_outputs=2, depth=2, base_width=4)
-    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
-            "working_scale": 1.0, "step": 1}
-    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
-    worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
     ready = []
     worker.prediction_ready.connect(lambda *answer: ready.append(answer))
-    worker.load_checkpoint(checkpoint)
     pixels = project.read_image(entry).pixels
     before = pixels.copy()
     worker.request(1, entry.id, str(project.source_path(entry)), -1, False, False)
@@ -79,19 +80,12 @@ def test_a_prefetch_gives_way_to_a_waiting_click_and_is_delivered_after_it(qtbot
     from segdesk.core.clicks import Click
     from segdesk.core.encoding import mask_to_label
 
-    project, _ = make_project(tmp_path, 2, size=48, accept=False)
+    project, worker, _ = _worker(tmp_path, 2, 48, prompt_channels=3, prompts="clicks")
     shown, upcoming = project.images
-    torch.manual_seed(0)
-    model = UNet(n_outputs=2, depth=2, base_width=4, prompt_channels=3)
-    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
-            "working_scale": 1.0, "step": 1, "prompts": "clicks"}
-    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
-    worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
     order = []
     worker.prediction_ready.connect(lambda rid, image_id, *rest: order.append(("proposal", image_id)))
     worker.prediction_failed.connect(lambda rid, image_id, message: order.append(("failed", image_id, message)))
     worker.refined.connect(lambda rid, image_id, *rest: order.append(("click", image_id)))
-    worker.load_checkpoint(checkpoint)
 
     worker.supersede(1, prefetch=True)
     worker.supersede_click(7, asked=True)  # the click is asked: its refine is queued behind the prefetch
@@ -107,17 +101,10 @@ def test_a_prefetch_gives_way_to_a_waiting_click_and_is_delivered_after_it(qtbot
 
 
 def test_without_anything_waiting_a_prefetch_runs_through(tmp_path):
-    project, _ = make_project(tmp_path, 1, size=32, accept=False)
+    project, worker, _ = _worker(tmp_path, 1, 32)
     entry = project.images[0]
-    torch.manual_seed(0)
-    model = UNet(n_outputs=2, depth=2, base_width=4)
-    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
-            "working_scale": 1.0, "step": 1}
-    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
-    worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
     ready = []
     worker.prediction_ready.connect(lambda *answer: ready.append(answer))
-    worker.load_checkpoint(checkpoint)
     worker.supersede(3, prefetch=True)
     worker.supersede_click(4)  # a pending click dropped (Backspace): nothing follows it, nothing waits
     worker.request(3, entry.id, str(project.source_path(entry)), -1, True, False)
@@ -127,18 +114,11 @@ def test_without_anything_waiting_a_prefetch_runs_through(tmp_path):
 def test_a_prefetch_given_way_to_its_own_image_on_screen_is_not_computed_twice(qtbot, tmp_path):
     """The user moves to the image being prefetched: the on-screen request computes it, and the
     prefetch, asked again behind it, finds that proposal stored and ends without a second run."""
-    project, _ = make_project(tmp_path, 1, size=48, accept=False)
+    project, worker, _ = _worker(tmp_path, 1, 48)
     entry = project.images[0]
-    torch.manual_seed(0)
-    model = UNet(n_outputs=2, depth=2, base_width=4)
-    meta = {"arch": model.arch_dict(), "classes": ["class1"], "normalisation": NORMALISATION,
-            "working_scale": 1.0, "step": 1}
-    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
-    worker = InferenceWorker(project.root / "models", project.root / "proposals", project.n_classes, device="cpu")
     order = []
     worker.prediction_ready.connect(lambda rid, image_id, *rest: order.append(("proposal", rid)))
     worker.prediction_failed.connect(lambda rid, image_id, message: order.append(("dropped", rid, message)))
-    worker.load_checkpoint(checkpoint)
     runs = []
     predict = worker._predictor.predict
     worker._predictor.predict = lambda *a, **k: (runs.append(k.get("should_stop") is not None), predict(*a, **k))[1]
