@@ -214,18 +214,17 @@ class InferenceWorker(QObject):
             stale = request_id < self._latest[prefetch]
             if not prefetch:
                 self._shown_begun = max(self._shown_begun, request_id)
+        gave_way = request_id in self._given_way
+        self._given_way.discard(request_id)  # here, so one dropped as stale is not kept either
         if stale:
             self.prediction_failed.emit(request_id, image_id, "")  # superseded: dropped unrun
             return
         if self._predictor is None:
             self.prediction_failed.emit(request_id, image_id, "No trained model yet.")
             return
-        if request_id in self._given_way:
-            self._given_way.discard(request_id)
-            meta = read_proposal_meta(self._proposals_dir, image_id)
-            if meta and meta.get("checkpoint") == self._predictor.checkpoint:  # the urgent request was this image's
-                self.prediction_failed.emit(request_id, image_id, "")
-                return
+        if gave_way and self._stored_by(image_id, self._predictor.checkpoint):  # the urgent request was this image's
+            self.prediction_failed.emit(request_id, image_id, "")
+            return
         try:
             if pixels is None:
                 pixels = imageio.read_image(path, frame=None if frame < 0 else frame).pixels
@@ -319,9 +318,14 @@ class InferenceWorker(QObject):
             return None
         return self._project_read[1]
 
-    def _has_score(self, image_id: str, checkpoint: str | None) -> bool:
+    def _stored_by(self, image_id: str, checkpoint: str | None) -> dict | None:
+        """The stored proposal's metadata when ``checkpoint`` made it, else None."""
         meta = read_proposal_meta(self._proposals_dir, image_id)
-        return bool(meta) and meta.get("checkpoint") == checkpoint and meta.get("uncertainty") is not None
+        return meta if meta and meta.get("checkpoint") == checkpoint else None
+
+    def _has_score(self, image_id: str, checkpoint: str | None) -> bool:
+        meta = self._stored_by(image_id, checkpoint)
+        return meta is not None and meta.get("uncertainty") is not None
 
     def _score(self, image_id: str, path: str, frame: int) -> None:
         """Propose for one image (ungated: a model still learning is scored too) and store it with
