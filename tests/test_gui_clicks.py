@@ -268,7 +268,7 @@ def test_without_a_model_the_click_tool_says_what_is_needed(qtbot, tmp_path, mes
     assert w.open_project(project.root)
     qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)
     choose_click_tool(w)
-    told = "No trained model yet: accept 2 images and training starts by itself. Clicks need one."
+    told = "No trained model yet: accept an image and training starts by itself. Clicks need one."
     assert w.statusBar().currentMessage() == told
     w.statusBar().clearMessage()
     label = w.current.doc.label.copy()

@@ -7,7 +7,7 @@ import torch
 
 from segdesk.core.encoding import IGNORE
 from segdesk.core.project import Project
-from segdesk.ml.data import LabelledSet, held_out_ids
+from segdesk.ml.data import LabelledSet, held_out_ids, held_out_part
 from segdesk.ml.planning import choose_working_scale
 from tests.synthetic import make_project
 
@@ -23,6 +23,40 @@ def test_held_out_split_rules():
     assert 20 <= len(chosen) <= 60  # about 1 in 5
     assert set(held_out_ids(many[:100])) <= set(chosen) | set(many[100:])  # stable as images arrive
     assert held_out_ids(list(reversed(many))) == chosen  # order-independent
+
+
+def test_held_out_part_is_the_last_third_of_the_longer_side():
+    assert held_out_part((60, 90)) == (0, 60)  # wide: the right third
+    assert held_out_part((90, 60)) == (60, 0)  # tall: the bottom third
+    assert held_out_part((30, 30)) == (0, 20)
+
+
+def test_first_accepted_images_hold_out_a_part(tmp_path):
+    """With fewer than three accepted images a part of each is held out: no training crop carries a
+    label from it, and validation is judged on it alone."""
+    project, truths = make_project(tmp_path, 2, size=48, n_classes=2)
+    for image_id in truths:  # class 1 where training may look, class 2 in the held-out part
+        label = np.full((48, 48), 2, np.uint8)
+        label[:, 32:] = 3
+        project.accept(image_id, label)
+    data = LabelledSet(Project.open(project.root, clean=False), crop_size=32)
+    assert data.validation_ids == [] and sorted(data.part_ids) == sorted(truths)
+    assert all(item.part for item in data.items) and data.n_train_images == 2
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(40):
+        seen |= set(data.sample(rng)[1].unique().tolist())
+    assert 1 in seen and 2 not in seen and IGNORE in seen
+    items = list(data.validation_items())
+    assert len(items) == 2
+    for _, _, target in items:
+        assert (target[:, :32] == IGNORE).all() and (target[:, 32:] == 2).all()
+    # from the third accept on whole images are held out, and no parts
+    extra, = make_project(tmp_path / "more", 1, size=48, seed=9)[0].images
+    entry, = project.add_images([extra.source]).added
+    project.accept(entry.id, np.full((48, 48), 2, np.uint8))
+    data = LabelledSet(Project.open(project.root, clean=False), crop_size=32)
+    assert len(data.validation_ids) == 1 and data.part_ids == [] and not any(i.part for i in data.items)
 
 
 def test_sample_shapes_and_determinism(tmp_path):

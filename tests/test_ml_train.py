@@ -112,9 +112,12 @@ def test_waiting_for_labels(tmp_path):
 
 
 def test_without_validation_images_loss_decides(tmp_path):
-    project, _ = make_project(tmp_path, 2, size=48)
+    """Corrections only, nothing accepted: nothing can be held out, so the training loss decides."""
+    project, truths = make_project(tmp_path, 2, size=48, accept=False)
+    for image_id, truth in truths.items():
+        project.save_label(image_id, truth + 1)  # painted in full, not accepted
     trainer = Trainer(project.root, TrainConfig(**{**TINY, "val_every": 5}), device="cpu")
-    assert trainer.data.validation_ids == []
+    assert trainer.has_data and not trainer.data.has_validation
     seen = []
     progress = trainer.run(max_steps=15, on_progress=seen.append)
     states = [p.state for p in seen]
@@ -128,9 +131,33 @@ def test_without_validation_images_loss_decides(tmp_path):
     from segdesk.ml import postprocess
 
     spec = saved[-1]["postprocess"]
-    assert postprocess.withholds(spec) and spec["accepted_needed"] == 3
-    assert postprocess.why_withheld(spec) == ("it has not been checked on a held-out accepted image yet "
-                                              "(that takes 3 accepted images)")
+    assert postprocess.withholds(spec) and spec["accepted_needed"] == 1
+    assert postprocess.why_withheld(spec) == ("it has not been checked on held-out accepted labels yet "
+                                              "(that takes 1 accepted image)")
+
+
+def test_first_accepted_image_judges_the_model(tmp_path):
+    """With one accepted image a part of it is held out (segdesk.ml.data.held_out_part): the model
+    is judged on that part, and once it finds the discs there its proposals are shown from the
+    second image on, where before they were withheld until the third accept."""
+    project, _ = make_project(tmp_path, 1, size=64, seed=3)
+    trainer = Trainer(project.root, TrainConfig(**{**TINY, "val_every": 50}), device="cpu")
+    assert trainer.data.validation_ids == [] and trainer.data.part_ids == project.accepted_ids()
+    progress = trainer.run(max_steps=200)
+    meta = CheckpointStore(project.root / "models").load(progress.checkpoint)[1]
+    spec = meta["postprocess"]
+    assert meta["n_val_parts"] == 1 and meta["n_val_images"] == 0 and spec["n_images"] == 1
+    assert progress.val_dice is not None and progress.val_dice > 0.7
+    assert spec["propose"] is True and spec["val_effort_ratio"] < 0.5
+    predictor = Predictor.from_checkpoint(project.root / "models", device="cpu")
+    rng = np.random.default_rng(77)  # images it has never seen
+    scores = []
+    for _ in range(4):
+        image, truth = make_sample(rng, 64)
+        prediction = predictor.predict(image)
+        assert not prediction.withheld
+        scores.append(dice(prediction.classes, truth))
+    assert np.mean(scores) > 0.6, scores
 
 
 def test_patience_ends_open_ended_run(small):

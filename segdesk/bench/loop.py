@@ -346,6 +346,8 @@ def run(
                 **score(ungated, truth, "_no_gate"),  # the model's own proposal
                 **score(raw, truth, "_raw"),
             }
+            if predictor is not None:  # of this proposal (segdesk.ml.uncertainty)
+                record["proposal_uncertainty"] = prediction.uncertainty
             if order == "uncertain":
                 record.update(uncertainty=scores.get(entry.id), order_scored=len(scores),
                               order_s=round(order_s, 3))

@@ -2,7 +2,10 @@
 
 Training items: accepted images that are not held out, plus "in progress" images with a label
 file (corrections: only painted pixels count). Validation: a deterministic part of the accepted
-images, chosen by a hash of the image id so an image keeps its role as the project grows.
+images, chosen by a hash of the image id so an image keeps its role as the project grows. While
+the project has too few accepted images to spare a whole one, a part of each is held out instead
+(``held_out_part``: its last third along the longer side), so a model is judged, and its proposals
+can be shown, from the second image on.
 
 Images are read lazily and kept, normalised and at working resolution (the planned ``ScaleRule``,
 per image), in a small LRU cache bounded in bytes. A changed label file (new modification time) is
@@ -33,7 +36,8 @@ from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints
 log = logging.getLogger(__name__)
 
 HOLD_OUT_EVERY = 5  # about one accepted image in five is held out for validation
-MIN_ACCEPTED_FOR_VALIDATION = 3
+MIN_ACCEPTED_FOR_VALIDATION = 3  # whole images held out from here on; parts of images before
+PART_FRACTION = 1 / 3  # of an image's longer side held out while no whole image is
 # Crops are cut with this much context so rotation and zoom-out rarely need to pad.
 _WINDOW_FACTOR = 1.5
 # Chance that a crop is centred near labelled pixels (corrected images) or foreground (accepted).
@@ -57,10 +61,21 @@ def held_out_ids(accepted: list[str]) -> list[str]:
     return chosen[: max(1, math.ceil(len(accepted) / 4))]
 
 
+def held_out_part(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(y0, x0): the held-out part of an image of ``shape`` is rows >= y0 and columns >= x0, the
+    last PART_FRACTION along its longer side. One straight cut, so few objects are split (a split
+    object's cut edge counts in the outline to draw, for proposal and scratch alike)."""
+    h, w = shape[:2]
+    if w >= h:
+        return 0, w - max(1, round(w * PART_FRACTION))
+    return h - max(1, round(h * PART_FRACTION)), 0
+
+
 @dataclass(frozen=True)
 class Item:
     image_id: str
     corrected: bool  # "in progress" image: only painted pixels count
+    part: bool = False  # its held-out part (held_out_part) is not trained on
 
 
 @dataclass
@@ -117,8 +132,11 @@ class LabelledSet:
 
         accepted = project.accepted_ids()
         self.validation_ids: list[str] = held_out_ids(accepted)
+        # too few accepted images to hold a whole one out: a part of each is held out
+        self.part_ids: list[str] = [] if self.validation_ids else list(accepted)
         held = set(self.validation_ids)
-        self.items: list[Item] = [Item(i, False) for i in accepted if i not in held]
+        parts = set(self.part_ids)
+        self.items: list[Item] = [Item(i, False, i in parts) for i in accepted if i not in held]
         for entry in project.images:
             if entry.status == STATUS_IN_PROGRESS and project.label_path(entry.id).exists():
                 self.items.append(Item(entry.id, True))
@@ -143,6 +161,15 @@ class LabelledSet:
     @property
     def has_data(self) -> bool:
         return bool(self.items)
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.validation_ids or self.part_ids)
+
+    @property
+    def validation_key(self) -> tuple:
+        """What the validation is done on: when it changes, Dice figures no longer compare."""
+        return tuple(self.validation_ids), tuple(self.part_ids)
 
     @property
     def n_train_images(self) -> int:
@@ -227,16 +254,20 @@ class LabelledSet:
             item = self.items[index]
             loaded = self._load(item.image_id, item.corrected)
             if loaded is not None:
-                return self._crop(loaded, item.corrected, rng)
+                return self._crop(loaded, item.corrected, rng, item.part)
             del self.items[index]
         raise SegdeskError("There are no readable labelled images to train on yet.")
 
-    def _crop(self, loaded: _Loaded, corrected: bool, rng: np.random.Generator):
+    def _crop(self, loaded: _Loaded, corrected: bool, rng: np.random.Generator, part: bool = False):
         size = self._window
         h, w = loaded.label.shape
         focus_p = _FOCUS_CORRECTED if corrected else _FOCUS_ACCEPTED
-        if len(loaded.focus) and rng.random() < focus_p:
-            cy, cx = loaded.focus[rng.integers(len(loaded.focus))]
+        focus = loaded.focus
+        if part:  # crops centre on what may be trained on
+            py, px = held_out_part(loaded.label.shape)
+            focus = focus[(focus[:, 0] < py) | (focus[:, 1] < px)]
+        if len(focus) and rng.random() < focus_p:
+            cy, cx = focus[rng.integers(len(focus))]
             jitter = self.crop_size // 4
             y0 = int(cy) - size // 2 + int(rng.integers(-jitter, jitter + 1))
             x0 = int(cx) - size // 2 + int(rng.integers(-jitter, jitter + 1))
@@ -244,7 +275,10 @@ class LabelledSet:
             y0 = int(rng.integers(min(0, h - size), max(0, h - size) + 1))
             x0 = int(rng.integers(min(0, w - size), max(0, w - size) + 1))
         image = _cut(loaded.image, y0, x0, size, 0.0)
-        target = label_to_target(_cut(loaded.label, y0, x0, size, 0))
+        label = _cut(loaded.label, y0, x0, size, 0)
+        if part:  # the held-out part is unlabelled here (its pixels still give context)
+            label[max(0, py - y0):, max(0, px - x0):] = 0
+        target = label_to_target(label)
 
         if self.augmentation.rot90:  # 90-degree turns are exact, so done here rather than resampled
             k = int(rng.integers(4))
@@ -264,12 +298,19 @@ class LabelledSet:
     # ----- validation
 
     def validation_items(self) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-        """(image id, 3 x H x W float32 input, H x W int64 target) at working resolution."""
-        for image_id in self.validation_ids:
+        """(image id, 3 x H x W float32 input, H x W int64 target) at working resolution; for a
+        part-held image the target is unlabelled (-100) outside its held-out part."""
+        for image_id in self.validation_ids + self.part_ids:
             loaded = self._load(image_id, corrected=False)
             if loaded is None:
                 continue
-            yield image_id, np.ascontiguousarray(loaded.image.transpose(2, 0, 1)), label_to_target(loaded.label)
+            target = label_to_target(loaded.label)
+            if image_id in self.part_ids:
+                py, px = held_out_part(target.shape)
+                part = np.full_like(target, IGNORE)
+                part[py:, px:] = target[py:, px:]
+                target = part
+            yield image_id, np.ascontiguousarray(loaded.image.transpose(2, 0, 1)), target
 
 
 def label_signature(project: Project) -> tuple:

@@ -236,6 +236,8 @@ def _gate(spec: dict, pairs: list[tuple[np.ndarray, np.ndarray]], area_scale: fl
         spec["val_effort_ratio"] = round(e / s, 4)
         spec["val_region_effort_ratio"] = round(region_e / region_s, 4) if region_s > 0 else None
         spec["propose"] = e < MAX_EFFORT_RATIO * s
+    else:  # nothing to draw where it was judged: not judged yet
+        spec["propose"] = False
 
 
 def unvalidated(accepted_needed: int) -> dict:
@@ -252,6 +254,10 @@ def why_withheld(spec: dict) -> str:
     ratio = spec.get("val_effort_ratio")
     if isinstance(ratio, (int, float)):
         return f"correcting its proposals took {ratio:.1f}x the work of drawing on your held-out images"
+    if spec.get("n_images"):
+        return "the labels it was checked on had nothing to draw where they were held out"
     needed = spec.get("accepted_needed")
-    when = f" (that takes {needed} accepted images)" if isinstance(needed, int) else ""
-    return f"it has not been checked on a held-out accepted image yet{when}"
+    when = ""
+    if isinstance(needed, int):
+        when = f" (that takes {needed} accepted image{'s' if needed != 1 else ''})"
+    return f"it has not been checked on held-out accepted labels yet{when}"

@@ -29,7 +29,7 @@ from segdesk.ml.augment_plan import AugmentationPlan, plan_for
 from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.click_training import simulate_prompts
 from segdesk.ml.config import TrainConfig
-from segdesk.ml.data import MIN_ACCEPTED_FOR_VALIDATION, LabelledSet, label_signature
+from segdesk.ml.data import LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
 from segdesk.ml.distributed import Group
 from segdesk.ml.gate import TrainingGate
@@ -229,7 +229,7 @@ class Trainer:
         n_before = self.project.n_classes
         self.project = project
         self._signature = signature
-        old_validation = self.data.validation_ids
+        old_validation = self.data.validation_key
         self.data = self._make_set(previous=self.data)
         if project.n_classes != n_before:
             log.warning("the project now has %d classes (was %d): training a new model", project.n_classes, n_before)
@@ -239,14 +239,14 @@ class Trainer:
             self.best_dice = None
             self._loss_at_checkpoint = None
             self.smoothed_loss = None
-        if self.data.validation_ids != old_validation:
+        if self.data.validation_key != old_validation:
             # the old best was measured on other images: the next validation sets a new reference
             self.best_dice = None
             self._baseline_pending = False
         self.bad_validations = 0
         log.info(
-            "labels changed: %d training, %d validation images",
-            self.data.n_train_images, len(self.data.validation_ids),
+            "labels changed: %d training, %d validation images, %d with a part held out",
+            self.data.n_train_images, len(self.data.validation_ids), len(self.data.part_ids),
         )
         return True
 
@@ -333,6 +333,7 @@ class Trainer:
             "crop_size": self.config.crop_size,
             "n_train_images": self.data.n_train_images,
             "n_val_images": len(self.data.validation_ids),
+            "n_val_parts": len(self.data.part_ids),  # images with only a part held out (data.py)
             "val_dice": val_dice,
             "val_dice_per_class": per_class,
             "train_loss": self.smoothed_loss,
@@ -360,7 +361,7 @@ class Trainer:
         it. A failure here costs the checkpoint its post-processing, never the checkpoint."""
         pairs, self._val_pairs = self._val_pairs, []
         if not pairs:
-            return postprocess.unvalidated(MIN_ACCEPTED_FOR_VALIDATION)
+            return postprocess.unvalidated(1)  # a part of the first accepted image is held out
         try:
             return postprocess.choose(pairs, self.n_classes, area_scale=self.scale_rule.stored_area_scale)
         except Exception:  # noqa: BLE001 - e.g. OpenCV on an odd array; proposals stay as they are
@@ -454,7 +455,7 @@ class Trainer:
                     continue
                 if self._baseline_pending:
                     self._baseline_pending = False
-                    if self.data.validation_ids and self.group.is_main:
+                    if self.data.has_validation and self.group.is_main:
                         self.best_dice, _ = self.validate()  # the loaded weights are the bar to beat
 
                 self.step()

@@ -121,7 +121,7 @@ class ClickSession(QObject):
         them. A checkpoint not listed yet is given the benefit of the doubt (the worker checks)."""
         loop = self._loop
         if loop is None or loop.active_checkpoint is None:
-            need = f": accept {loop.auto_start} images and training starts by itself" if loop is not None else ""
+            need = f": {loop.start_hint}" if loop is not None else ""
             return f"No trained model yet{need}. Clicks need one."
         meta = next((m for m in loop.checkpoints if m.get("id") == loop.active_checkpoint), None)
         if meta is not None and meta.get("prompts") != "clicks":

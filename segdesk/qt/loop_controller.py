@@ -46,7 +46,7 @@ CACHE_SIZE = 16
 # 20,000 px image would be 6.4 GB; one evicted is asked for again (and is on disk in proposals/)
 CACHE_BYTES = 1 << 30
 AUTO_START_KEY = "auto_train_after"
-DEFAULT_AUTO_START = 2
+DEFAULT_AUTO_START = 1  # a part of the first accepted image judges the first model (ml/data.py)
 # nice values of the inference thread (worker_thread.py) and of the trainer process
 # (train_process.lower_priority): proposals and clicks wait on the inference
 # worker, so it runs closer to the GUI thread than training, which can always wait
@@ -154,7 +154,7 @@ class LoopController(QObject):
         is 0.8 GB)."""
         if self.active_checkpoint is None:
             if not prefetch:
-                self.message.emit(f"No trained model yet: accept {self.auto_start} images and training starts by itself.")
+                self.message.emit(f"No trained model yet: {self.start_hint}.")
             return 0
         reason = self.withheld_reason()
         if reason and not anyway:  # told for prefetches too: the window shows it only for the image on screen
@@ -293,6 +293,12 @@ class LoopController(QObject):
     def auto_start(self) -> int:
         """Training starts by itself once this many images are accepted."""
         return int(self.project.settings.get(AUTO_START_KEY, DEFAULT_AUTO_START))
+
+    @property
+    def start_hint(self) -> str:
+        """What starts training, for messages: "accept an image (N images) and training starts by itself"."""
+        n = self.auto_start
+        return f"accept {'an image' if n == 1 else f'{n} images'} and training starts by itself"
 
     def set_auto_start(self, n: int) -> None:
         self.project.settings[AUTO_START_KEY] = n
