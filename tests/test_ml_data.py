@@ -25,10 +25,18 @@ def test_held_out_split_rules():
     assert held_out_ids(list(reversed(many))) == chosen  # order-independent
 
 
-def test_held_out_part_is_the_last_third_of_the_longer_side():
-    assert held_out_part((60, 90)) == (0, 60)  # wide: the right third
-    assert held_out_part((90, 60)) == (60, 0)  # tall: the bottom third
-    assert held_out_part((30, 30)) == (0, 20)
+def test_held_out_part_is_a_third_with_something_to_draw():
+    wide, tall = np.ones((60, 90), np.uint8), np.ones((90, 60), np.uint8)  # all background
+    assert held_out_part(wide) == (0, 60, 60, 90)  # nothing to draw anywhere: the last third
+    assert held_out_part(tall) == (60, 90, 0, 60)  # along the longer side
+    wide[5:10, 70:80] = 2
+    assert held_out_part(wide) == (0, 60, 60, 90)  # the right third has an object
+    wide[:, 60:] = 1
+    wide[20:30, 5:10] = 2
+    assert held_out_part(wide) == (0, 60, 0, 30)  # the left third then
+    wide[:, :30] = 1
+    wide[50:55, 40:45] = 2
+    assert held_out_part(wide) == (40, 60, 0, 90)  # then the bottom third
 
 
 def test_first_accepted_images_hold_out_a_part(tmp_path):

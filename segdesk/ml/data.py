@@ -4,7 +4,7 @@ Training items: accepted images that are not held out, plus "in progress" images
 file (corrections: only painted pixels count). Validation: a deterministic part of the accepted
 images, chosen by a hash of the image id so an image keeps its role as the project grows. While
 the project has too few accepted images to spare a whole one, a part of each is held out instead
-(``held_out_part``: its last third along the longer side), so a model is judged, and its proposals
+(``held_out_part``: a third of it with something to draw), so a model is judged, and its proposals
 can be shown, from the second image on.
 
 Images are read lazily and kept, normalised and at working resolution (the planned ``ScaleRule``,
@@ -61,14 +61,21 @@ def held_out_ids(accepted: list[str]) -> list[str]:
     return chosen[: max(1, math.ceil(len(accepted) / 4))]
 
 
-def held_out_part(shape: tuple[int, ...]) -> tuple[int, int]:
-    """(y0, x0): the held-out part of an image of ``shape`` is rows >= y0 and columns >= x0, the
-    last PART_FRACTION along its longer side. One straight cut, so few objects are split (a split
-    object's cut edge counts in the outline to draw, for proposal and scratch alike)."""
-    h, w = shape[:2]
-    if w >= h:
-        return 0, w - max(1, round(w * PART_FRACTION))
-    return h - max(1, round(h * PART_FRACTION)), 0
+def held_out_part(label: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the held-out part of an image with this label (disk encoding), a
+    PART_FRACTION band cut off by one straight line, so few objects are split (a split object's cut
+    edge counts in the outline to draw, for proposal and scratch alike). The last band along the
+    longer side, then the first, then the last and first along the shorter side: the first of
+    these with something to draw (a region with none cannot judge a proposal), else the first."""
+    h, w = label.shape[:2]
+    bh, bw = max(1, round(h * PART_FRACTION)), max(1, round(w * PART_FRACTION))
+    along_width = [(0, h, w - bw, w), (0, h, 0, bw)]
+    along_height = [(h - bh, h, 0, w), (0, bh, 0, w)]
+    bands = along_width + along_height if w >= h else along_height + along_width
+    for y0, y1, x0, x1 in bands:
+        if (label[y0:y1, x0:x1] >= 2).any():
+            return y0, y1, x0, x1
+    return bands[0]
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,7 @@ class _Loaded:
     image: np.ndarray  # H x W x 3 float32, normalised, at working resolution
     label: np.ndarray  # H x W uint8 disk encoding, at working resolution
     focus: np.ndarray  # (n, 2) sample of (y, x) to centre crops on; may be empty
+    part: tuple[int, int, int, int]  # held_out_part of the label, used while parts are held out
 
     @property
     def nbytes(self) -> int:
@@ -220,7 +228,7 @@ class LabelledSet:
         if len(focus) > _MAX_COORDS:
             pick = np.random.default_rng(_id_hash(image_id)).choice(len(focus), _MAX_COORDS, replace=False)
             focus = focus[pick]
-        return _Loaded(image, label, focus.astype(np.int32))
+        return _Loaded(image, label, focus.astype(np.int32), held_out_part(label))
 
     @property
     def working_scale(self) -> float | None:
@@ -264,8 +272,9 @@ class LabelledSet:
         focus_p = _FOCUS_CORRECTED if corrected else _FOCUS_ACCEPTED
         focus = loaded.focus
         if part:  # crops centre on what may be trained on
-            py, px = held_out_part(loaded.label.shape)
-            focus = focus[(focus[:, 0] < py) | (focus[:, 1] < px)]
+            py0, py1, px0, px1 = loaded.part
+            inside = (focus[:, 0] >= py0) & (focus[:, 0] < py1) & (focus[:, 1] >= px0) & (focus[:, 1] < px1)
+            focus = focus[~inside]
         if len(focus) and rng.random() < focus_p:
             cy, cx = focus[rng.integers(len(focus))]
             jitter = self.crop_size // 4
@@ -277,7 +286,7 @@ class LabelledSet:
         image = _cut(loaded.image, y0, x0, size, 0.0)
         label = _cut(loaded.label, y0, x0, size, 0)
         if part:  # the held-out part is unlabelled here (its pixels still give context)
-            label[max(0, py - y0):, max(0, px - x0):] = 0
+            label[max(0, py0 - y0):max(0, py1 - y0), max(0, px0 - x0):max(0, px1 - x0)] = 0
         target = label_to_target(label)
 
         if self.augmentation.rot90:  # 90-degree turns are exact, so done here rather than resampled
@@ -306,9 +315,9 @@ class LabelledSet:
                 continue
             target = label_to_target(loaded.label)
             if image_id in self.part_ids:
-                py, px = held_out_part(target.shape)
+                y0, y1, x0, x1 = loaded.part
                 part = np.full_like(target, IGNORE)
-                part[py:, px:] = target[py:, px:]
+                part[y0:y1, x0:x1] = target[y0:y1, x0:x1]
                 target = part
             yield image_id, np.ascontiguousarray(loaded.image.transpose(2, 0, 1)), target
 
