@@ -113,6 +113,18 @@ def test_auto_start_threshold_is_saved_and_starts_training_when_reached(qtbot, p
     assert statuses[0] == TrainingStatus(running=True, state="starting")
 
 
+def test_training_panel_words_the_start_threshold(qtbot, make_loop):
+    from segdesk.qt.training_panel import TrainingPanel
+
+    panel = TrainingPanel()
+    qtbot.addWidget(panel)
+    assert panel.auto_start.value() == 1 and panel.auto_start.text() == "1 accepted image"
+    panel.bind(make_loop())  # this project starts after 1000
+    assert panel.auto_start.text() == "1000 accepted images"
+    panel.auto_start.setValue(1)
+    assert panel.auto_start.text() == "1 accepted image"
+
+
 def test_a_setting_the_disk_refuses_is_logged_and_told_and_still_holds(qtbot, project, make_loop, monkeypatch,
                                                                       caplog):
     loop = make_loop()

@@ -30,9 +30,10 @@ class TrainingPanel(QWidget):
         form = QFormLayout()
         self.auto_start = QSpinBox()
         self.auto_start.setRange(1, 1000)
-        self.auto_start.setValue(2)
-        self.auto_start.setSuffix(" accepted images")
+        self.auto_start.setValue(1)
+        self._word_start_after(1)
         self.auto_start.setToolTip("Training starts by itself once this many images are accepted")
+        self.auto_start.valueChanged.connect(self._word_start_after)
         self.auto_start.valueChanged.connect(self.auto_start_changed.emit)
         form.addRow("Start after", self.auto_start)
         self.state = ElidedLabel("not started")  # "HOST stopped answering: ..." must not widen the dock
@@ -73,7 +74,11 @@ class TrainingPanel(QWidget):
         self.auto_start.blockSignals(True)
         self.auto_start.setValue(loop.auto_start)
         self.auto_start.blockSignals(False)
+        self._word_start_after(loop.auto_start)
         self.show_status(loop.status)
+
+    def _word_start_after(self, n: int) -> None:
+        self.auto_start.setSuffix(" accepted image" if n == 1 else " accepted images")
 
     def show_status(self, status: TrainingStatus) -> None:
         self.start_button.setEnabled(not status.running and not status.elsewhere)
