@@ -100,6 +100,15 @@ def test_proposals_that_cost_more_than_drawing_are_withheld():
     assert not pp.withholds(None) and not pp.withholds({"classes": {}})
 
 
+def test_held_out_labels_with_nothing_to_draw_judge_nothing():
+    """A held-out region without any object cannot tell a proposal's worth: withheld, and said why."""
+    empty = np.full((40, 40), pp.IGNORE, np.int16)
+    empty[:, 25:] = 0  # a held-out band of background, the rest unlabelled
+    spec = pp.choose([(np.zeros((40, 40), np.uint8), empty)], n_classes=1)
+    assert spec["propose"] is False and "val_effort_ratio" not in spec
+    assert pp.why_withheld(spec) == "the labels it was checked on had nothing to draw where they were held out"
+
+
 def test_predictor_reports_a_withheld_proposal():
     from segdesk.ml.inference import Predictor
 
