@@ -308,7 +308,7 @@ def trained(tmp_path_factory, data) -> tuple[Path, int, str, str]:
         assert main(["add", str(proj), str(data / "images")]) == 0
         assert main(["import-labels", str(proj), str(data / "masks")]) == 0
         out.seek(0), out.truncate(), err.seek(0), err.truncate()
-        code = main(["train", str(proj), "--steps", "4", *TINY])
+        code = main(["train", str(proj), "--steps", "4", "--precision", "fp32", *TINY])
     return proj, code, out.getvalue(), err.getvalue()
 
 
@@ -317,6 +317,7 @@ def test_train_prints_checkpoint_and_dice(trained):
     assert code == 0, err
     current = CheckpointStore(proj / "models").current_id()
     assert current is not None
+    assert CheckpointStore(proj / "models").load(current)[1]["precision"] == "fp32"  # as asked
     assert f"checkpoint {current}" in out and "validation Dice" in out
     assert err.count("validation Dice") == 2  # not a terminal: one line per validation (every 2 steps)
     assert "\r" not in err

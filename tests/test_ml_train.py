@@ -24,9 +24,10 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A 16-image project trained for 200 steps (~10 s on 2 CPU cores)."""
+    """A 16-image project trained for 200 steps in fp32 (~10 s on 2 CPU cores); bf16 training is
+    tested in test_ml_precision."""
     project, _ = make_project(tmp_path_factory.mktemp("trained"), 16, size=64, seed=0)
-    trainer = Trainer(project.root, TrainConfig(**TINY), device="cpu")
+    trainer = Trainer(project.root, TrainConfig(**TINY, precision="fp32"), device="cpu")
     progress = trainer.run(max_steps=200)
     return project, trainer, progress
 
@@ -55,7 +56,7 @@ def test_checkpoint_metadata_is_enough_to_predict(trained):
     assert meta["classes"] == ["class1"] and meta["normalisation"] == "percentile-0.5-99.5"
     assert meta["working_scale"] == 1.0 and meta["n_train_images"] == trainer.data.n_train_images
     assert meta["val_dice"] == pytest.approx(progress.val_dice) or meta["val_dice"] <= progress.val_dice
-    assert meta["step"] <= 200 and meta["device"].startswith("CPU")
+    assert meta["step"] <= 200 and meta["device"].startswith("CPU") and meta["precision"] == "fp32"
 
 
 def test_checkpoints_carry_post_processing_chosen_on_held_out_images(trained, tmp_path):

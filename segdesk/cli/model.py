@@ -150,7 +150,7 @@ def _train(args, project: Project, device: str, group) -> int:
     overrides = {k: v for k, v in (("crop_size", args.crop), ("batch_size", args.batch),
                                    ("lr", args.lr), ("base_width", args.base_width),
                                    ("depth", args.depth), ("val_every", args.val_every),
-                                   ("augmentation", args.augment))
+                                   ("augmentation", args.augment), ("precision", args.precision))
                  if v is not None}
     try:
         config = TrainConfig(**overrides)

@@ -33,7 +33,8 @@ from segdesk.ml.data import LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
 from segdesk.ml.distributed import Group
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml.inference import autocast, predict_probabilities
+from segdesk.ml import precision
+from segdesk.ml.inference import predict_probabilities
 from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
 from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints, scale_setting
@@ -70,6 +71,7 @@ class Progress:
     state: str  # WAITING, TRAINING, IMPROVED, STOPPED or ERROR
     augmentation: str | None = None  # the flips and turns in use, in words
     working_resolution: str | None = None  # the scale rule in use, in words
+    precision: str | None = None  # training's number format: bf16 or fp32 (precision.py)
 
 
 class Trainer:
@@ -92,6 +94,8 @@ class Trainer:
         self.group = group or Group()
         self.config = config or TrainConfig()
         self.device = device if isinstance(device, torch.device) else pick_device(device)
+        self.precision = precision.training_precision(self.config.precision, self.device)
+        log.info("training on %s in %s", device_name(self.device), self.precision)
         self.store = CheckpointStore(self.root / "models")
         self.rng = np.random.default_rng([self.config.seed, self.group.rank])
         torch.manual_seed(self.config.seed)  # the same initial weights on every rank
@@ -267,13 +271,15 @@ class Trainer:
         targets = torch.stack([s[1] for s in samples]).to(self.device, non_blocking=True)
         self.model.train()
         if self.model.prompt_channels:
-            prompts = simulate_prompts(self.model, images, targets, self.n_classes, self.rng, self.config.click_share)
+            with precision.autocast(self.device, self.precision):
+                prompts = simulate_prompts(self.model, images, targets, self.n_classes, self.rng,
+                                           self.config.click_share)
             images = torch.cat([images, prompts], dim=1)
         if self.device.type == "cuda":
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(self.device):
+        with precision.autocast(self.device, self.precision):
             logits = self._trained_model(images)
-        loss = masked_ce_dice(logits, targets, self.config.dice_weight)
+        loss = masked_ce_dice(logits.float(), targets, self.config.dice_weight)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), _GRAD_CLIP)
@@ -339,6 +345,7 @@ class Trainer:
             "train_loss": self.smoothed_loss,
             "step": self._base_step + self.step_count,
             "device": device_name(self.device) + self.group.describe_suffix(),
+            "precision": self.precision,  # of training; judged and exported in fp32 (precision.py)
             "host": socket.gethostname(),
             "parent": self.parent,
             "torch": torch.__version__,
@@ -403,7 +410,7 @@ class Trainer:
         loss = self.smoothed_loss if self.smoothed_loss is not None else float("nan")
         return Progress(
             self._base_step + self.step_count, loss, dice, per_class, self.images_per_s, self.last_checkpoint,
-            state, self.augmentation.describe(), self.scale_rule.describe(),
+            state, self.augmentation.describe(), self.scale_rule.describe(), self.precision,
         )
 
     # ----- the loop

@@ -96,7 +96,8 @@ class TrainingPanel(QWidget):
             detail = f"  ({', '.join(shown)})" if len(per_class) > 1 else ""
             self.dice.setText(f"{data['val_dice']:.3f}{detail}")
         if data.get("images_per_s") is not None:
-            self.speed.setText(f"{data['images_per_s']:.1f} crops/s")
+            number_format = f" in {data['precision']}" if data.get("precision") == "bf16" else ""
+            self.speed.setText(f"{data['images_per_s']:.1f} crops/s{number_format}")
         if data.get("augmentation"):
             self.augmentation.set_full_text(data["augmentation"])
         if data.get("working_resolution"):
