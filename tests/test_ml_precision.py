@@ -24,7 +24,8 @@ def test_precision_follows_the_setting_and_the_hardware():
     native = precision.cpu_has_native_bf16()
     assert precision.training_precision("auto", cpu) == ("bf16" if native else "fp32")
     assert precision.training_precision(None, cpu) == precision.training_precision("auto", cpu)
-    assert precision.training_precision(" AUTO ", torch.device("cuda")) == "bf16"
+    cuda = torch.device("cuda")
+    assert precision.training_precision(" AUTO ", cuda) == ("bf16" if precision.cuda_has_native_bf16() else "fp32")
     assert precision.training_precision("auto", torch.device("mps")) == "fp32"
     with pytest.raises(SegdeskError, match="MPS"):
         precision.training_precision("bf16", torch.device("mps"))

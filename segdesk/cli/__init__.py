@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="U-Net levels (only for a new model)")
     adv.add_argument("--val-every", type=positive_int, metavar="N", help="validate every N steps")
     adv.add_argument("--precision", choices=("auto", "bf16", "fp32"),
-                     help="number format of training: auto (default: bf16 on CUDA and on CPUs with "
+                     help="number format of training: auto (default: bf16 on NVIDIA Ampere or later and on CPUs with "
                           "avx512_bf16 or AMX, else fp32), bf16 or fp32")
     adv.add_argument("--heartbeat", type=positive_float, metavar="S",
                      help="with --follow: seconds between the heartbeats the desktop app watches (default 5)")

@@ -38,5 +38,5 @@ class TrainConfig:
     clicks: bool = True
     click_share: float = 0.5  # share of training crops that carry clicks; the rest train the automatic proposal
     # number format of training's forward passes: auto (bf16 where the device computes it natively:
-    # CUDA, CPUs with avx512_bf16 or AMX; else fp32), bf16 or fp32 (precision.py)
+    # NVIDIA Ampere and later, CPUs with avx512_bf16 or AMX; else fp32), bf16 or fp32 (precision.py)
     precision: str = "auto"

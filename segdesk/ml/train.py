@@ -24,7 +24,7 @@ from segdesk.core.clicks import prompt_channels
 from segdesk.core.encoding import IGNORE, dice_per_class, mean_dice
 from segdesk.core.errors import CheckpointError, SegdeskError
 from segdesk.core.project import Project
-from segdesk.ml import postprocess
+from segdesk.ml import postprocess, precision
 from segdesk.ml.augment_plan import AugmentationPlan, plan_for
 from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.click_training import simulate_prompts
@@ -33,7 +33,6 @@ from segdesk.ml.data import LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
 from segdesk.ml.distributed import Group
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml import precision
 from segdesk.ml.inference import predict_probabilities
 from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
