@@ -64,12 +64,12 @@ def training_precision(setting: str | None, device: torch.device) -> str:
     if text not in SETTINGS:
         raise SegdeskError(f"Unknown precision {setting!r}; use {', '.join(SETTINGS)}.")
     device = torch.device(device)
-    able = (device.type == "cuda" and cuda_has_native_bf16()) or (device.type == "cpu" and cpu_has_native_bf16())
     if text == "bf16" and device.type == "mps":
         raise SegdeskError("bf16 training is not supported on Apple MPS; use precision auto or fp32.")
-    if text == "auto":
-        return "bf16" if able else "fp32"
-    return text
+    if text != "auto":
+        return text
+    native = (device.type == "cuda" and cuda_has_native_bf16()) or (device.type == "cpu" and cpu_has_native_bf16())
+    return "bf16" if native else "fp32"
 
 
 def autocast(device: torch.device, precision: str):
