@@ -38,7 +38,7 @@ from torch import nn
 
 from segdesk.core.clicks import Click, honour_clicks, keep_clicks, prompt_channels, prompt_maps
 from segdesk.core.errors import Cancelled, CheckpointError
-from segdesk.ml import onnx_engine, postprocess, streaming
+from segdesk.ml import onnx_engine, postprocess, precision, streaming
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.device import pick_device
@@ -120,10 +120,9 @@ def click_window(shape: tuple[int, int], points: list[tuple[int, int]], previous
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA, nothing elsewhere (CPU bf16 is slow on most laptops, MPS patchy)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    """Proposals in bf16 on CUDA, fp32 elsewhere (CPU bf16 masks did not agree with fp32's closely
+    enough, docs/benchmarks.md "Latency"; MPS patchy)."""
+    return precision.autocast(device, "bf16" if device.type == "cuda" else "fp32")
 
 
 def tile_boxes(h: int, w: int, tile: int = DEFAULT_TILE,
