@@ -1,10 +1,11 @@
 """Click prompts: the protocol's next click, the prompt maps, and a model that learns to read clicks."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from segdesk.core.clicks import Click, keep_clicks, next_click, prompt_maps, random_clicks
+from segdesk.core.clicks import Click, disagrees, keep_clicks, local_change, next_click, prompt_maps, random_clicks
 from segdesk.core.encoding import mean_dice
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.inference import CLICK_WINDOW_MAX, Predictor, click_window
@@ -75,6 +76,32 @@ def test_a_click_is_never_overruled_at_its_own_pixel():
     assert kept[0, 0] == 1 and kept[20, 20] == 0 and mask[20, 20] == 1
 
 
+def test_a_click_takes_the_change_connected_to_it_and_nothing_else():
+    """The answer grows the square at the click (rows 10-29 -> 10-34) and also, far from the
+    click, wipes out an earlier correction (the block at 40-44) and adds an island (0-2): only
+    the growth touching the click is taken."""
+    previous = square(50, (10, 30, 10, 30))
+    previous[40:45, 40:45] = 1
+    answer = square(50, (10, 35, 10, 30))
+    answer[0:3, 0:3] = 1
+    merged = local_change(previous, answer, [(32, 20)])
+    assert merged[30:35, 10:30].all() and merged[40:45, 40:45].all() and not merged[0:3, 0:3].any()
+    assert int(merged.sum()) == int(previous.sum()) + 5 * 20 and int(previous[30:35].sum()) == 0
+    # a negative click: the answer removes the block it was made on; with two clicks both changes
+    assert not local_change(previous, answer, [(42, 42)])[40:45, 40:45].any()
+    both = local_change(previous, answer, [(42, 42), (1, 1)])
+    assert not both[40:45, 40:45].any() and both[0:3, 0:3].all() and not both[30:35].any()
+    # an answer that agrees with the mask at the click changes nothing
+    assert (local_change(previous, answer, [(20, 20)]) == previous).all()
+
+
+def test_a_click_disagrees_with_a_mask_that_does_not_show_it_yet():
+    mask = square(20, (5, 10, 5, 10))
+    assert not disagrees(mask, Click(7, 7, 1, True)) and disagrees(mask, Click(0, 0, 1, True))
+    assert disagrees(mask, Click(7, 7, 1, False)) and not disagrees(mask, Click(0, 0, 1, False))
+    assert not disagrees(mask, Click(50, 50, 1, True))
+
+
 def test_click_window_holds_the_clicked_object_and_stays_in_bounds():
     previous = square(600, (100, 300, 100, 300))
     y0, x0, y1, x1 = click_window((600, 600), [(150, 305)], previous, [1])
@@ -102,6 +129,9 @@ def test_one_click_tells_the_model_which_disc_is_meant(click_model, engine):
     only proposals below Dice 0.9, six of them."""
     predictor = Predictor.from_checkpoint(click_model / "models", device="cpu", engine=engine)
     assert predictor.accepts_clicks
+    # the model's whole answer: a negative click on the wrong disc moves it to the other disc, which
+    # the app's local change (next test) would leave for a second click
+    predictor.local_clicks_from = None
     rng = np.random.default_rng(123)
     before, after = [], []
     for i in range(40):
@@ -119,6 +149,32 @@ def test_one_click_tells_the_model_which_disc_is_meant(click_model, engine):
     assert len(before) == 6, f"only {len(before)} of 40 proposals were wrong"
     assert np.mean(after) > np.mean(before) + 0.15, (before, after)
     assert np.mean(after) > 0.8
+
+
+def test_a_click_changes_only_what_is_connected_to_it(click_model):
+    """In the app (local_clicks_from = 1) every pixel a click's answer changes is connected to
+    the click: the rest of the mask stays as the user saw it."""
+    predictor = Predictor.from_checkpoint(click_model / "models", device="cpu")
+    assert predictor.local_clicks_from == 1
+    rng = np.random.default_rng(321)
+    checked = 0
+    for i in range(40):
+        image, truth = make_choice_sample(rng)
+        shown = predictor.predict(image).classes
+        click = next_click(shown, truth)
+        if click is None:
+            continue
+        refined = predictor.refine(image, [click], shown, key=i).classes
+        changed = (refined != shown).astype(np.uint8)
+        assert changed[int(click.y), int(click.x)] == 1  # the click's own pixel at least
+        n, regions = cv2.connectedComponents(changed, connectivity=8)
+        y, x = int(click.y), int(click.x)
+        touching = set(np.unique(regions[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2])) - {0}
+        assert touching == set(range(1, n)), f"image {i}: a change away from the click"
+        checked += 1
+        if checked == 6:
+            break
+    assert checked == 6
 
 
 def test_a_model_without_click_inputs_refuses_clicks_and_still_proposes():

@@ -131,6 +131,34 @@ def keep_clicks(mask: np.ndarray, clicks: Sequence[Click]) -> np.ndarray:
     return out
 
 
+def disagrees(mask: np.ndarray, click: Click) -> bool:
+    """Whether ``mask`` says otherwise than ``click`` at its pixel (False outside the mask)."""
+    y, x = int(round(click.y)), int(round(click.x))
+    if not (0 <= y < mask.shape[0] and 0 <= x < mask.shape[1]):
+        return False
+    return (mask[y, x] != click.class_number) if click.positive else (mask[y, x] == click.class_number)
+
+
+def local_change(previous: np.ndarray, answer: np.ndarray, points: Sequence[tuple[int, int]]) -> np.ndarray:
+    """``previous`` changed only where ``answer`` differs from it in the regions connected to the
+    clicks at ``points`` (y, x): the pixels that changed form connected regions (8-neighbours), and
+    only those touching a click's 3 x 3 neighbourhood are taken (FocalClick's "progressive merge").
+    A click then fixes what is wrong where it was made and cannot undo what is already right
+    elsewhere in the window, e.g. an earlier click's correction. Class masks of one shape; a copy."""
+    changed = (previous != answer).astype(np.uint8)
+    out = previous.copy()
+    h, w = changed.shape
+    _, regions = cv2.connectedComponents(changed, connectivity=8)
+    taken: set[int] = set()
+    for y, x in points:
+        near = regions[max(0, y - 1) : max(0, y + 2), max(0, x - 1) : max(0, x + 2)]
+        taken.update(int(k) for k in np.unique(near[near > 0]))
+    if taken:
+        take = np.isin(regions, sorted(taken))
+        out[take] = answer[take]
+    return out
+
+
 # How a click tilts the model's answer near it (``honour_clicks``): the logit added at the click besides
 # the model's disagreement, the Gaussian's width as a multiple of the room the click had, and the
 # widest it gets. Chosen with Kvasir models from the loop benchmark, on that run's images not yet

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segdesk.core.clicks import Click, honour_clicks, keep_clicks, prompt_channels, prompt_maps
+from segdesk.core.clicks import (Click, disagrees, honour_clicks, keep_clicks, local_change, prompt_channels,
+                                 prompt_maps)
 from segdesk.core.errors import Cancelled, CheckpointError
 from segdesk.ml import onnx_engine, postprocess, precision, streaming
 from segdesk.ml.checkpoints import CheckpointStore
@@ -233,6 +234,9 @@ class Predictor:
         self.n_classes = int(getattr(model, "n_outputs", 1)) - 1
         self._working: tuple[object, object] | None = None  # (key, the input clicks are answered from)
         self.honour_clicks = True  # refine tilts the model's answer toward each click near it (core/clicks.py)
+        # from this many clicks on, a click changes only the region connected to it (core/clicks.local_change);
+        # None: the model's whole answer on the window
+        self.local_clicks_from: int | None = 1
         self._onnx: onnx_engine.OnnxEngine | None = None
         self._run_options = None  # ONNX Runtime's, while a stoppable prediction runs (``interrupt``)
         # why proposals run through torch although an ONNX export was asked for or exists (None: all
@@ -449,8 +453,9 @@ class Predictor:
                key: object = None) -> Prediction:
         """``previous`` (a class mask of the image's size; None = empty) corrected by ``clicks`` (image
         pixels): the model reads the clicks and the previous mask on a window around them
-        (``click_window``), and that window of ``previous`` is replaced by its answer; every click's
-        own pixel is as the click said. ``key`` names the image so the next click reuses its working
+        (``click_window``), and its answer replaces ``previous`` in the regions that changed next to
+        the click (``local_clicks_from``; before that many clicks, on the whole window); every
+        click's own pixel is as the click said. ``key`` names the image so the next click reuses its working
         input. No post-processing and no gate: the user asked. ValueError for a checkpoint that does
         not read clicks (``accepts_clicks``)."""
         if not self.accepts_clicks:
@@ -488,6 +493,12 @@ class Predictor:
                 probs = F.interpolate(probs[None], size=(iy1 - iy0, ix1 - ix0), mode="bilinear",
                                       align_corners=False)[0]
             confidence, classes = probs.max(dim=0)
-        result[iy0:iy1, ix0:ix1] = classes.to(torch.uint8).cpu().numpy()
+        answer = classes.to(torch.uint8).cpu().numpy()
+        if self.local_clicks_from is not None and len(clicks) >= self.local_clicks_from:
+            # the last click, and any earlier one the mask does not show yet (a superseded request)
+            pending = [c for c in clicks[:-1] if disagrees(result, c)] + [clicks[-1]]
+            answer = local_change(result[iy0:iy1, ix0:ix1], answer,
+                                  [(int(round(c.y)) - iy0, int(round(c.x)) - ix0) for c in pending])
+        result[iy0:iy1, ix0:ix1] = answer
         return Prediction(keep_clicks(result, clicks), confidence.cpu().numpy(), self.checkpoint,
                           box=(iy0, ix0, iy1, ix1))
