@@ -147,7 +147,6 @@ def local_change(previous: np.ndarray, answer: np.ndarray, points: Sequence[tupl
     elsewhere in the window, e.g. an earlier click's correction. Class masks of one shape; a copy."""
     changed = (previous != answer).astype(np.uint8)
     out = previous.copy()
-    h, w = changed.shape
     _, regions = cv2.connectedComponents(changed, connectivity=8)
     taken: set[int] = set()
     for y, x in points:

@@ -455,8 +455,8 @@ class Predictor:
         pixels): the model reads the clicks and the previous mask on a window around them
         (``click_window``), and its answer replaces ``previous`` in the regions that changed next to
         the click (``local_clicks_from``; before that many clicks, on the whole window); every
-        click's own pixel is as the click said. ``key`` names the image so the next click reuses its working
-        input. No post-processing and no gate: the user asked. ValueError for a checkpoint that does
+        click's own pixel is as the click said. ``key`` names the image so the next click reuses its
+        working input. No post-processing and no gate: the user asked. ValueError for a checkpoint that does
         not read clicks (``accepts_clicks``)."""
         if not self.accepts_clicks:
             raise ValueError(f"Checkpoint {self.checkpoint} does not read clicks; train it with clicks first.")
