@@ -113,3 +113,46 @@ def test_the_first_image_gets_its_proposal_once_the_model_has_loaded(qtbot, tmp_
     assert w.current.image_id == first and w.canvas.proposal is not None
     assert not messages, messages
     w.close()
+
+
+def test_read_ahead_copies_make_room_for_the_image_read_and_go_with_their_project(qtbot, tmp_path, monkeypatch):
+    """The cache's budget counts the image being read: a large image is never held beside old copies
+    (a 10,000 px RGB image kept beside a 20,000 px one took ``segdesk bench large`` over 3 GB)."""
+    from segdesk.qt import image_loader
+    from segdesk.qt.image_loader import ImageLoader
+
+    project = disc_project(tmp_path, ["lesion"], n_images=3)
+    write_disc_image(tmp_path / "images" / "large.png", size=(120, 160))
+    project.add_images([tmp_path / "images" / "large.png"])
+    small = [e for e in project.images if e.shape == (48, 64)]
+    large = next(e for e in project.images if e.shape == (120, 160))
+    loader = ImageLoader()
+
+    def read(entry):
+        return loader._read(project, entry.id, project.source_path(entry), entry.frame, entry.shape)
+
+    one = read(small[0]).nbytes
+    monkeypatch.setattr(image_loader, "CACHE_BYTES", int(2.5 * one))  # room for two small images
+    read(small[0])
+    read(small[1])
+    assert [k[1] for k in loader._cache] == [small[0].id, small[1].id]
+    read(small[2])  # the oldest goes
+    assert [k[1] for k in loader._cache] == [small[1].id, small[2].id]
+    assert read(large).nbytes > image_loader.CACHE_BYTES
+    assert not loader._cache  # nothing else kept beside an image over the budget
+    read(small[0])
+    assert len(loader._cache) == 1
+    loader.forget()  # another project was opened
+    assert not loader._cache
+    loader.shutdown()
+
+
+def test_opening_another_project_drops_the_read_ahead_copies(qtbot, window, tmp_path):
+    w = window
+    loader = w.session._loader
+    qtbot.waitUntil(lambda: any(k[0] == str(w.project.root) for k in loader._cache), timeout=20_000)
+    (tmp_path / "other").mkdir()
+    other = disc_project(tmp_path / "other", ["cell"], n_images=1)
+    with qtbot.waitSignal(w.session.image_shown, timeout=20_000):
+        assert w.open_project(other.root)
+    assert all(k[0] == str(other.root) for k in loader._cache)

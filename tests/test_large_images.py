@@ -226,6 +226,40 @@ def test_painting_a_large_image_in_the_window(qtbot, tmp_path, large_limit):
     assert isinstance(display.render(w.current.image, w.current.window), display.LazyDisplay)
 
 
+def test_a_large_image_is_drawn_fitted_without_computing_on_the_gui_thread(qtbot, tmp_path, large_limit):
+    """The reader thread draws a large image and its label at the step the window fits them at: the
+    first paint only slices (a 10,000 px image's took 20-50 ms of the GUI thread), and shows what
+    computing it there would."""
+    from PySide6.QtCore import QSettings
+
+    from segdesk.qt.main_window import MainWindow
+    from tests.conftest import disc_project, show_window, write_disc_image
+
+    project = disc_project(tmp_path, ["lesion"], n_images=1)
+    write_disc_image(tmp_path / "images" / "big.png", size=(2400, 3200), seed=4)
+    project.add_images([tmp_path / "images" / "big.png"])
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    show_window(qtbot, w)
+    assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None, timeout=20_000)
+    big = next(e.id for e in w.project.images if e.shape == (2400, 3200))
+    with qtbot.waitSignal(w.session.image_shown, timeout=20_000):
+        w.show_image(big)
+    views = [w.canvas._image_item._view, w.canvas.overlay._view]
+    assert w.canvas.fit_step((2400, 3200)) >= 2  # zoomed out: a sampled level
+    computed = []
+    for view in views:
+        make = view._make
+        view._make = lambda *box, make=make: computed.append(box) or make(*box)
+    primed = w.canvas.viewport().grab().toImage()
+    assert computed == []  # the first paint sliced what the reader drew
+    for view in views:
+        view.invalidate()
+    assert w.canvas.viewport().grab().toImage() == primed  # the same pixels as drawn here
+    assert computed
+    w.close()
+
+
 def test_bench_large_images_option_says_how_to_fix_it():
     from segdesk.bench.large import Spec, parse_specs
 

@@ -68,21 +68,28 @@ class OnnxEngine:
         except (KeyError, ValueError, OverflowError):
             raise CheckpointError(f"{self.path.name} was not exported by segdesk (no U-Net depth).") from None
         self.threads = options.intra_op_num_threads
+        self._shrinking = self.run_options()
 
     @staticmethod
     def run_options():
         """Options for ``logits`` that another thread can end a run with (``.terminate = True``: the
-        run stops within one operator and raises)."""
+        run stops within one operator and raises).
+
+        Every run hands its working memory back when it ends (the arena shrinks): otherwise the largest
+        input ever run stays resident for the app's life (0.26 GB after one 512 px tile, 0.7 GB after a
+        1024 px image here), beside the next image however large. Measured: no slower per tile."""
         import onnxruntime as ort
 
-        return ort.RunOptions()
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        return options
 
     def logits(self, x: torch.Tensor, run_options=None) -> torch.Tensor:
         """N x C x H x W float32 logits for an N x 3 x H x W float32 CPU batch, like ``UNet(x)``."""
         height, width = x.shape[-2:]
         padded = pad_input(x, self.multiple)
         array = np.ascontiguousarray(padded.numpy(), dtype=np.float32)
-        out = self.session.run(None, {INPUT: array}, run_options)[0]
+        out = self.session.run(None, {INPUT: array}, run_options or self._shrinking)[0]
         return torch.from_numpy(out)[..., :height, :width]
 
 

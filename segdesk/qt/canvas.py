@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from segdesk.core import sampling
 from segdesk.core.display import LARGE_PIXELS
 from segdesk.qt.overlay import LabelOverlayItem
 from segdesk.qt.sampled_paint import SampledView, to_qimage
@@ -43,12 +44,21 @@ class LargeImageItem(QGraphicsItem):
     """Draws the exposed part of a large image (an array or a LazyDisplay: anything indexable as
     ``source[y0:y1:k, x0:x1:k]`` giving uint8 gray or RGB), sampled at the step of the zoom."""
 
-    def __init__(self, source):
+    def __init__(self, source, level: tuple[int, np.ndarray | None] | None = None):
+        """``level``: (step, ``level_of(source, step)``) computed before, e.g. on the image reader's
+        thread: the first paint at that zoom (fitting the image) then computes nothing."""
         super().__init__()
         self._source = source
         self._view = SampledView(source.shape[:2], lambda y0, x0, y1, x1, k: self._source[y0:y1:k, x0:x1:k])
+        if level is not None:
+            self._view.adopt(*level)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
         self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    @staticmethod
+    def level_of(source, step: int) -> np.ndarray | None:
+        """What the item keeps of ``source`` at ``step`` when zoomed out that far (None: too large)."""
+        return SampledView(source.shape[:2], lambda y0, x0, y1, x1, k: source[y0:y1:k, x0:x1:k]).level(step)
 
     def set_source(self, source) -> None:
         if tuple(source.shape[:2]) != tuple(self._source.shape[:2]):
@@ -110,14 +120,21 @@ class Canvas(QGraphicsView):
 
     # ----- content
 
-    def set_image(self, rgb) -> None:
-        """Show an image: uint8 H x W x 3 RGB or H x W gray, or a LazyDisplay (display.render)."""
+    def fit_step(self, shape: tuple[int, int]) -> int:
+        """The sampling step (segdesk.core.sampling) an image of ``shape`` is drawn at when fitted."""
+        h, w = int(shape[0]), int(shape[1])
+        size = self.viewport().size()
+        return sampling.step_for(min(size.width() / max(w, 1), size.height() / max(h, 1)))
+
+    def set_image(self, rgb, level: tuple[int, np.ndarray | None] | None = None) -> None:
+        """Show an image: uint8 H x W x 3 RGB or H x W gray, or a LazyDisplay (display.render).
+        ``level``: for a large image, (step, ``LargeImageItem.level_of``) made off this thread."""
         if self._image_item is not None:
             self.scene().removeItem(self._image_item)
             self._image_item = None
         if rgb is None:
             return
-        self._image_item = LargeImageItem(rgb) if is_large(rgb) else QGraphicsPixmapItem(rgb_to_pixmap(rgb))
+        self._image_item = LargeImageItem(rgb, level) if is_large(rgb) else QGraphicsPixmapItem(rgb_to_pixmap(rgb))
         self._image_item.setZValue(0)
         self.scene().addItem(self._image_item)
         h, w = rgb.shape[:2]

@@ -26,11 +26,15 @@ from segdesk.core.errors import SegdeskError
 from segdesk.core.image import Image
 from segdesk.core.labelling_session import ImageChanged, read_checked
 from segdesk.core.project import Project
+from segdesk.qt.canvas import LargeImageItem, is_large
 from segdesk.qt.overlay import LabelOverlayItem
 
 log = logging.getLogger(__name__)
 
-CACHE_BYTES = 512 * 2**20  # read-ahead copies kept at most (decoded pixels plus display pixels)
+# read-ahead copies kept at most (decoded pixels plus display pixels), counting the image being read:
+# a 20,000 px image leaves no other in memory beside it (a 10,000 px RGB one kept was 0.3 GB of the
+# 3 GB goal of ``segdesk bench large``)
+CACHE_BYTES = 512 * 2**20
 CACHE_ITEMS = 3
 
 
@@ -47,6 +51,7 @@ class LoadedImage:
     label: np.ndarray | None  # None: not asked for
     label_warning: str | None  # the label did not fit and was set aside
     overlay: LabelOverlayItem | None = None  # ``label`` coloured, when a colour table was given
+    level: tuple[int, np.ndarray | None] | None = None  # a large image's display fitted (canvas.LargeImageItem)
 
 
 @dataclass
@@ -74,16 +79,19 @@ class ImageLoader(QObject):
         self._closed = False
 
     def load(self, request_id: int, project: Project, image_id: str, with_label: bool,
-             lut: np.ndarray | None = None) -> None:
+             lut: np.ndarray | None = None, step: int = 0) -> None:
         """Read ``image_id`` (and its label when ``with_label``, coloured for display with ``lut``
         when given: colouring a large label takes a frame or more); the answer is ``loaded`` or
-        ``failed`` with ``request_id``. A newer load makes this one skipped if it has not begun."""
+        ``failed`` with ``request_id``. A newer load makes this one skipped if it has not begun.
+        ``step``: the sampling step the canvas will fit a large image at; its display and label are
+        drawn at it here (20-50 ms at 10,000 px that the GUI thread's first paint would take)."""
         if self._closed:
             return
         self._latest = request_id
         entry = project.image(image_id)  # resolved here: the project is the GUI thread's
         path, frame = project.source_path(entry), entry.frame
-        self._pool.submit(self._load, request_id, project, image_id, Path(path), frame, entry.shape, with_label, lut)
+        self._pool.submit(self._load, request_id, project, image_id, Path(path), frame, entry.shape, with_label, lut,
+                          step)
 
     def read_ahead(self, project: Project, image_id: str) -> None:
         """Decode ``image_id`` in the background so that showing it later is quick; skipped when a
@@ -93,6 +101,11 @@ class ImageLoader(QObject):
         entry = project.image(image_id)
         self._pool.submit(self._read_ahead, self._latest, project, image_id, Path(project.source_path(entry)),
                           entry.frame, entry.shape)
+
+    def forget(self) -> None:
+        """Drop the read-ahead copies (another project was opened: its images are not the next ones)."""
+        with self._lock:
+            self._cache.clear()
 
     def shutdown(self) -> None:
         """Stop: queued reads are dropped; a read already running ends on its own and says nothing."""
@@ -104,7 +117,7 @@ class ImageLoader(QObject):
     # ----- the reader thread
 
     def _load(self, request_id: int, project: Project, image_id: str, path: Path, frame, shape,
-              with_label: bool, lut: np.ndarray | None) -> None:
+              with_label: bool, lut: np.ndarray | None, step: int = 0) -> None:
         if request_id < self._latest or self._closed:
             return  # the user moved on before it began
         try:
@@ -114,8 +127,13 @@ class ImageLoader(QObject):
             if label is not None and lut is not None:
                 label = np.ascontiguousarray(label, np.uint8)  # the array a LabelDocument edits in place
                 overlay = LabelOverlayItem(label, lut)  # in no scene until the GUI thread adds it
+            level = None
+            if step > 0 and is_large(read.rgb):
+                level = (step, LargeImageItem.level_of(read.rgb, step))
+                if overlay is not None:
+                    overlay.prime(step)
             self._emit(self.loaded, request_id,
-                       LoadedImage(project, image_id, read.image, read.window, read.rgb, label, warning, overlay))
+                       LoadedImage(project, image_id, read.image, read.window, read.rgb, label, warning, overlay, level))
         except ImageChanged as exc:
             self._emit(self.failed, request_id, image_id, str(exc), True)
         except SegdeskError as exc:
@@ -140,16 +158,24 @@ class ImageLoader(QObject):
             hit = self._cache.get(key)
         if hit is not None and stamp is not None and hit.stamp == stamp and hit.image.shape2d == tuple(shape):
             return hit
+        with self._lock:  # room first (a byte a pixel at least): the decode must not peak beside old copies
+            self._evict(key, int(shape[0]) * int(shape[1]) if shape else 0)
         image = read_checked(path, frame, shape)
         window = display.default_window(image)
         read = _Read(stamp or (-1, -1), image, window, display.render(image, window))
-        if stamp is not None and read.nbytes <= CACHE_BYTES:
-            with self._lock:
+        with self._lock:
+            self._evict(key, read.nbytes)
+            if stamp is not None and read.nbytes <= CACHE_BYTES:
                 self._cache[key] = read
-                self._cache.move_to_end(key)
-                while len(self._cache) > CACHE_ITEMS or sum(r.nbytes for r in self._cache.values()) > CACHE_BYTES:
+                while len(self._cache) > CACHE_ITEMS:
                     self._cache.popitem(last=False)
         return read
+
+    def _evict(self, key: tuple[str, str], nbytes: int) -> None:
+        """Drop ``key`` and the oldest copies until ``nbytes`` more fit within CACHE_BYTES (lock held)."""
+        self._cache.pop(key, None)
+        while self._cache and sum(r.nbytes for r in self._cache.values()) + nbytes > CACHE_BYTES:
+            self._cache.popitem(last=False)
 
     def _emit(self, signal, *args) -> None:
         if self._closed:

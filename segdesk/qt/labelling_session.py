@@ -89,6 +89,7 @@ class SessionController(QObject):
     def start(self, project: Project, loop: LoopController) -> None:
         """A project was opened (the previous image left): label it with proposals from ``loop``."""
         self._scores.set_folder(project.root / "proposals")
+        self._loader.forget()
         self.session, self._loop = LabellingSession(project, scores=self._scores), loop
         self._requests, self._moved_to = {}, {}
         rgbs = [c.rgb for c in project.classes]
@@ -122,7 +123,8 @@ class SessionController(QObject):
         # an unsaved document (its write failed or still runs) is taken now: the file on disk may be older
         doc = self._saver.take_unsaved(image_id)
         self._wanted = (self._next_request, image_id, doc)
-        self._loader.load(self._next_request, session.project, image_id, with_label=doc is None, lut=self._lut)
+        self._loader.load(self._next_request, session.project, image_id, with_label=doc is None, lut=self._lut,
+                          step=self._canvas.fit_step(session.project.image(image_id).shape))
         return True
 
     def _drop_wanted(self) -> None:
@@ -161,7 +163,7 @@ class SessionController(QObject):
             doc = LabelDocument(loaded.label)
         self._saver.opened(image_id, doc, on_disk)
         cur = session.open(image_id, loaded.image, doc, loaded.window)
-        self._canvas.set_image(loaded.rgb)
+        self._canvas.set_image(loaded.rgb, loaded.level)
         overlay = loaded.overlay  # coloured on the loader's thread, for the array the document edits
         if overlay is None or loaded.label is not doc.label:
             overlay = LabelOverlayItem(doc.label, self._lut)
@@ -201,6 +203,7 @@ class SessionController(QObject):
         self._clear_proposal()
         self._canvas.set_overlay(None)
         self._canvas.set_image(None)
+        self._windowing.set_image(None, None)  # nothing keeps the pixels while the next image is read
 
     def step(self, step: int) -> None:
         """Previous / next image in the list; with "least sure first", Next image goes to the image

@@ -157,6 +157,12 @@ class LabelOverlayItem(QGraphicsItem):
         if len(rows):
             self.refresh((int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1))
 
+    def prime(self, step: int) -> None:
+        """A large label: colour the whole level at ``step`` now (e.g. on the reader's thread, before
+        the item is shown), so the first paint fitted to the window is a slice. Small: nothing to do."""
+        if self._view is not None:
+            self._view.prime(step)
+
     def _colour(self, y0: int, x0: int, y1: int, x1: int, step: int = 1) -> np.ndarray:
         """Premultiplied BGRA (H x W x 4 uint8) of rows y0:y1:step and columns x0:x1:step of the label,
         transparent where the label over it says something (``hide_under``)."""

@@ -49,6 +49,26 @@ class SampledView:
         self._box: sampling.Box | None = None
         self._pixels: np.ndarray | None = None
 
+    def level(self, step: int) -> np.ndarray | None:
+        """The whole image at ``step`` as the view keeps it, when that is small enough to keep
+        (``WHOLE_SAMPLES``); None otherwise. Any thread: the item need not be in a scene."""
+        h, w = self.shape
+        if step < 1 or sampling.samples(0, h, step) * sampling.samples(0, w, step) > WHOLE_SAMPLES:
+            return None
+        return np.ascontiguousarray(self._make(0, 0, h, w, step))
+
+    def adopt(self, step: int, pixels: np.ndarray | None) -> None:
+        """Keep ``pixels`` (``level(step)``, computed elsewhere) as the whole level at ``step``, so
+        that the first paint at that zoom is a slice. Ignored when None or not of that level's size."""
+        h, w = self.shape
+        if pixels is not None and pixels.shape[:2] == (sampling.samples(0, h, step), sampling.samples(0, w, step)):
+            self._pixels, self._box, self._step = pixels, (0, 0, h, w), step
+
+    def prime(self, step: int) -> None:
+        """Compute and keep the whole level at ``step`` now (e.g. on a reader thread, before the item
+        is shown), so the first paint at that zoom does not compute it on the GUI thread."""
+        self.adopt(step, self.level(step))
+
     def invalidate(self, box: sampling.Box | None = None) -> None:
         """The pixels of ``box`` (y0, x0, y1, x1; None: all) changed: recompute what is kept of it."""
         if self._pixels is None or self._box is None:
