@@ -160,3 +160,19 @@ def test_the_proposal_cache_is_bounded_in_bytes_and_keeps_the_newest(qtbot, make
     assert list(loop._cache) == [("img4", False)]  # 900 + 100 bytes: the older one goes
     loop._on_prediction(6, "img5", np.ones((10, 10), np.uint8), "0001", False)
     assert list(loop._cache) == [("img4", False), ("img5", False)]
+
+
+def test_a_stopped_loop_lets_go_of_its_proposals(qtbot, make_loop):
+    """Opening another project stops the loop: its proposals must not stay in memory until Qt and
+    Python let go of the object (a 10,000 px image's stayed beside the next project's image)."""
+    import weakref
+
+    loop = make_loop()
+    label = np.ones((64, 64), np.uint8)
+    loop._on_prediction(1, "img0", label, "0001", False)
+    kept = weakref.ref(loop._cache[("img0", False)][1]) if hasattr(label, "__weakref__") else None
+    assert loop._cache
+    assert loop.shutdown(5000)
+    assert not loop._cache
+    del label
+    assert kept is None or kept() is None
