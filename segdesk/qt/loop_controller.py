@@ -397,7 +397,7 @@ class LoopController(QObject):
         ok_infer = self._inference_thread.stop(timeout_ms)
         self._release_models_lock()
         # the proposals kept for quick switches go now, not when Qt and Python let go of this object
-        # (a 10,000 px image's stayed beside the next project's 20,000 px one: 0.1 GB each)
+        # (a 10,000 px image's, 0.1 GB, stayed beside the next project's 20,000 px image)
         self._cache.clear()
         self._pending.clear()
         return ok_train and ok_infer
