@@ -399,21 +399,26 @@ class Predictor:
         ``should_stop`` is asked before each batch of tiles; when it says True the proposal is given
         up (Cancelled)."""
         height, width = pixels.shape[:2]
-        if height * width > STREAM_PIXELS:
-            classes, unsure = self._streamed(pixels, tile or self.tile, should_stop)
-            confidence = None
-        else:
-            x = torch.from_numpy(self._working_input(pixels))
-            if self.prompt_channels:  # a click-aware model: no clicks, no previous mask
-                x = torch.cat([x, x.new_zeros((self.prompt_channels,) + tuple(x.shape[1:]))])
-            probs = self._probabilities(x, tile or self.tile, should_stop)
-            with torch.inference_mode():
-                if probs.shape[-2:] != (height, width):
-                    probs = F.interpolate(probs[None], size=(height, width), mode="bilinear", align_corners=False)[0]
-                confidence, classes = probs.max(dim=0)
-                classes = classes.to(torch.uint8).cpu().numpy()
-                confidence = confidence.cpu().numpy().astype(np.float32, copy=False)
-            unsure = uncertainty(classes, confidence)
+        try:
+            if height * width > STREAM_PIXELS:
+                classes, unsure = self._streamed(pixels, tile or self.tile, should_stop)
+                confidence = None
+            else:
+                x = torch.from_numpy(self._working_input(pixels))
+                if self.prompt_channels:  # a click-aware model: no clicks, no previous mask
+                    x = torch.cat([x, x.new_zeros((self.prompt_channels,) + tuple(x.shape[1:]))])
+                probs = self._probabilities(x, tile or self.tile, should_stop)
+                with torch.inference_mode():
+                    if probs.shape[-2:] != (height, width):
+                        probs = F.interpolate(probs[None], size=(height, width), mode="bilinear",
+                                              align_corners=False)[0]
+                    confidence, classes = probs.max(dim=0)
+                    classes = classes.to(torch.uint8).cpu().numpy()
+                    confidence = confidence.cpu().numpy().astype(np.float32, copy=False)
+                unsure = uncertainty(classes, confidence)
+        finally:
+            if self._onnx is not None:  # its activations are not kept beside the next image
+                self._onnx.release()
         classes = postprocess.apply(classes, self.postprocess, self.area_factor(height, width), gate=self.gate)
         return Prediction(classes, confidence, self.checkpoint, self.gate and postprocess.withholds(self.postprocess),
                           uncertainty=unsure)
