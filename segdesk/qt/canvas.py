@@ -40,6 +40,11 @@ def is_large(rgb) -> bool:
     return not isinstance(rgb, np.ndarray) or rgb.shape[0] * rgb.shape[1] > LARGE_PIXELS
 
 
+def _sample(source, y0: int, x0: int, y1: int, x1: int, k: int) -> np.ndarray:
+    """Rows y0:y1:k and columns x0:x1:k of a display (array or LazyDisplay): what a LargeImageItem draws."""
+    return source[y0:y1:k, x0:x1:k]
+
+
 class LargeImageItem(QGraphicsItem):
     """Draws the exposed part of a large image (an array or a LazyDisplay: anything indexable as
     ``source[y0:y1:k, x0:x1:k]`` giving uint8 gray or RGB), sampled at the step of the zoom."""
@@ -49,7 +54,7 @@ class LargeImageItem(QGraphicsItem):
         thread: the first paint at that zoom (fitting the image) then computes nothing."""
         super().__init__()
         self._source = source
-        self._view = SampledView(source.shape[:2], lambda y0, x0, y1, x1, k: self._source[y0:y1:k, x0:x1:k])
+        self._view = SampledView(source.shape[:2], lambda *box: _sample(self._source, *box))
         if level is not None:
             self._view.adopt(*level)
         self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
@@ -58,7 +63,7 @@ class LargeImageItem(QGraphicsItem):
     @staticmethod
     def level_of(source, step: int) -> np.ndarray | None:
         """What the item keeps of ``source`` at ``step`` when zoomed out that far (None: too large)."""
-        return SampledView(source.shape[:2], lambda y0, x0, y1, x1, k: source[y0:y1:k, x0:x1:k]).level(step)
+        return SampledView(source.shape[:2], lambda *box: _sample(source, *box)).level(step)
 
     def set_source(self, source) -> None:
         if tuple(source.shape[:2]) != tuple(self._source.shape[:2]):
