@@ -147,3 +147,33 @@ def test_a_report_of_the_project_open_before_does_not_reach_the_next_one(qtbot, 
     assert reports == [(7, "in progress")]  # only the second project's
     assert Project.open(first.root, clean=False).image(image_id).status == "in progress"
     assert writer.shutdown()
+
+
+def test_saving_a_label_makes_no_label_sized_copy_beside_it(tmp_path):
+    """The writer saves what the user painted on images of any size: its own temporaries must stay
+    small beside the label (the encoder's buffer is the PNG's, not traced here)."""
+    import tracemalloc
+
+    project = Project.create(tmp_path / "proj", ["lesion"])
+    image = tmp_path / "big.png"
+    storage.atomic_write_bytes(image, _png(np.zeros((1200, 1600), np.uint8)))
+    image_id = project.add_images([image]).added[0].id
+    label = np.zeros((1200, 1600), np.uint8)
+    label[100:900, 200:1400] = 2
+    tracemalloc.start()
+    try:
+        project.save_label(image_id, label)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert project.image(image_id).status == "in progress"  # painted, some pixels unsaid
+    assert np.array_equal(project.read_label(image_id), label)
+    assert peak < label.nbytes // 4
+
+
+def _png(array: np.ndarray) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".png", array)
+    assert ok
+    return data.tobytes()

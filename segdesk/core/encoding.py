@@ -65,6 +65,12 @@ def label_to_target(label: np.ndarray) -> np.ndarray:
     return target
 
 
+def has_unlabelled(label: np.ndarray) -> bool:
+    """True where some pixel of ``label`` is UNLABELLED. ``not all`` since UNLABELLED is 0: the
+    comparison ``label == UNLABELLED`` would make a whole-label temporary (400 MB at 20,000 px)."""
+    return not bool(np.asarray(label).all())
+
+
 MERGE_ROWS_PIXELS = 1 << 22  # merge_accept works on strips of about this many pixels
 
 

@@ -323,7 +323,7 @@ class Project:
         entry = self.image(image_id)
         self._check_label(entry, label)
         storage.write_label(self.label_path(image_id), label)
-        self.label_saved(image_id, bool(label.any()), bool((label == encoding.UNLABELLED).any()))
+        self.label_saved(image_id, bool(label.any()), encoding.has_unlabelled(label))
 
     def label_saved(self, image_id: str, painted: bool, has_unlabelled: bool) -> None:
         """Update an image's status after its label file was written.

@@ -263,7 +263,7 @@ class ProjectWriter(QObject):
             storage.write_label(disk.label_path(image_id), label)
             before = entry.status
             try:
-                disk.label_saved(image_id, bool(label.any()), bool((label == encoding.UNLABELLED).any()))
+                disk.label_saved(image_id, bool(label.any()), encoding.has_unlabelled(label))
             except SegdeskError:
                 entry.status = before  # project.json not written: the copy stays what the disk holds
                 raise
