@@ -333,3 +333,32 @@ def test_click_on_a_large_image_is_answered_as_on_a_small_one(monkeypatch, scale
     assert (y1 - y0) * (x1 - x0) < pixels.size  # a window, not the image
     agree = (large.classes == ordinary.classes).mean()
     assert agree == 1.0 if scale == 1.0 else agree > 0.995
+
+
+@pytest.mark.parametrize("height", [161, 221, 301])
+def test_band_rows_are_the_blend_of_every_tile_over_them(height):
+    """The reused band gives each working row the window-weighted mean of the tiles over it, also
+    where the last row of tiles starts only a few rows below the one before (161 rows, tiles of 40:
+    it starts 1 row lower, so most of the band moves up)."""
+    import torch
+
+    from segdesk.ml import streaming
+
+    rng = np.random.default_rng(height)
+    x = rng.random((3, height, 97)).astype(np.float32)
+
+    def run(batch):  # a deterministic stand-in for a model whose output depends on where the tile is
+        return torch.stack([batch[:, 0] * 2 - batch[:, 1], batch[:, 2] + batch[:, :, :1, :1].mean(1)], dim=1)
+
+    window = inference._window(40, 40, torch.device("cpu"))
+    parts = streaming.working_rows(streaming.NormalisedImage(x), run, 0, 40, 2, 0.25,
+                                   lambda h, w: window, torch.device("cpu"))
+    got = torch.cat([part.clone() for _, part in parts], dim=1)
+    total, weight = torch.zeros(2, height, 97), torch.zeros(height, 97)
+    for y in streaming.tile_starts(height, 40, 0.25):
+        for c in streaming.tile_starts(97, 40, 0.25):
+            tile = torch.from_numpy(x[None, :, y:y + 40, c:c + 40].copy())
+            total[:, y:y + 40, c:c + 40] += run(tile)[0].softmax(0) * window
+            weight[y:y + 40, c:c + 40] += window
+    assert got.shape == (2, height, 97)
+    assert torch.allclose(got, total / weight, atol=1e-6)
