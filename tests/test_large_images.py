@@ -362,3 +362,26 @@ def test_band_rows_are_the_blend_of_every_tile_over_them(height):
             weight[y:y + 40, c:c + 40] += window
     assert got.shape == (2, height, 97)
     assert torch.allclose(got, total / weight, atol=1e-6)
+
+
+def test_a_streamed_proposal_hands_its_freed_buffers_back(monkeypatch):
+    """glibc keeps freed heap memory resident: after a streamed proposal of a 20,000 px wide image
+    75-110 MB of band and strip buffers stayed beside the image (docs/benchmarks.md, Large images)."""
+    import torch
+
+    from segdesk.core import memory
+
+    torch.manual_seed(0)
+    predictor = Predictor.untrained(2, TrainConfig(base_width=4), device="cpu")
+    calls = []
+    monkeypatch.setattr(inference, "release_freed_memory", lambda: calls.append(memory.release_freed_memory()))
+    pixels = _blobs((120, 160, 3))
+    predictor.predict(pixels, tile=64)
+    assert calls == []  # an ordinary image: nothing to hand back, no call on every proposal
+    monkeypatch.setattr(inference, "STREAM_PIXELS", 3000)
+    predictor.predict(pixels, tile=64)
+    assert len(calls) == 1
+    monkeypatch.setattr(inference.streaming, "classes_of", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        predictor.predict(pixels, tile=64)
+    assert len(calls) == 2  # also when the proposal fails or is cancelled

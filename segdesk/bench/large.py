@@ -147,14 +147,12 @@ def _reset_hwm() -> bool:
 def _release_freed_memory() -> None:
     """Hand memory the process has freed back to the system (glibc keeps freed heap memory in its
     arenas, where it still counts as resident)."""
-    import ctypes
     import gc
 
+    from segdesk.core.memory import release_freed_memory
+
     gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    release_freed_memory()
 
 
 def _gb(n: float) -> float:

@@ -39,6 +39,7 @@ from torch import nn
 from segdesk.core.clicks import (Click, disagrees, honour_clicks, keep_clicks, local_change, prompt_channels,
                                  prompt_maps)
 from segdesk.core.errors import Cancelled, CheckpointError
+from segdesk.core.memory import release_freed_memory
 from segdesk.ml import onnx_engine, postprocess, precision, streaming
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.config import TrainConfig
@@ -419,6 +420,8 @@ class Predictor:
         finally:
             if self._onnx is not None:  # its activations are not kept beside the next image
                 self._onnx.release()
+            if height * width > STREAM_PIXELS:  # a band's freed buffers are not kept beside the image either
+                release_freed_memory()
         classes = postprocess.apply(classes, self.postprocess, self.area_factor(height, width), gate=self.gate)
         return Prediction(classes, confidence, self.checkpoint, self.gate and postprocess.withholds(self.postprocess),
                           uncertainty=unsure)
