@@ -37,6 +37,20 @@ def test_apply_follows_the_spec_and_scales_areas():
     assert pp.apply(pred, None) is pred
 
 
+def test_a_proposal_too_large_for_its_components_is_shown_without_the_steps_but_still_gated(monkeypatch, caplog):
+    """Labelling components takes ~10 bytes a pixel (4 GB at 20,000 px): above MAX_PIXELS the steps
+    are skipped, and said so in the log, rather than taking the machine's memory."""
+    pred = blobs().astype(np.uint8)
+    pred[50:52, 50:52] = 1  # a speck the spec removes
+    spec = {"classes": {"1": {"min_area": 10.0}}}
+    monkeypatch.setattr(pp, "MAX_PIXELS", pred.size - 1)
+    with caplog.at_level("INFO", logger="segdesk.ml.postprocess"):
+        shown = pp.apply(pred, spec)
+    assert shown[50, 50] == 1 and "post-processing skipped" in caplog.text
+    assert not pp.apply(pred, {**spec, "propose": False}).any()  # a withheld model stays withheld
+    monkeypatch.setattr(pp, "MAX_PIXELS", pred.size)
+    assert pp.apply(pred, spec)[50, 50] == 0
+
 def test_choose_keeps_a_step_only_when_it_helps():
     truth = blobs()
     noisy = truth.astype(np.uint8).copy()

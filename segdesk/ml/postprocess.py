@@ -38,6 +38,10 @@ MIN_IMAGES = 1  # validation images needed to decide anything
 # Proposals are withheld while correcting them cost at least this fraction of drawing from scratch
 # on the held-out images (measured: docs/benchmarks.md).
 MAX_EFFORT_RATIO = 1.0
+# The steps label connected components (OpenCV: 4 bytes a pixel) beside masks and a copy: about 10
+# bytes a pixel, 4 GB for a 20,000 px image. Above this many pixels they are skipped (logged), so a
+# whole-slide image's proposal does not take the laptop's memory; the gate still applies.
+MAX_PIXELS = 1 << 26
 
 
 # ----- applying
@@ -115,6 +119,10 @@ def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0, gate
         return classes
     if gate and withholds(spec):
         return np.zeros_like(classes)
+    if classes.size > MAX_PIXELS and spec.get("classes"):
+        log.info("post-processing skipped on a %d x %d proposal (over %d pixels: its components would take "
+                 "about 10 bytes a pixel)", classes.shape[1], classes.shape[0], MAX_PIXELS)
+        return classes
     for key, steps in (spec.get("classes") or {}).items():
         value = int(key)
         if steps.get("largest_only"):
