@@ -202,4 +202,6 @@ def test_a_proposal_hands_the_engines_working_memory_back(trained):
     kept = _resident_bytes() - before
     assert kept > 50e6  # the arena holds the activations (else this test could not tell)
     predictor.predict(image)  # a proposal hands them back when it ends
-    assert _resident_bytes() - before < kept / 2
+    # measured: 387 -> 177-202 MB stay (0.46-0.51 of it, by the heap's history: a fresh clone's suite
+    # failed a bound of one half once); without the hand-back all of it stays
+    assert _resident_bytes() - before < kept * 0.6

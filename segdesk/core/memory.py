@@ -2,8 +2,9 @@
 
 glibc keeps memory a program has freed in its heaps for the next allocation, where it still counts
 as resident: after a streamed proposal of a 20,000 px wide image 75-110 MB of freed tile and strip
-buffers stayed (its dynamic mmap threshold had grown past their size, so they came from a heap).
-``malloc_trim`` returns it. A no-op where the C library is not glibc.
+buffers stayed (its dynamic mmap threshold had grown past their size, so they came from a heap), and
+after a 1024 px proposal half of ONNX Runtime's shrunk arena did. ``malloc_trim`` returns it, in
+under 1 ms. A no-op where the C library is not glibc.
 """
 
 from __future__ import annotations
