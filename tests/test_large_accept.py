@@ -240,6 +240,22 @@ def test_merge_accept_in_strips_is_the_merge(monkeypatch):
         encoding.merge_accept_into(painted.copy(), proposal[:10])
 
 
+def test_a_merge_in_place_is_undone_by_the_unlabelled_bits(monkeypatch):
+    """The writer merges a large accept in place and keeps one bit a pixel to undo it: widths that
+    are not a multiple of 8 and strips of a few rows give back exactly the label merged from."""
+    rng = np.random.default_rng(1)
+    monkeypatch.setattr(encoding, "MERGE_ROWS_PIXELS", 50)
+    for shape in ((37, 23), (5, 8), (1, 1), (16, 9)):
+        painted = rng.integers(0, 4, shape).astype(np.uint8)
+        bits = encoding.unlabelled_bits(painted)
+        assert bits.shape == (shape[0], (shape[1] + 7) // 8)
+        merged = painted.copy()
+        encoding.merge_accept_into(merged, rng.integers(1, 4, shape).astype(np.uint8))
+        assert not encoding.has_unlabelled(merged)
+        encoding.restore_unlabelled(merged, bits)
+        assert np.array_equal(merged, painted)
+
+
 def test_project_accept_in_place_stores_the_given_array_and_by_default_copies(tmp_path):
     """The writer gives Project.accept a label merged with the proposal that it owns: stored without
     a second copy (0.4 GB at 20,000 px); a caller's label is never changed otherwise."""

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from segdesk.core import storage
+from segdesk.core import encoding, storage
 from segdesk.core.project import STATUS_ACCEPTED, Project
 from segdesk.qt.project_writer import ProjectWriter
 from tests.conftest import disc_project, keeper_with_a_stroke
@@ -177,3 +177,87 @@ def _png(array: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", array)
     assert ok
     return data.tobytes()
+
+
+def _large_image_project(tmp_path) -> tuple[Project, str]:
+    project = Project.create(tmp_path / "proj", ["lesion"])
+    image = tmp_path / "big.png"
+    storage.atomic_write_bytes(image, _png(np.zeros((1200, 1600), np.uint8)))
+    return project, project.add_images([image]).added[0].id
+
+
+def test_an_accept_of_the_kept_label_merges_it_in_place_and_a_patch_before_adoption_applies_to_the_label_before(
+        qtbot, tmp_path, monkeypatch):
+    """A large label's accept (issue 14): the writer merges its kept copy with the proposal without a
+    second label-sized array (0.4 GB at 20,000 px). Edited again before the document adopts what was
+    stored, the patch applies to the label the user had (unlabelled pixels stay unlabelled), and the
+    array reported as stored does not change."""
+    import tracemalloc
+
+    monkeypatch.setattr(encoding, "MERGE_ROWS_PIXELS", 1 << 16)  # strips of 40 rows, as 20,000 px labels get
+    project, image_id = _large_image_project(tmp_path)
+    label = np.zeros((1200, 1600), np.uint8)
+    label[100:900, 200:1400] = encoding.class_value(0)  # the rest unlabelled
+    label[0:50, :] = encoding.BACKGROUND
+    proposal = np.full(label.shape, encoding.BACKGROUND, np.uint8)
+    proposal[600:, :] = encoding.class_value(0)
+    expected = encoding.merge_accept(label, proposal)
+    writer = ProjectWriter()
+    writer.set_project(project)
+    stored = []
+    writer.accepted.connect(lambda _i, version, _f, array: stored.append((version, array)))
+    writer.keep_label(image_id, label.copy())
+    assert writer.flush()
+    tracemalloc.start()
+    try:
+        writer.accept_kept(image_id, None, None, 1, 5.0, "0001", proposal)
+        assert writer.flush()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(project.read_label(image_id), expected)
+    assert peak < label.nbytes // 4
+
+    qtbot.waitUntil(lambda: bool(stored), timeout=20_000)
+    writer.write_label_patch(image_id, (0, 0, 10, 10), np.full((10, 10), encoding.class_value(0), np.uint8), 2)
+    assert writer.flush()
+    edited = label.copy()
+    edited[:10, :10] = encoding.class_value(0)
+    assert np.array_equal(project.read_label(image_id), edited)
+    assert stored[0][0] == 1 and np.array_equal(stored[0][1], expected)
+    assert writer.shutdown()
+
+
+def test_an_accept_of_the_kept_label_that_fails_leaves_the_kept_label_unmerged(qtbot, tmp_path, monkeypatch):
+    """The disk refuses the accept after the label was merged in place: the kept label is made what
+    it was, so the next stroke's patch stores the user's label, not the proposal."""
+    from segdesk.core.errors import StorageError
+
+    project, image_id = _large_image_project(tmp_path)
+    label = np.zeros((1200, 1600), np.uint8)
+    label[100:300, 200:400] = encoding.class_value(0)
+    proposal = np.full(label.shape, encoding.class_value(0), np.uint8)
+    writer = ProjectWriter()
+    writer.set_project(project)
+    refused = []
+    writer.accept_failed.connect(lambda _i, _v, message: refused.append(message))
+    writer.write_label(image_id, label.copy(), 1, keep=True)
+    assert writer.flush()
+    real_accept = Project.accept
+
+    def full_disk(self, image_id, label, *args, **kwargs):
+        assert not encoding.has_unlabelled(label)  # merged by the writer before the disk is asked
+        raise StorageError("No space left on device")
+
+    monkeypatch.setattr(Project, "accept", full_disk)
+    writer.accept_kept(image_id, None, None, 1, 5.0, "0001", proposal)
+    assert writer.flush()
+    qtbot.waitUntil(lambda: bool(refused), timeout=20_000)
+    monkeypatch.setattr(Project, "accept", real_accept)
+    writer.write_label_patch(image_id, (0, 0, 10, 10), np.full((10, 10), encoding.BACKGROUND, np.uint8), 2)
+    assert writer.flush()
+    edited = label.copy()
+    edited[:10, :10] = encoding.BACKGROUND
+    assert np.array_equal(project.read_label(image_id), edited)
+    assert project.image(image_id).status != STATUS_ACCEPTED
+    assert writer.shutdown()

@@ -100,6 +100,27 @@ def merge_accept_into(label: np.ndarray, proposal: np.ndarray | None = None) -> 
         np.copyto(strip, BACKGROUND, where=strip == UNLABELLED)
 
 
+def unlabelled_bits(label: np.ndarray) -> np.ndarray:
+    """Where ``label`` (2D uint8) is UNLABELLED, one bit a pixel (rows packed, numpy.packbits): what
+    undoes a merge in place (``restore_unlabelled``) at an eighth of the label's memory."""
+    h, w = label.shape
+    bits = np.empty((h, (w + 7) // 8), np.uint8)
+    rows = max(1, MERGE_ROWS_PIXELS // max(1, w))
+    for y0 in range(0, h, rows):
+        bits[y0:y0 + rows] = np.packbits(label[y0:y0 + rows] == UNLABELLED, axis=1)
+    return bits
+
+
+def restore_unlabelled(label: np.ndarray, bits: np.ndarray) -> None:
+    """Make the pixels ``bits`` (``unlabelled_bits``) marks UNLABELLED again, in place: ``label`` is
+    then what it was before ``merge_accept_into``."""
+    h, w = label.shape
+    rows = max(1, MERGE_ROWS_PIXELS // max(1, w))
+    for y0 in range(0, h, rows):
+        was = np.unpackbits(bits[y0:y0 + rows], axis=1, count=w).view(bool)
+        np.copyto(label[y0:y0 + rows], UNLABELLED, where=was)
+
+
 # ----- agreement
 
 

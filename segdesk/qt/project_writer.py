@@ -71,6 +71,10 @@ class ProjectWriter(QObject):
         # the writer thread's: an accept of the kept label stored, not yet adopted by the document
         # (image id, document version); ``adopt_accepted`` then keeps only the stored file
         self._stored_not_adopted: tuple[str, int] | None = None
+        # the writer thread's: the kept label is that stored accept, merged in place (no second 0.4 GB
+        # array at 20,000 px); these bits (encoding.unlabelled_bits) give back the label it was merged
+        # from, the document's until it adopts the stored one (image id, bits)
+        self._unmerge: tuple[str, np.ndarray] | None = None
         self._done = threading.Condition()
         self._pending = 0
         self._saved_versions: dict[str, int] = {}  # written by the writer thread, read after flush()
@@ -139,9 +143,10 @@ class ProjectWriter(QObject):
         """Queue an accept of the kept label (``keep_from_disk``, ``keep_label`` or a kept
         ``write_label``) with ``box`` set to ``values`` first (what changed since; None: nothing),
         merged here with ``proposal`` (encoding.merge_accept; the caller vouches that nothing writes
-        to it), so a large label is neither merged nor copied whole on the GUI thread. The label
-        stored comes back with ``accepted``, the kept copy stays the unmerged label until
-        ``adopt_accepted`` says the document now shows the stored one."""
+        to it), so a large label is neither merged nor copied whole on the GUI thread. The kept copy
+        is merged in place and comes back with ``accepted`` as the stored label; until
+        ``adopt_accepted`` says the document shows it, a patch applies to the label it was merged
+        from."""
         self._accepting[image_id] = version
         versions, accepting = self._saved_versions, self._accepting
         self._submit(lambda: self._accept_kept(image_id, box, values, version, seconds, checkpoint, proposal,
@@ -213,19 +218,23 @@ class ProjectWriter(QObject):
 
     def _use(self, copy: Project) -> None:
         self._disk = copy
-        self._kept = self._stored_not_adopted = None  # the previous project's label is never patched
+        self._set_kept(None)  # the previous project's label is never patched
+        self._stored_not_adopted = None
 
     def _keep_from_disk(self, image_id: str, shape: tuple[int, int]) -> None:
         try:
             label = self._disk.read_label(image_id)
         except SegdeskError as exc:  # the next patch fails and the save keeper sends the whole label
             log.warning("could not read the label of %s to keep: %s", image_id, exc)
-            self._kept = None
+            self._set_kept(None)
             return
-        self._kept = (image_id, np.zeros(shape, np.uint8) if label is None else label)
+        self._set_kept((image_id, np.zeros(shape, np.uint8) if label is None else label))
 
     def _keep(self, image_id: str, label: np.ndarray) -> None:
-        self._kept = (image_id, label)
+        self._set_kept((image_id, label))
+
+    def _set_kept(self, kept: tuple[str, np.ndarray | None] | None) -> None:
+        self._kept, self._unmerge = kept, None
 
     def _kept_label(self, image_id: str) -> np.ndarray | None:
         """The label kept for ``image_id``, read from its file where only the file was kept; None when
@@ -239,7 +248,12 @@ class ProjectWriter(QObject):
             except SegdeskError as exc:
                 log.warning("could not read the stored label of %s: %s", image_id, exc)
                 label = None
-            self._kept = None if label is None else (image_id, label)
+            self._set_kept(None if label is None else (image_id, label))
+            return label
+        if self._unmerge is not None:  # the stored accept, not adopted: the document's base is the label
+            label = kept[1].copy()  # before the merge (the stored array went to the GUI: not changed here)
+            encoding.restore_unlabelled(label, self._unmerge[1])
+            self._set_kept((image_id, label))
             return label
         return kept[1]
 
@@ -256,7 +270,7 @@ class ProjectWriter(QObject):
     def _write_label(self, image_id: str, label: np.ndarray, version: int, versions: dict,
                      keep: bool = False) -> None:
         if keep:
-            self._kept = (image_id, label)
+            self._set_kept((image_id, label))
         disk = self._disk
         try:
             entry = disk.image(image_id)
@@ -312,20 +326,36 @@ class ProjectWriter(QObject):
             y0, x0, y1, x1 = box
             kept[y0:y1, x0:x1] = values
         self._stored_not_adopted = None
+        bits = None
         try:
-            # Project.accept makes unlabelled pixels background in a new array; the proposal's share
-            # is merged first (a second array only when there is a proposal)
-            label = kept if proposal is None else encoding.merge_accept(kept, proposal)
+            # merged in place (the proposal's share, then background), undone by the bits where needed:
+            # a second whole label would be 0.4 GB at 20,000 px
+            bits = encoding.unlabelled_bits(kept)
+            encoding.merge_accept_into(kept, proposal)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: not accepted, the label kept
             log.exception("merging the accept of %s failed", image_id)
+            self._unmerged(image_id, kept, bits)
             _accept_over(accepting, image_id, version)
             self._report("accept_failed", image_id, version, f"Could not store the accept: {exc}")
             return
-        # merged with a proposal: a new array of this thread's own, stored without one more copy; else
-        # the kept copy, which Project.accept merges in a copy. Once the document adopts what was
-        # stored, the kept label is the stored file (adopt_accepted)
-        if self._accept(image_id, label, version, seconds, checkpoint, versions, accepting, owned=proposal is not None):
+        if self._accept(image_id, kept, version, seconds, checkpoint, versions, accepting, owned=True):
+            # stored: the kept label is it until the document adopts it (then only the file is kept,
+            # adopt_accepted), or a patch or accept needs the label it was merged from (_kept_label)
+            self._unmerge = (image_id, bits)
             self._stored_not_adopted = (image_id, version)
+        else:
+            self._unmerged(image_id, kept, bits)
+
+    def _unmerged(self, image_id: str, kept: np.ndarray, bits: np.ndarray | None) -> None:
+        """An accept merged in place was not stored: ``kept`` is made the label it was merged from
+        (``bits`` None: the merge had not begun)."""
+        if bits is None:
+            return
+        try:
+            encoding.restore_unlabelled(kept, bits)
+        except Exception:  # noqa: BLE001 - the next patch fails and the save keeper sends the label whole
+            log.exception("could not restore the kept label of %s", image_id)
+            self._set_kept(None)
 
     def _adopt_accepted(self, image_id: str, version: int) -> None:
         pending, self._stored_not_adopted = self._stored_not_adopted, None
@@ -336,11 +366,10 @@ class ProjectWriter(QObject):
             # never expected (the GUI adopts only the version this writer stored); the kept copy is
             # not what the document holds, so drop it: the next patch fails, the retry sends it whole
             log.error("the accept of %s (version %d) to adopt is not the one stored", image_id, version)
-            self._kept = None
+            self._set_kept(None)
             return
-        # the document now holds what was stored: keep only the file (merging the kept copy as well
-        # held a second whole label, 0.4 GB at 20,000 px, for edits that seldom follow an accept)
-        self._kept = (image_id, None)
+        # the document now holds what was stored (the kept array itself): keep only the file
+        self._set_kept((image_id, None))
 
     def _set_setting(self, key: str, value) -> None:
         disk = self._disk
