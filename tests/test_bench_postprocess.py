@@ -114,6 +114,45 @@ def test_proposals_that_cost_more_than_drawing_are_withheld():
     assert not pp.withholds(None) and not pp.withholds({"classes": {}})
 
 
+def test_an_image_far_less_sure_than_every_held_out_one_is_withheld():
+    """A model that proposes keeps the largest uncertainty of its held-out images; on an image over
+    twice as unsure (another stain, scanner or view) its proposal is withheld, and said why. The
+    threshold is at least twice UNLIKE_FLOOR; older specs without the number withhold nothing more."""
+    truth = blobs()
+    good = truth.astype(np.uint8)
+    spec = pp.choose([(good, truth)], n_classes=1, uncertainties=[0.04, 0.11, 0.07])
+    assert spec["propose"] is True and spec["val_uncertainty_max"] == 0.11
+    assert not pp.unlike_held_out(spec, 0.22) and pp.unlike_held_out(spec, 0.2201)
+    assert not pp.withholds_image(spec, 0.2) and pp.withholds_image(spec, 0.32)
+    assert (pp.apply(good, spec, unsure=0.2) == good).all()
+    assert not pp.apply(good, spec, unsure=0.32).any()
+    assert (pp.apply(good, spec, gate=False, unsure=0.32) == good).all()
+    assert pp.why_unlike(spec, 0.33) == ("it is 3.0x less sure of this image than of any held-out image it was "
+                                         "checked on, so its proposal here is likely wrong")
+
+    sure = pp.choose([(good, truth)], n_classes=1, uncertainties=[0.01])
+    assert not pp.unlike_held_out(sure, 0.09) and pp.unlike_held_out(sure, 0.11)  # 2 x UNLIKE_FLOOR
+    older = pp.choose([(good, truth)], n_classes=1)
+    assert "val_uncertainty_max" not in older and not pp.withholds_image(older, 0.5)
+    assert not pp.unlike_held_out(spec, None) and not pp.unlike_held_out(None, 0.5)
+
+
+def test_predictor_withholds_its_proposal_on_an_image_unlike_the_held_out_ones():
+    from segdesk.ml.inference import Predictor
+
+    predictor = Predictor.untrained(1, device="cpu")  # random weights: unsure everywhere
+    image = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    unsure = predictor.predict(image).uncertainty
+    assert unsure > 2 * pp.UNLIKE_FLOOR
+    predictor.postprocess = {"classes": {}, "propose": True, "val_uncertainty_max": round(unsure, 4)}
+    assert predictor.predict(image).withheld is False  # as unsure as on its held-out images
+    predictor.postprocess["val_uncertainty_max"] = round(unsure / 2.5, 4)
+    pred = predictor.predict(image)
+    assert pred.withheld is True and not pred.classes.any() and pred.uncertainty == unsure
+    predictor.gate = False  # show anyway
+    assert predictor.predict(image).withheld is False
+
+
 def test_held_out_labels_with_nothing_to_draw_judge_nothing():
     """A held-out region without any object cannot tell a proposal's worth: withheld, and said why."""
     empty = np.full((40, 40), pp.IGNORE, np.int16)

@@ -335,3 +335,60 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     assert w.project.image(first.id).status == STATUS_ACCEPTED
     w.close()
     assert not messages, messages
+
+
+def test_a_proposal_on_an_image_unlike_the_held_out_ones_is_withheld_said_why_and_shown_on_request(
+        qtbot, tmp_path, messages):
+    """A model that proposes, but is far less sure of this image than of any held-out one
+    (postprocess.unlike_held_out): Segment shows nothing and says why; Shift+S shows it, marked as
+    not yet helpful; a plain Segment afterwards still shows none."""
+    import torch
+
+    from segdesk.core.encoding import mask_to_label
+    from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.ml.unet import UNet
+
+    write_disc_image(tmp_path / "a.png", seed=1)
+    project = Project.create(tmp_path / "proj", ["disc"])
+    project.add_images([tmp_path / "a.png"])
+    project.settings["auto_train_after"] = 1000  # no training in this test
+    project.save()
+    torch.manual_seed(0)
+    model = UNet(n_outputs=2, depth=2, base_width=4)
+    meta = {"arch": model.arch_dict(), "classes": ["disc"], "normalisation": "percentile-0.5-99.5",
+            "working_scale": 1.0, "step": 1,
+            "postprocess": {"version": 1, "classes": {}, "propose": True, "val_effort_ratio": 0.3,
+                            "val_uncertainty_max": 0.01}}
+    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
+    predictor = Predictor.from_checkpoint(project.root / "models", checkpoint, device="cpu")
+    image = project.read_image(project.images[0]).pixels
+    unsure = predictor.predict(image).uncertainty
+    assert postprocess.unlike_held_out(meta["postprocess"], unsure)  # random weights: unsure everywhere
+    predictor.gate = False
+    ungated = mask_to_label(predictor.predict(image).classes)
+
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu",
+                   train_config=TrainConfig(depth=2, base_width=4, crop_size=32))
+    qtbot.addWidget(w)
+    w.show()
+    assert w.open_project(project.root)
+    qtbot.waitUntil(lambda: w.current is not None and w.loop.active_checkpoint == checkpoint, timeout=120_000)
+    assert w.loop.withheld_reason() == ""  # the model proposes
+
+    def segment_says_unsure():
+        w.statusBar().clearMessage()
+        QTest.keyClick(w, Qt.Key.Key_S)
+        qtbot.waitUntil(lambda: "unsure of this image" in w.statusBar().currentMessage(), timeout=60_000)
+        text = w.statusBar().currentMessage()
+        assert "(Shift+S shows its proposal anyway)" in text
+        assert f"{unsure / postprocess.UNLIKE_FLOOR:.1f}x less sure of this image" in text
+
+    segment_says_unsure()
+    assert w.current.proposal is None and w.canvas.proposal is None
+    QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # show anyway
+    qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
+    assert np.array_equal(w.current.proposal, ungated) and w.current.proposal_learning
+    assert "(still learning: shown on request)" in w.status.proposal.text()
+    segment_says_unsure()
+    assert not messages
+    w.close()

@@ -66,6 +66,7 @@ def test_checkpoints_carry_post_processing_chosen_on_held_out_images(trained, tm
     spec = CheckpointStore(project.root / "models").load(progress.checkpoint)[1]["postprocess"]
     assert spec["n_images"] == len(trainer.data.validation_ids) >= 1
     assert spec["propose"] is True and 0 <= spec["val_effort_ratio"] < 0.5
+    assert 0 < spec["val_uncertainty_max"] < 0.5  # its held-out images' largest (postprocess.unlike_held_out)
     assert Predictor.from_checkpoint(project.root / "models", device="cpu").postprocess == spec
 
     fresh, _ = make_project(tmp_path, 16, size=64, seed=0)

@@ -320,7 +320,7 @@ def run(
                 predictor.postprocess = spec
                 raw = prediction.classes
                 area = predictor.area_factor(*raw.shape)  # the spec's areas in this image's pixels
-                proposal = pp.apply(raw, spec, area)
+                proposal = pp.apply(raw, spec, area, unsure=prediction.uncertainty)
                 ungated = pp.apply(raw, spec, area, gate=False)
                 project.save_proposal(entry.id, mask_to_label(proposal), loaded_id,
                                       prediction.uncertainty)
@@ -337,12 +337,16 @@ def run(
                 "postprocess": post.get("classes"),
                 "spec_val_effort_ratio": post.get("val_effort_ratio"),
                 "spec_val_region_effort_ratio": post.get("val_region_effort_ratio"),
+                "spec_val_uncertainty_max": post.get("val_uncertainty_max"),
                 **score(proposal, truth),  # what the user was shown
                 "scratch_effort": round(fx.scratch_effort(truth), 1),
                 "region_scratch_effort": round(fx.region_scratch_effort(truth), 1),
                 "slack_radius": fx.slack_radius(truth.shape),
                 "proposal_s": round(proposal_s, 3),
-                "withheld": bool(predictor is not None and pp.withholds(predictor.postprocess)),
+                "withheld": bool(predictor is not None
+                                 and pp.withholds_image(predictor.postprocess, prediction.uncertainty)),
+                "unlike_held_out": bool(predictor is not None
+                                        and pp.unlike_held_out(predictor.postprocess, prediction.uncertainty)),
                 **score(ungated, truth, "_no_gate"),  # the model's own proposal
                 **score(raw, truth, "_raw"),
             }

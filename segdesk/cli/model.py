@@ -36,8 +36,10 @@ def _load_predictor(project: Project, device: str | None, checkpoint: str | None
     predictor = Predictor.from_checkpoint(models, checkpoint_id=checkpoint, device=device)
     check_compatible(predictor.meta, project.n_classes)  # e.g. trained before classes were added
     spec = predictor.postprocess
-    if postprocess.withholds(spec):  # the GUI shows none of its proposals; a batch run asked for masks
-        predictor.gate = False
+    # a batch run asked for masks: none is withheld, neither by a model still learning (the GUI shows
+    # none of its proposals) nor on an image unlike its held-out ones (postprocess.unlike_held_out)
+    predictor.gate = False
+    if postprocess.withholds(spec):
         print_err(f"note: model {predictor.checkpoint} is still learning: {postprocess.why_withheld(spec)}. "
              f"Its masks are written anyway; check them.")
     return predictor

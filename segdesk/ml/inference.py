@@ -66,7 +66,9 @@ class Prediction:
     classes: np.ndarray  # uint8 H x W: 0 = background, 1..K = classes
     confidence: np.ndarray  # float32 H x W: the winning class's probability
     checkpoint: str | None  # which checkpoint made it (None: untrained weights)
-    withheld: bool = False  # the model's proposals cost more to correct than drawing (postprocess.py)
+    # the model's proposals cost more to correct than drawing, or this image is unlike those it was
+    # judged on (postprocess.withholds_image)
+    withheld: bool = False
     # refine: (y0, x0, y1, x1), the image pixels recomputed; ``confidence`` is then of that window only
     box: tuple[int, int, int, int] | None = None
     # uncertainty.py's number for the model's own classes (before post-processing); predict only
@@ -422,9 +424,10 @@ class Predictor:
                 self._onnx.release()
             # nor what glibc keeps of the freed arena chunks, tiles and bands (under 1 ms)
             release_freed_memory()
-        classes = postprocess.apply(classes, self.postprocess, self.area_factor(height, width), gate=self.gate)
-        return Prediction(classes, confidence, self.checkpoint, self.gate and postprocess.withholds(self.postprocess),
-                          uncertainty=unsure)
+        classes = postprocess.apply(classes, self.postprocess, self.area_factor(height, width), gate=self.gate,
+                                    unsure=unsure)
+        withheld = self.gate and postprocess.withholds_image(self.postprocess, unsure)
+        return Prediction(classes, confidence, self.checkpoint, withheld, uncertainty=unsure)
 
     def _streamed(self, pixels: np.ndarray, tile: int,
                   should_stop: Callable[[], bool] | None = None) -> tuple[np.ndarray, float]:

@@ -16,7 +16,9 @@ product's own measure: the new outline the user must draw); where they cost more
 False and proposals are withheld until a later model does better. Thresholds come from the labels
 themselves: speck limits from the sizes of true objects, hole limits from the sizes of true holes,
 so a step never targets a size the labels show to be real. Areas are stored in pixels at the
-image's own resolution. numpy and OpenCV only; the result is plain JSON for checkpoint metadata.
+image's own resolution. A model that proposes still withholds its proposal on one image it is far
+less sure of than of every held-out image (``unlike_held_out``): what it was judged on does not
+speak for that image (another stain, scanner or view). numpy and OpenCV only; the result is plain JSON for checkpoint metadata.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ MIN_IMAGES = 1  # validation images needed to decide anything
 # Proposals are withheld while correcting them cost at least this fraction of drawing from scratch
 # on the held-out images (measured: docs/benchmarks.md).
 MAX_EFFORT_RATIO = 1.0
+# An image is unlike the held-out ones when the model's uncertainty (segdesk.ml.uncertainty) there is
+# over this factor times the largest held-out image's, taken as at least UNLIKE_FLOOR (a model sure
+# of every held-out image is not made to withhold a merely ordinary one). A round factor, not fitted:
+# docs/benchmarks.md has what it did.
+UNLIKE_FACTOR = 2.0
+UNLIKE_FLOOR = 0.05
 # The steps label connected components (OpenCV: 4 bytes a pixel) beside masks and a copy: about 10
 # bytes a pixel, 4 GB for a 20,000 px image. Above this many pixels they are skipped (logged), so a
 # whole-slide image's proposal does not take the laptop's memory; the gate still applies.
@@ -111,13 +119,42 @@ def withholds(spec: dict | None) -> bool:
     return isinstance(spec, dict) and spec.get("propose") is False
 
 
-def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0, gate: bool = True) -> np.ndarray:
+def unlike_held_out(spec: dict | None, unsure: float | None) -> bool:
+    """True when the model is over UNLIKE_FACTOR times less sure of this image (``unsure``, its
+    proposal's uncertainty) than of any held-out image it was judged on (``val_uncertainty_max``):
+    the held-out judgement does not speak for it, and its proposal is withheld. False without the
+    numbers (older checkpoints, specs not judged)."""
+    if not isinstance(spec, dict) or unsure is None:
+        return False
+    seen = spec.get("val_uncertainty_max")
+    if not isinstance(seen, (int, float)) or isinstance(seen, bool):
+        return False
+    return float(unsure) > UNLIKE_FACTOR * max(float(seen), UNLIKE_FLOOR)
+
+
+def withholds_image(spec: dict | None, unsure: float | None) -> bool:
+    """Whether the proposal for an image whose uncertainty is ``unsure`` is withheld: the model's
+    proposals cost more than drawing on the held-out images (``withholds``), or this image is unlike
+    them (``unlike_held_out``)."""
+    return withholds(spec) or unlike_held_out(spec, unsure)
+
+
+def why_unlike(spec: dict, unsure: float) -> str:
+    """For the user: why this image's proposal is withheld (after "model N is unsure here: ")."""
+    seen = max(float(spec.get("val_uncertainty_max") or 0.0), UNLIKE_FLOOR)
+    return (f"it is {unsure / seen:.1f}x less sure of this image than of any held-out image it was checked on, "
+            f"so its proposal here is likely wrong")
+
+
+def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0, gate: bool = True,
+          unsure: float | None = None) -> np.ndarray:
     """``classes`` (H x W, 0 = background, 1..K) after the steps in ``spec`` (None: unchanged);
-    all background when the spec withholds proposals (``gate`` False ignores that).
-    ``area_factor`` converts the spec's areas to this array's pixels (scale**2 for a resized one)."""
+    all background when the spec withholds this proposal (``withholds_image`` with the image's
+    uncertainty ``unsure``; ``gate`` False ignores that). ``area_factor`` converts the spec's areas
+    to this array's pixels (scale**2 for a resized one)."""
     if not spec:
         return classes
-    if gate and withholds(spec):
+    if gate and withholds_image(spec, unsure):
         return np.zeros_like(classes)
     if classes.size > MAX_PIXELS and spec.get("classes"):
         log.info("post-processing skipped on a %d x %d proposal (over %d pixels: its components would take "
@@ -177,15 +214,19 @@ def _hole_candidates(holes: np.ndarray, image_area: float) -> list[float]:
     return [0.5 * float(np.percentile(holes, 5))]
 
 
-def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scale: float = 1.0) -> dict:
+def choose(pairs: list[tuple[np.ndarray, np.ndarray]], n_classes: int, area_scale: float = 1.0,
+           uncertainties: list[float] | None = None) -> dict:
     """The post-processing spec that best raises mean Dice on validation ``pairs`` of
     (predicted classes 0..K, target 0..K with -100 = unlabelled), both at one resolution.
     ``area_scale`` converts areas at that resolution to full-resolution pixels (1 / scale**2).
+    ``uncertainties``: of every held-out image; their largest is kept (``unlike_held_out``).
 
     For each class: pick the best of "largest component only" and the speck thresholds if it beats
     no step by MIN_GAIN, then, on top, the hole threshold under the same rule. An empty ``classes`` dict means "leave proposals as
     they are"."""
     spec: dict = {"version": VERSION, "classes": {}, "n_images": len(pairs)}
+    if uncertainties:
+        spec["val_uncertainty_max"] = round(float(max(uncertainties)), 4)
     if len(pairs) < MIN_IMAGES:
         return spec
     gains = {}

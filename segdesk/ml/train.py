@@ -38,6 +38,7 @@ from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
 from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints, scale_setting
 from segdesk.ml.states import ERROR, IMPROVED, STOPPED, TRAINING, WAITING  # noqa: F401 (re-exported)
+from segdesk.ml.uncertainty import uncertainty
 from segdesk.ml.unet import UNet
 from segdesk.ml.weight_average import WeightAverage
 
@@ -119,6 +120,7 @@ class Trainer:
         self.bad_validations = 0
         self.last_val: tuple[float | None, list[float | None] | None] = (None, None)
         self._val_pairs: list[tuple[np.ndarray, np.ndarray]] = []  # the last validation's (prediction, target)
+        self._val_uncertainty: list[float] = []  # the last validation's, per held-out image (uncertainty.py)
 
     # ----- set-up
 
@@ -301,7 +303,7 @@ class Trainer:
         the mean is over images, per class over the images showing that class."""
         per_image: list[float] = []
         per_class: list[list[float]] = [[] for _ in range(self.n_classes)]
-        self._val_pairs = []
+        self._val_pairs, self._val_uncertainty = [], []
         judged = self.average.model
         judged.eval()
         with torch.inference_mode():
@@ -310,7 +312,9 @@ class Trainer:
                 if judged.prompt_channels:  # the automatic proposal: empty prompts
                     x = torch.cat([x, x.new_zeros((judged.prompt_channels,) + tuple(x.shape[1:]))])
                 probs = predict_probabilities(judged, x, _VALIDATION_TILE)
-                classes = probs.argmax(dim=0).cpu().numpy()
+                confidence, classes = (t.cpu().numpy() for t in probs.max(dim=0))
+                held = target != IGNORE  # of a part-held image, its held-out part only
+                self._val_uncertainty.append(uncertainty(classes[held], confidence[held]))
                 if len(self._val_pairs) < _POSTPROCESS_IMAGES:
                     self._val_pairs.append((classes.astype(np.uint8), target.astype(np.int16)))
                 counted = target != IGNORE
@@ -366,10 +370,12 @@ class Trainer:
         from its predictions on the held-out images (segdesk.ml.postprocess); the Predictor applies
         it. A failure here costs the checkpoint its post-processing, never the checkpoint."""
         pairs, self._val_pairs = self._val_pairs, []
+        unsure, self._val_uncertainty = self._val_uncertainty, []
         if not pairs:
             return postprocess.unvalidated(1)  # a part of the first accepted image is held out
         try:
-            return postprocess.choose(pairs, self.n_classes, area_scale=self.scale_rule.stored_area_scale)
+            return postprocess.choose(pairs, self.n_classes, area_scale=self.scale_rule.stored_area_scale,
+                                      uncertainties=unsure)
         except Exception:  # noqa: BLE001 - e.g. OpenCV on an odd array; proposals stay as they are
             log.exception("choosing post-processing failed")
             return None

@@ -5,8 +5,9 @@ The GUI asks with ``request(request_id, image_id, path, ...)`` and gets ``predic
 and the model is swapped only when loading succeeded.
 
 A model still learning (its held-out proposals cost more to correct than drawing) withholds its
-proposals (segdesk.ml.postprocess); a request with ``ungated`` asks for its proposal anyway, and the
-answer says it came from such a model, so the window can mark it.
+proposals, and any model withholds its proposal on an image far less sure than on its held-out ones
+(segdesk.ml.postprocess); a request with ``ungated`` asks for the proposal anyway, and the answer
+says when it is such a one, so the window can mark it.
 
 Every stored proposal carries its uncertainty (segdesk.ml.uncertainty). When the project's setting
 is "least sure first" (segdesk.core.next_image), the worker scouts when idle: after each request and
@@ -73,7 +74,8 @@ class InferenceWorker(QObject):
     # request id, image id, label (uint8, 1 = background), checkpoint id, learning (shown although
     # the model withholds its proposals: asked for ungated)
     prediction_ready = Signal(int, str, object, str, bool)
-    prediction_withheld = Signal(int, str, str)  # request id, image id, checkpoint id: a gated model said no
+    # request id, image id, checkpoint id, the image's uncertainty (-1: none): a gated model said no
+    prediction_withheld = Signal(int, str, str, float)
     prediction_failed = Signal(int, str, str)  # request id, image id, message
     device_probed = Signal(str, str)  # device name, problem ("" when none)
     models_listed = Signal(object, str)  # list of checkpoint metadata dicts, current id ("" if none)
@@ -232,10 +234,11 @@ class InferenceWorker(QObject):
             with self._gate.proposing():
                 prediction = self._predictor.predict(pixels, should_stop=self._more_urgent if prefetch else None)
             checkpoint = prediction.checkpoint or ""
-            if prediction.withheld:  # the model changed to one still learning since the GUI asked
-                self.prediction_withheld.emit(request_id, image_id, checkpoint)
+            unsure = prediction.uncertainty
+            if prediction.withheld:  # a model still learning (loaded since the GUI asked), or an image unlike
+                self.prediction_withheld.emit(request_id, image_id, checkpoint, -1.0 if unsure is None else unsure)
                 return
-            learning = ungated and postprocess.withholds(self._predictor.postprocess)
+            learning = ungated and postprocess.withholds_image(self._predictor.postprocess, unsure)
             label = encoding.mask_to_label(prediction.classes, in_place=True)  # the classes are not used again
             self._cache(image_id, label, checkpoint, learning, prediction.uncertainty)
         except Cancelled:  # a click or the image on screen came first: this prefetch goes behind them
@@ -344,8 +347,8 @@ class InferenceWorker(QObject):
             log.exception("scoring %s failed", image_id)
             return
         checkpoint = prediction.checkpoint or ""
-        learning = postprocess.withholds(self._predictor.postprocess)
         unsure = prediction.uncertainty
+        learning = postprocess.withholds_image(self._predictor.postprocess, unsure)
         label = encoding.mask_to_label(prediction.classes, in_place=True)
         if self._cache(image_id, label, checkpoint, learning, unsure):
             self.scored.emit(image_id, checkpoint, unsure)

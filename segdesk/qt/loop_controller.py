@@ -160,8 +160,12 @@ class LoopController(QObject):
         if reason and not anyway:  # told for prefetches too: the window shows it only for the image on screen
             self.proposal_failed.emit(image_id, reason)
             return 0
-        ungated = bool(reason)  # "anyway" on a model that proposes is a plain Segment
+        # "anyway" on a model that proposes is a plain Segment but for an image it withholds its proposal
+        # on (postprocess.unlike_held_out); a plain proposal cached is that image's answer either way
+        ungated = bool(reason) or anyway
         cached = self._cache.get((image_id, ungated))
+        if anyway and not reason and (cached is None or cached[0] != self.active_checkpoint):
+            cached = self._cache.get((image_id, False))
         pending = self._pending.get((image_id, ungated))
         if prefetch and pending is not None and pending[0] == self.active_checkpoint:
             return pending[1]  # already on its way
@@ -215,11 +219,18 @@ class LoopController(QObject):
             self._cache.popitem(last=False)
         self.proposal_ready.emit(image_id, label, checkpoint, learning, request_id)
 
-    def _on_prediction_withheld(self, request_id: int, image_id: str, checkpoint: str) -> None:
-        """A plain request reached a model still learning (it was loaded after the request)."""
+    def _on_prediction_withheld(self, request_id: int, image_id: str, checkpoint: str, unsure: float) -> None:
+        """A plain request reached a model still learning (it was loaded after the request), or an
+        image the model withholds its proposal on (postprocess.unlike_held_out)."""
         self._forget_request(request_id)
-        self.proposal_failed.emit(image_id, self.withheld_reason(checkpoint)
-                                  or f"model {checkpoint} is still learning: it shows no proposals yet.")
+        reason = self.withheld_reason(checkpoint)
+        meta = next((m for m in self.checkpoints if m.get("id") == checkpoint), None)
+        spec = (meta or {}).get("postprocess")
+        if not reason and unsure >= 0 and postprocess.unlike_held_out(spec, unsure):
+            reason = (f"model {checkpoint} is unsure of this image ({shortcut_text('segment_anyway')} shows its "
+                      f"proposal anyway): {postprocess.why_unlike(spec, unsure)}. Draw this one; each accept "
+                      f"teaches it.")
+        self.proposal_failed.emit(image_id, reason or f"model {checkpoint} is still learning: it shows no proposals yet.")
 
     def _on_prediction_failed(self, request_id: int, image_id: str, message: str) -> None:
         self._forget_request(request_id)
