@@ -380,8 +380,8 @@ def test_a_proposal_on_an_image_unlike_the_held_out_ones_is_withheld_said_why_an
         QTest.keyClick(w, Qt.Key.Key_S)
         qtbot.waitUntil(lambda: "unsure of this image" in w.statusBar().currentMessage(), timeout=60_000)
         text = w.statusBar().currentMessage()
-        assert "(Shift+S shows its proposal anyway)" in text
-        assert f"{unsure / postprocess.UNLIKE_FLOOR:.1f}x less sure of this image" in text
+        assert "(Shift+S shows it anyway)" in text and "Draw this one" in text
+        assert f"{unsure / postprocess.UNLIKE_FLOOR:.1f}x less sure than on any held-out image" in text
 
     segment_says_unsure()
     assert w.current.proposal is None and w.canvas.proposal is None

@@ -142,8 +142,7 @@ def withholds_image(spec: dict | None, unsure: float | None) -> bool:
 def why_unlike(spec: dict, unsure: float) -> str:
     """For the user: why this image's proposal is withheld (after "model N is unsure here: ")."""
     seen = max(float(spec.get("val_uncertainty_max") or 0.0), UNLIKE_FLOOR)
-    return (f"it is {unsure / seen:.1f}x less sure of this image than of any held-out image it was checked on, "
-            f"so its proposal here is likely wrong")
+    return f"{unsure / seen:.1f}x less sure than on any held-out image"
 
 
 def apply(classes: np.ndarray, spec: dict | None, area_factor: float = 1.0, gate: bool = True,

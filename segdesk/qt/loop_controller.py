@@ -227,9 +227,8 @@ class LoopController(QObject):
         meta = next((m for m in self.checkpoints if m.get("id") == checkpoint), None)
         spec = (meta or {}).get("postprocess")
         if not reason and unsure >= 0 and postprocess.unlike_held_out(spec, unsure):
-            reason = (f"model {checkpoint} is unsure of this image ({shortcut_text('segment_anyway')} shows its "
-                      f"proposal anyway): {postprocess.why_unlike(spec, unsure)}. Draw this one; each accept "
-                      f"teaches it.")
+            reason = (f"model {checkpoint} is unsure of this image ({shortcut_text('segment_anyway')} shows it "
+                      f"anyway): {postprocess.why_unlike(spec, unsure)}. Draw this one; each accept teaches it.")
         self.proposal_failed.emit(image_id, reason or f"model {checkpoint} is still learning: it shows no proposals yet.")
 
     def _on_prediction_failed(self, request_id: int, image_id: str, message: str) -> None:
