@@ -117,7 +117,7 @@ def test_proposals_that_cost_more_than_drawing_are_withheld():
 def test_an_image_far_less_sure_than_every_held_out_one_is_withheld():
     """A model that proposes keeps the largest uncertainty of its held-out images; on an image over
     twice as unsure (another stain, scanner or view) its proposal is withheld, and said why. The
-    threshold is at least twice UNLIKE_FLOOR; older specs without the number withhold nothing more."""
+    threshold is at least twice UNLIKE_FLOOR (0.1); older specs without the number withhold nothing more."""
     truth = blobs()
     good = truth.astype(np.uint8)
     spec = pp.choose([(good, truth)], n_classes=1, uncertainties=[0.04, 0.11, 0.07])
@@ -130,7 +130,7 @@ def test_an_image_far_less_sure_than_every_held_out_one_is_withheld():
     assert pp.why_unlike(spec, 0.33) == "3.0x less sure than on any held-out image"
 
     sure = pp.choose([(good, truth)], n_classes=1, uncertainties=[0.01])
-    assert not pp.unlike_held_out(sure, 0.09) and pp.unlike_held_out(sure, 0.11)  # 2 x UNLIKE_FLOOR
+    assert not pp.unlike_held_out(sure, 0.19) and pp.unlike_held_out(sure, 0.21)  # 2 x UNLIKE_FLOOR
     older = pp.choose([(good, truth)], n_classes=1)
     assert "val_uncertainty_max" not in older and not pp.withholds_image(older, 0.5)
     assert not pp.unlike_held_out(spec, None) and not pp.unlike_held_out(None, 0.5)
