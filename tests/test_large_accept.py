@@ -240,6 +240,18 @@ def test_merge_accept_in_strips_is_the_merge(monkeypatch):
         encoding.merge_accept_into(painted.copy(), proposal[:10])
 
 
+def test_a_merge_onto_the_proposal_is_the_merge(monkeypatch):
+    rng = np.random.default_rng(2)
+    monkeypatch.setattr(encoding, "MERGE_ROWS_PIXELS", 50)
+    painted = rng.integers(0, 4, (37, 23)).astype(np.uint8)
+    proposal = rng.integers(0, 4, (37, 23)).astype(np.uint8)
+    expected = encoding.merge_accept(painted, proposal)
+    encoding.merge_accept_onto(proposal, painted)
+    assert np.array_equal(proposal, expected)
+    with pytest.raises(ValueError, match="proposal"):
+        encoding.merge_accept_onto(proposal[:10], painted)
+
+
 def test_a_merge_in_place_is_undone_by_the_unlabelled_bits(monkeypatch):
     """The writer merges a large accept in place and keeps one bit a pixel to undo it: widths that
     are not a multiple of 8 and strips of a few rows give back exactly the label merged from."""

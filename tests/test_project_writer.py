@@ -10,6 +10,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from segdesk.core import encoding, storage
 from segdesk.core.project import STATUS_ACCEPTED, Project
@@ -228,9 +229,12 @@ def test_an_accept_of_the_kept_label_merges_it_in_place_and_a_patch_before_adopt
     assert writer.shutdown()
 
 
-def test_an_accept_of_the_kept_label_that_fails_leaves_the_kept_label_unmerged(qtbot, tmp_path, monkeypatch):
-    """The disk refuses the accept after the label was merged in place: the kept label is made what
-    it was, so the next stroke's patch stores the user's label, not the proposal."""
+@pytest.mark.parametrize("with_proposal", [True, False])
+def test_an_accept_of_the_kept_label_that_fails_leaves_the_kept_label_unmerged(qtbot, tmp_path, monkeypatch,
+                                                                             with_proposal):
+    """The disk refuses the accept after the label was merged (into the proposal, or without one into
+    the kept label, in place): the kept label is what it was, so the next stroke's patch stores the
+    user's label, not the merge."""
     from segdesk.core.errors import StorageError
 
     project, image_id = _large_image_project(tmp_path)
@@ -250,7 +254,7 @@ def test_an_accept_of_the_kept_label_that_fails_leaves_the_kept_label_unmerged(q
         raise StorageError("No space left on device")
 
     monkeypatch.setattr(Project, "accept", full_disk)
-    writer.accept_kept(image_id, None, None, 1, 5.0, "0001", proposal)
+    writer.accept_kept(image_id, None, None, 1, 5.0, "0001", proposal if with_proposal else None)
     assert writer.flush()
     qtbot.waitUntil(lambda: bool(refused), timeout=20_000)
     monkeypatch.setattr(Project, "accept", real_accept)

@@ -62,7 +62,7 @@ class AcceptRequest:
     label: np.ndarray | None
     seconds: float  # time spent on the image, counted in this accept
     checkpoint: str | None  # the model whose proposal it corrects
-    proposal: np.ndarray | None = None  # the proposal shown (never written to), when label is None
+    proposal: np.ndarray | None = None  # the proposal shown, when label is None: the writer merges into it
 
 
 class LabellingSession:

@@ -142,11 +142,11 @@ class ProjectWriter(QObject):
                     version: int, seconds: float, checkpoint: str | None, proposal: np.ndarray | None) -> None:
         """Queue an accept of the kept label (``keep_from_disk``, ``keep_label`` or a kept
         ``write_label``) with ``box`` set to ``values`` first (what changed since; None: nothing),
-        merged here with ``proposal`` (encoding.merge_accept; the caller vouches that nothing writes
-        to it), so a large label is neither merged nor copied whole on the GUI thread. The kept copy
-        is merged in place and comes back with ``accepted`` as the stored label; until
-        ``adopt_accepted`` says the document shows it, a patch applies to the label it was merged
-        from."""
+        merged here with ``proposal`` (encoding.merge_accept), so a large label is neither merged
+        nor copied whole on the GUI thread. ``proposal`` is given away: the merge is written into it
+        (without one, into the kept copy) and it comes back with ``accepted`` as the stored label;
+        until ``adopt_accepted`` says the document shows it, a patch applies to the label it was
+        merged from."""
         self._accepting[image_id] = version
         versions, accepting = self._saved_versions, self._accepting
         self._submit(lambda: self._accept_kept(image_id, box, values, version, seconds, checkpoint, proposal,
@@ -326,22 +326,30 @@ class ProjectWriter(QObject):
             y0, x0, y1, x1 = box
             kept[y0:y1, x0:x1] = values
         self._stored_not_adopted = None
+        onto = proposal is not None and proposal.flags.c_contiguous and proposal.flags.writeable
         bits = None
         try:
-            # merged in place (the proposal's share, then background), undone by the bits where needed:
-            # a second whole label would be 0.4 GB at 20,000 px
-            bits = encoding.unlabelled_bits(kept)
-            encoding.merge_accept_into(kept, proposal)
+            # no second whole label (0.4 GB at 20,000 px): merged into the proposal, given away by the
+            # caller (the kept label stays the document's); else the kept label is merged in place,
+            # undone by the bits where needed
+            if onto:
+                encoding.merge_accept_onto(proposal, kept)
+                label = proposal
+            else:
+                bits = encoding.unlabelled_bits(kept)
+                encoding.merge_accept_into(kept, proposal)
+                label = kept
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: not accepted, the label kept
             log.exception("merging the accept of %s failed", image_id)
             self._unmerged(image_id, kept, bits)
             _accept_over(accepting, image_id, version)
             self._report("accept_failed", image_id, version, f"Could not store the accept: {exc}")
             return
-        if self._accept(image_id, kept, version, seconds, checkpoint, versions, accepting, owned=True):
-            # stored: the kept label is it until the document adopts it (then only the file is kept,
-            # adopt_accepted), or a patch or accept needs the label it was merged from (_kept_label)
-            self._unmerge = (image_id, bits)
+        if self._accept(image_id, label, version, seconds, checkpoint, versions, accepting, owned=True):
+            # stored: the document adopts it (then only the file is kept, adopt_accepted); a patch or
+            # accept before that applies to the label it was merged from (_kept_label)
+            if bits is not None:
+                self._unmerge = (image_id, bits)
             self._stored_not_adopted = (image_id, version)
         else:
             self._unmerged(image_id, kept, bits)

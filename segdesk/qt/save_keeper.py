@@ -115,8 +115,9 @@ class SaveKeeper(QObject):
                checkpoint: str | None, proposal: np.ndarray | None = None) -> None:
         """Store ``label`` (``doc``'s label with unlabelled pixels made background) as accepted; the
         answer is ``accepted`` or ``accept_failed``. Nothing waits for the disk. ``label`` None (when
-        ``merges_accept``): the writer merges its copy of ``doc``'s label with ``proposal`` (never
-        written to by anyone), and ``doc`` adopts the writer's stored array once it is on disk."""
+        ``merges_accept``): the writer merges its copy of ``doc``'s label with ``proposal``, written
+        into ``proposal`` (given away: where it is still held, it then shows the accepted label), and
+        ``doc`` adopts the writer's stored array once it is on disk."""
         if self._shut_down or self.project is None:
             return
         self._accepts[image_id] = doc
