@@ -18,7 +18,8 @@ themselves: speck limits from the sizes of true objects, hole limits from the si
 so a step never targets a size the labels show to be real. Areas are stored in pixels at the
 image's own resolution. A model that proposes still withholds its proposal on one image it is far
 less sure of than of every held-out image (``unlike_held_out``): what it was judged on does not
-speak for that image (another stain, scanner or view). numpy and OpenCV only; the result is plain JSON for checkpoint metadata.
+speak for that image (another stain, scanner or view). numpy and OpenCV only; the result is plain
+JSON for checkpoint metadata.
 """
 
 from __future__ import annotations

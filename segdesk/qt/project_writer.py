@@ -71,9 +71,9 @@ class ProjectWriter(QObject):
         # the writer thread's: an accept of the kept label stored, not yet adopted by the document
         # (image id, document version); ``adopt_accepted`` then keeps only the stored file
         self._stored_not_adopted: tuple[str, int] | None = None
-        # the writer thread's: the kept label is that stored accept, merged in place (no second 0.4 GB
-        # array at 20,000 px); these bits (encoding.unlabelled_bits) give back the label it was merged
-        # from, the document's until it adopts the stored one (image id, bits)
+        # the writer thread's: the kept label is that stored accept, merged in place (one without a
+        # proposal: no second 0.4 GB array at 20,000 px); these bits (encoding.unlabelled_bits) give
+        # back the label it was merged from, the document's until it adopts the stored one (image id, bits)
         self._unmerge: tuple[str, np.ndarray] | None = None
         self._done = threading.Condition()
         self._pending = 0
@@ -326,7 +326,8 @@ class ProjectWriter(QObject):
             y0, x0, y1, x1 = box
             kept[y0:y1, x0:x1] = values
         self._stored_not_adopted = None
-        onto = proposal is not None and proposal.flags.c_contiguous and proposal.flags.writeable
+        onto = (proposal is not None and proposal.dtype == np.uint8 and proposal.flags.c_contiguous
+                and proposal.flags.writeable)
         bits = None
         try:
             # no second whole label (0.4 GB at 20,000 px): merged into the proposal, given away by the
@@ -376,7 +377,7 @@ class ProjectWriter(QObject):
             log.error("the accept of %s (version %d) to adopt is not the one stored", image_id, version)
             self._set_kept(None)
             return
-        # the document now holds what was stored (the kept array itself): keep only the file
+        # the document now holds what was stored (the very array): keep only the file
         self._set_kept((image_id, None))
 
     def _set_setting(self, key: str, value) -> None:
