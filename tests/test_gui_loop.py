@@ -192,28 +192,35 @@ def test_unusable_gpu_is_reported_once_with_a_fix(qtbot, tmp_path, messages, mon
     w.close()
 
 
-def test_a_model_that_costs_more_than_drawing_shows_no_proposal_and_says_why(qtbot, tmp_path, messages):
-    """A checkpoint whose held-out proposals took more correcting than drawing (postprocess gate)
-    withholds them: Segment says so instead of painting an empty or wrong mask; a later model that
-    saves work proposes again."""
+def _project_with_models(tmp_path, images: dict, specs: list[dict]) -> tuple[Project, list[str]]:
+    """A project of generated disc images (name -> seed, None: the default) that does not train, with
+    one checkpoint of the same tiny random-weight U-Net per post-processing spec."""
     import torch
 
     from segdesk.ml.checkpoints import CheckpointStore
     from segdesk.ml.unet import UNet
 
-    write_disc_image(tmp_path / "a.png")
+    for name, seed in images.items():
+        write_disc_image(tmp_path / f"{name}.png", **({} if seed is None else {"seed": seed}))
     project = Project.create(tmp_path / "proj", ["disc"])
-    project.add_images([tmp_path / "a.png"])
-    project.settings["auto_train_after"] = 1000  # no training in this test
+    project.add_images([tmp_path / f"{name}.png" for name in images])
+    project.settings["auto_train_after"] = 1000  # no training in these tests
     project.save()
     torch.manual_seed(0)
     model = UNet(n_outputs=2, depth=2, base_width=4)
     meta = {"arch": model.arch_dict(), "classes": ["disc"], "normalisation": "percentile-0.5-99.5",
             "working_scale": 1.0, "step": 1}
     store = CheckpointStore(project.root / "models")
-    proposes = store.save(model.state_dict(), {**meta, "postprocess": {"version": 1, "classes": {}, "propose": True}})
-    learning = store.save(model.state_dict(), {**meta, "postprocess": {
-        "version": 1, "classes": {}, "propose": False, "val_effort_ratio": 1.62}})
+    return project, [store.save(model.state_dict(), {**meta, "postprocess": spec}) for spec in specs]
+
+
+def test_a_model_that_costs_more_than_drawing_shows_no_proposal_and_says_why(qtbot, tmp_path, messages):
+    """A checkpoint whose held-out proposals took more correcting than drawing (postprocess gate)
+    withholds them: Segment says so instead of painting an empty or wrong mask; a later model that
+    saves work proposes again."""
+    project, (proposes, learning) = _project_with_models(tmp_path, {"a": None}, [
+        {"version": 1, "classes": {}, "propose": True},
+        {"version": 1, "classes": {}, "propose": False, "val_effort_ratio": 1.62}])
     w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu",
                    train_config=TrainConfig(depth=2, base_width=4, crop_size=32))
     qtbot.addWidget(w)
@@ -240,24 +247,11 @@ def test_a_withheld_proposal_is_shown_on_request_marked_and_accepted_as_usual(qt
     """Shift+S ("show anyway") shows a learning model's proposal, marked as not yet helpful (status
     text, dashed outline without tint); Segment (S) still shows none, on this image or after coming
     back to it (the cache keeps the two apart); accepting stores the shown proposal plus corrections."""
-    import torch
-
-    from segdesk.ml.checkpoints import CheckpointStore
     from segdesk.core.encoding import mask_to_label
-    from segdesk.ml.unet import UNet
 
-    for name in ("a", "b"):
-        write_disc_image(tmp_path / f"{name}.png", seed=ord(name))
-    project = Project.create(tmp_path / "proj", ["disc"])
-    project.add_images([tmp_path / "a.png", tmp_path / "b.png"])
-    project.settings["auto_train_after"] = 1000  # no training in this test
-    project.save()
-    torch.manual_seed(0)  # these weights propose a mask with some disc pixels on these images
-    model = UNet(n_outputs=2, depth=2, base_width=4)
-    meta = {"arch": model.arch_dict(), "classes": ["disc"], "normalisation": "percentile-0.5-99.5",
-            "working_scale": 1.0, "step": 1,
-            "postprocess": {"version": 1, "classes": {}, "propose": False, "val_effort_ratio": 1.62}}
-    learning = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
+    # these weights (torch seed 0) propose a mask with some disc pixels on these images
+    project, (learning,) = _project_with_models(tmp_path, {"a": ord("a"), "b": ord("b")}, [
+        {"version": 1, "classes": {}, "propose": False, "val_effort_ratio": 1.62}])
     predictor = Predictor.from_checkpoint(project.root / "models", learning, device="cpu")
     predictor.gate = False
     first, second = project.images
@@ -342,28 +336,14 @@ def test_a_proposal_on_an_image_unlike_the_held_out_ones_is_withheld_said_why_an
     """A model that proposes, but is far less sure of this image than of any held-out one
     (postprocess.unlike_held_out): Segment shows nothing and says why; Shift+S shows it, marked as
     not yet helpful; a plain Segment afterwards still shows none."""
-    import torch
-
     from segdesk.core.encoding import mask_to_label
-    from segdesk.ml.checkpoints import CheckpointStore
-    from segdesk.ml.unet import UNet
 
-    write_disc_image(tmp_path / "a.png", seed=1)
-    project = Project.create(tmp_path / "proj", ["disc"])
-    project.add_images([tmp_path / "a.png"])
-    project.settings["auto_train_after"] = 1000  # no training in this test
-    project.save()
-    torch.manual_seed(0)
-    model = UNet(n_outputs=2, depth=2, base_width=4)
-    meta = {"arch": model.arch_dict(), "classes": ["disc"], "normalisation": "percentile-0.5-99.5",
-            "working_scale": 1.0, "step": 1,
-            "postprocess": {"version": 1, "classes": {}, "propose": True, "val_effort_ratio": 0.3,
-                            "val_uncertainty_max": 0.01}}
-    checkpoint = CheckpointStore(project.root / "models").save(model.state_dict(), meta)
+    spec = {"version": 1, "classes": {}, "propose": True, "val_effort_ratio": 0.3, "val_uncertainty_max": 0.01}
+    project, (checkpoint,) = _project_with_models(tmp_path, {"a": 1}, [spec])
     predictor = Predictor.from_checkpoint(project.root / "models", checkpoint, device="cpu")
     image = project.read_image(project.images[0]).pixels
     unsure = predictor.predict(image).uncertainty
-    assert postprocess.unlike_held_out(meta["postprocess"], unsure)  # random weights: unsure everywhere
+    assert postprocess.unlike_held_out(spec, unsure)  # random weights: unsure everywhere
     predictor.gate = False
     ungated = mask_to_label(predictor.predict(image).classes)
 
