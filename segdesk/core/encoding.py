@@ -102,9 +102,9 @@ def merge_accept_into(label: np.ndarray, proposal: np.ndarray | None = None) -> 
 
 def merge_accept_onto(proposal: np.ndarray, painted: np.ndarray) -> None:
     """``merge_accept(painted, proposal)`` written into ``proposal`` (uint8, C-contiguous, 2D: the
-    caller's to give away), strip by strip. Only the painted pixels are read from ``painted``: a
-    label still mostly the zeros it was created as costs no memory (untouched pages stay unmapped),
-    where a merged copy would commit the whole label (0.4 GB at 20,000 px)."""
+    caller's to give away), strip by strip. ``painted`` is only read: the pages of a label still
+    mostly the zeros it was created as stay uncommitted (reading them maps the system's zero page),
+    where merging into it or a merged copy commits the whole label (0.4 GB at 20,000 px)."""
     if proposal.dtype != np.uint8 or proposal.ndim != 2:
         raise ValueError(f"a proposal to merge onto must be a 2D uint8 array, got {proposal.dtype} {proposal.shape}")
     if painted.shape != proposal.shape:
