@@ -368,7 +368,7 @@ def test_a_proposal_on_an_image_unlike_the_held_out_ones_is_withheld_said_why_an
     QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # show anyway
     qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert np.array_equal(w.current.proposal, ungated) and w.current.proposal_learning
-    assert "(still learning: shown on request)" in w.status.proposal.text()
+    assert "(unsure of this image: shown on request)" in w.status.proposal.text()
     segment_says_unsure()
     assert not messages
     w.close()

@@ -311,7 +311,10 @@ class SessionController(QObject):
         item.setVisible(self._actions["toggle_labels"].isChecked())
         item.hide_under(cur.doc.label)
         self._canvas.set_proposal(item)
-        shown = " (still learning: shown on request)" if cur.proposal_learning else ""
+        shown = ""
+        if cur.proposal_learning:  # shown on request: a model still learning, or an image it is unsure of
+            still_learning = self._loop is None or self._loop.withheld_reason(cur.proposal_checkpoint)
+            shown = f" ({'still learning' if still_learning else 'unsure of this image'}: shown on request)"
         self._status.proposal.setText(
             f"proposal from model {cur.proposal_checkpoint}{shown}: correct it, then Accept (Enter)")
         self.proposal_shown.emit(cur.image_id)

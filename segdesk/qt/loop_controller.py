@@ -190,13 +190,17 @@ class LoopController(QObject):
         withholds them (segdesk.ml.postprocess), so the user draws instead of erasing a wrong
         mask, unless they ask to see it anyway."""
         checkpoint = checkpoint or self.active_checkpoint
-        meta = next((m for m in self.checkpoints if m.get("id") == checkpoint), None)
-        spec = (meta or {}).get("postprocess")
+        spec = self._postprocess_spec(checkpoint)
         if not postprocess.withholds(spec):
             return ""
         # the way to see it anyway comes first: a long status message is cut at the right
         return (f"model {checkpoint} is still learning ({shortcut_text('segment_anyway')} shows it anyway): "
                 f"{postprocess.why_withheld(spec)}. Draw this one; each accept teaches it.")
+
+    def _postprocess_spec(self, checkpoint: str | None) -> dict | None:
+        """The checkpoint's post-processing and show-or-withhold spec, from its listed metadata."""
+        meta = next((m for m in self.checkpoints if m.get("id") == checkpoint), None)
+        return (meta or {}).get("postprocess")
 
     def cached(self, image_id: str) -> tuple[str, np.ndarray] | None:
         """The ordinary (not shown-anyway) proposal of the active model, if cached."""
@@ -224,8 +228,7 @@ class LoopController(QObject):
         image the model withholds its proposal on (postprocess.unlike_held_out)."""
         self._forget_request(request_id)
         reason = self.withheld_reason(checkpoint)
-        meta = next((m for m in self.checkpoints if m.get("id") == checkpoint), None)
-        spec = (meta or {}).get("postprocess")
+        spec = self._postprocess_spec(checkpoint)
         if not reason and unsure >= 0 and postprocess.unlike_held_out(spec, unsure):
             reason = (f"model {checkpoint} is unsure of this image ({shortcut_text('segment_anyway')} shows it "
                       f"anyway): {postprocess.why_unlike(spec, unsure)}. Draw this one; each accept teaches it.")
