@@ -243,17 +243,31 @@ class _StallTracer:
         return {phase: dict(sorted(keys.items(), key=lambda kv: -kv[1])[:8]) for phase, keys in self.samples.items()}
 
 
-def _project(image: Path, root: Path):
+def make_project(image: str, root: str) -> str:
+    """A one-image project with the bundled nuclei model as its current checkpoint (and its ONNX
+    export), that does not train; run in a child process (``_project``)."""
     from segdesk.core.project import Project
     from segdesk.demo import _install_model, demo_model_dir
     from segdesk.qt.loop_controller import AUTO_START_KEY
 
-    project = Project.create(root, ["nucleus"])
-    project.add_images([image])
+    project = Project.create(Path(root), ["nucleus"])
+    project.add_images([Path(image)])
     project.settings[AUTO_START_KEY] = 1_000_000  # no training: the figures are viewing and segmenting
     project.save()
-    _install_model(demo_model_dir(), root / "models")
-    return project
+    _install_model(demo_model_dir(), Path(root) / "models")
+    return root
+
+
+def _project(image: Path, root: Path):
+    """``make_project`` in a child process: the window's own process never exports a model (its
+    trainer does that in another process), so the exporter's memory is not the window's."""
+    import multiprocessing as mp
+
+    from segdesk.core.project import Project
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        pool.apply(make_project, (str(image), str(root)))
+    return Project.open(root)
 
 
 def _one_image(app, window, image: Path, root: Path, meter: _Meter, wait_s: float, strokes: int,
