@@ -139,10 +139,13 @@ def cmd_train(args) -> int:
     device = group.device if group.size > 1 else _check_device(args.device)
     if group.is_main:
         project.clean_models()  # this process holds the models lock: leftovers are a crash's
+    finished = False
     try:
-        return _train(args, project, device, group)
+        code = _train(args, project, device, group)
+        finished = True
+        return code
     finally:
-        group.close()
+        group.close(finished)
 
 
 def _train(args, project: Project, device: str, group) -> int:
