@@ -369,6 +369,7 @@ def test_a_proposal_on_an_image_unlike_the_held_out_ones_is_withheld_said_why_an
     qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert np.array_equal(w.current.proposal, ungated) and w.current.proposal_learning
     assert "(unsure of this image: shown on request)" in w.status.proposal.text()
+    assert w.statusBar().currentMessage() == ""  # "No proposal: ..." went when it was shown
     segment_says_unsure()
     assert not messages
     w.close()

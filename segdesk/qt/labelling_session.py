@@ -34,6 +34,8 @@ from segdesk.qt.tool_controller import ToolController
 from segdesk.qt.tools_panel import ToolsPanel
 from segdesk.qt.windowing import WindowingController
 
+NO_PROPOSAL = "No proposal: "  # the status message's start when a proposal is withheld or fails
+
 
 class SessionController(QObject):
     message = Signal(str, int)  # for the status bar, shown for that many milliseconds
@@ -317,6 +319,8 @@ class SessionController(QObject):
             shown = f" ({'still learning' if still_learning else 'unsure of this image'}: shown on request)"
         self._status.proposal.setText(
             f"proposal from model {cur.proposal_checkpoint}{shown}: correct it, then Accept (Enter)")
+        if self._status.message.full_text().startswith(NO_PROPOSAL):  # said before it was shown on request
+            self.message.emit("", 0)
         self.proposal_shown.emit(cur.image_id)
 
     def _on_proposal_failed(self, image_id: str, message: str) -> None:
@@ -325,7 +329,7 @@ class SessionController(QObject):
                 self._awaiting = 0
                 self._prefetch_next()
             self._status.proposal.setText("")
-            self.message.emit(f"No proposal: {message}", 10000)
+            self.message.emit(f"{NO_PROPOSAL}{message}", 10000)
 
     def accept(self) -> None:
         """Accept proposal plus corrections (unlabelled pixels become background) and go on at once.
