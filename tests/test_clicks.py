@@ -8,7 +8,8 @@ import torch
 from segdesk.core.clicks import Click, disagrees, keep_clicks, local_change, next_click, prompt_maps, random_clicks
 from segdesk.core.encoding import mean_dice
 from segdesk.ml.checkpoints import CheckpointStore
-from segdesk.ml.inference import CLICK_WINDOW_MAX, Predictor, click_window
+from segdesk.ml.click_window import CLICK_WINDOW_MAX, click_window
+from segdesk.ml.inference import Predictor
 from tests.synthetic import make_choice_sample
 
 
