@@ -372,6 +372,13 @@ def test_predict_files_outside_the_project(trained, data, tmp_path, capsys):
     mask = cv2.imread(str(out_dir / "new.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (36, 44) and mask.max() <= 2
 
+    # the order README gives: options between the project and the files
+    code, out, _ = run(capsys, "predict", trained, "--out", tmp_path / "pred2", "--device", "cpu", other / "new.png")
+    assert code == 0 and "wrote 1 mask" in out
+    assert np.array_equal(cv2.imread(str(tmp_path / "pred2" / "new.png"), cv2.IMREAD_UNCHANGED), mask)
+    code, _, err = run(capsys, "predict", trained, "--out", out_dir, other / "new.png", "--bogus")
+    assert code == 2 and "--bogus" in one_error_line(err)
+
 
 def test_predict_without_a_model(tmp_path, data, capsys):
     proj = make_project(tmp_path, data, capsys)

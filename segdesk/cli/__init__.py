@@ -56,9 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    parser.commands = {}
+
     def add(name, func, help_, more=""):
         p = sub.add_parser(name, help=help_, description=help_ + more)
         p.set_defaults(func=func)
+        parser.commands[name] = p
         return p
 
     p = add("new", cmd_new, "create a project folder")
@@ -211,11 +214,26 @@ def _distributed_rank_zero() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+# Commands whose options may also stand between or after their lists of paths, as README writes
+# "predict PROJECT --out DIR FILES": plain argparse ends a list at the first option and refuses the rest.
+INTERMIXED_COMMANDS = frozenset({"add", "predict"})
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line (``_UsageError`` for a bad one)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras and args.command in INTERMIXED_COMMANDS:
+        rest = argv[argv.index(args.command) + 1:]
+        return parser.commands[args.command].parse_intermixed_args(rest, namespace=args)
+    return parser.parse_args(argv)  # argparse's own message for what is left over
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (0 success, 1 error, 2 bad command line)."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
     except _UsageError as exc:
         print_err(f"{PROG}: error: {exc}")
         return EXIT_USAGE
