@@ -354,6 +354,9 @@ def test_a_proposal_on_an_image_unlike_the_held_out_ones_is_withheld_said_why_an
     assert w.open_project(project.root)
     qtbot.waitUntil(lambda: w.current is not None and w.loop.active_checkpoint == checkpoint, timeout=120_000)
     assert w.loop.withheld_reason() == ""  # the model proposes
+    computed = []  # withholdings the inference worker computed for the image on screen
+    w.loop._inference.prediction_withheld.connect(
+        lambda _r, image_id, *_: computed.append(image_id) if image_id == w.current.image_id else None)
 
     def segment_says_unsure():
         w.statusBar().clearMessage()
@@ -365,11 +368,15 @@ def test_a_proposal_on_an_image_unlike_the_held_out_ones_is_withheld_said_why_an
 
     segment_says_unsure()
     assert w.current.proposal is None and w.canvas.proposal is None
+    qtbot.waitUntil(lambda: not w.loop._pending, timeout=60_000)  # requests made before it was known
+    n_computed = len(computed)
+    assert n_computed >= 1
     QTest.keyClick(w, Qt.Key.Key_S, Qt.KeyboardModifier.ShiftModifier)  # show anyway
     qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert np.array_equal(w.current.proposal, ungated) and w.current.proposal_learning
     assert "(unsure of this image: shown on request)" in w.status.proposal.text()
     assert w.statusBar().currentMessage() == ""  # "No proposal: ..." went when it was shown
     segment_says_unsure()
+    assert len(computed) == n_computed  # known: answered without computing the proposal again
     assert not messages
     w.close()

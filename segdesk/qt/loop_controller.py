@@ -96,6 +96,9 @@ class LoopController(QObject):
         self._cache: OrderedDict[tuple[str, bool], tuple[str, np.ndarray]] = OrderedDict()
         # (image id, ungated) -> (checkpoint, request id)
         self._pending: dict[tuple[str, bool], tuple[str | None, int]] = {}
+        # image id -> (checkpoint, why): images the model withholds its proposal on (unsure of
+        # them); a plain Segment there is answered at once instead of computed again
+        self._unsure_of: dict[str, tuple[str, str]] = {}
         self.active_checkpoint: str | None = None
         self.checkpoints: list[dict] = []
         self.follow_latest = True
@@ -159,6 +162,10 @@ class LoopController(QObject):
         reason = self.withheld_reason()
         if reason and not anyway:  # told for prefetches too: the window shows it only for the image on screen
             self.proposal_failed.emit(image_id, reason)
+            return 0
+        known = self._unsure_of.get(image_id)
+        if not anyway and known is not None and known[0] == self.active_checkpoint:
+            self.proposal_failed.emit(image_id, known[1])
             return 0
         # "anyway" on a model that proposes is a plain Segment but for an image it withholds its proposal
         # on (postprocess.unlike_held_out); a plain proposal cached is that image's answer either way
@@ -232,6 +239,7 @@ class LoopController(QObject):
         if not reason and unsure >= 0 and postprocess.unlike_held_out(spec, unsure):
             reason = (f"model {checkpoint} is unsure of this image ({shortcut_text('segment_anyway')} shows it "
                       f"anyway): {postprocess.why_unlike(spec, unsure)}. Draw this one; each accept teaches it.")
+            self._unsure_of[image_id] = (checkpoint, reason)
         self.proposal_failed.emit(image_id, reason or f"model {checkpoint} is still learning: it shows no proposals yet.")
 
     def _on_prediction_failed(self, request_id: int, image_id: str, message: str) -> None:
@@ -296,6 +304,7 @@ class LoopController(QObject):
     def _cache_clear_stale(self) -> None:
         for key in [k for k, (c, _) in self._cache.items() if c != self.active_checkpoint]:
             del self._cache[key]
+        self._unsure_of = {k: v for k, v in self._unsure_of.items() if v[0] == self.active_checkpoint}
 
     @property
     def inference(self) -> InferenceWorker:
@@ -413,4 +422,5 @@ class LoopController(QObject):
         # (a 10,000 px image's, 0.1 GB, stayed beside the next project's 20,000 px image)
         self._cache.clear()
         self._pending.clear()
+        self._unsure_of.clear()
         return ok_train and ok_infer
