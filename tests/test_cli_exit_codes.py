@@ -52,6 +52,17 @@ def test_add_from_a_folder_without_images_fails_and_says_so(tmp_path, proj, caps
     assert "added 0 images" in out
 
 
+def test_a_folder_of_links_to_images_elsewhere_is_not_called_empty(tmp_path, proj, capsys):
+    """A folder of symbolic links (a data set linked in, not copied): the project stores where the
+    images really are, and the folder given still held images."""
+    real = write_png(tmp_path / "store" / "a.png")
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "a.png").symlink_to(real)
+    code, out, err = run(capsys, "add", proj, tmp_path / "linked")
+    assert (code, err) == (0, "")
+    assert "added 1 image" in out
+
+
 def test_add_of_nothing_readable_fails_with_one_line_per_file(tmp_path, proj, capsys):
     broken = write_broken(tmp_path / "broken.png")
     missing = tmp_path / "missing.png"

@@ -45,7 +45,7 @@ def cmd_add(args) -> int:
     failed = [(path, reason) for path, reason in report.skipped if reason != _DUPLICATE]
     for path, reason in failed:
         print_err(f"skipped {path}: {reason}")
-    empty = _folders_without_images(args.paths, report, project.root)
+    empty = report.empty_folders
     for folder in empty:
         print_err(f"no images found in {folder}")
     n, duplicates = len(report.added), len(report.skipped) - len(failed)
@@ -53,15 +53,6 @@ def cmd_add(args) -> int:
           + (f", {duplicates} already in the project" if duplicates else "")
           + (f", skipped {len(failed)}" if failed else ""))
     return EXIT_ERROR if not report.added and (failed or empty) else EXIT_OK
-
-
-def _folders_without_images(paths, report, root: Path) -> list[str]:
-    """The folders among ``paths`` that held no file add_images tried (added, skipped or duplicate)."""
-    tried = [Path(p).resolve() for p, _ in report.skipped]
-    tried += [(root / e.source).resolve() for e in report.added]
-    folders = [p for p in paths if Path(p).expanduser().is_dir()]
-    return [str(f) for f in folders
-            if not any(t.is_relative_to(Path(f).expanduser().resolve()) for t in tried)]
 
 
 def cmd_import_labels(args) -> int:

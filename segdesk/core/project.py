@@ -79,6 +79,7 @@ class ImageEntry:
 class AddReport:
     added: list[ImageEntry] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    empty_folders: list[str] = field(default_factory=list)  # folders given that hold no image file
     cancelled: bool = False
 
 
@@ -469,10 +470,12 @@ def _expand(paths: Iterable[str | os.PathLike], report: AddReport) -> list[Path]
     for p in paths:
         p = Path(p).expanduser()
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and (f.suffix.lower() in imageio.SUPPORTED_SUFFIXES
-                                    or dicom_series.looks_like_dicom(f)):
-                    files.append(f)
+            found = [f for f in sorted(p.rglob("*"))
+                     if f.is_file() and (f.suffix.lower() in imageio.SUPPORTED_SUFFIXES
+                                         or dicom_series.looks_like_dicom(f))]
+            if not found:
+                report.empty_folders.append(str(p))
+            files += found
         elif p.is_file():
             files.append(p)
         else:
