@@ -66,6 +66,24 @@ def test_added_images_are_read_off_the_gui_thread(qtbot, tmp_path, monkeypatch, 
     w.close()
 
 
+def test_adding_a_folder_without_images_says_so(qtbot, tmp_path, messages):
+    """Not a silent "Added 0 image(s).": the folder is named, with what segdesk reads."""
+    project = disc_project(tmp_path, ["lesion"], n_images=1)
+    folder = tmp_path / "exports"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "report.pdf").write_bytes(b"%PDF-1.4")
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu")
+    show_window(qtbot, w, active=False)
+    assert w.open_project(project.root)
+    with qtbot.waitSignal(w.adder.finished, timeout=20_000):
+        w.add_images([str(folder)])
+    assert len(messages) == 1
+    title, text = messages[0]
+    assert title == "No images found" and str(folder) in text and imageio.FORMATS_TEXT in text
+    assert len(w.project.images) == 1
+    w.close()
+
+
 def test_adding_images_that_fail_says_why(qtbot, tmp_path, monkeypatch, messages):
     from segdesk.core.errors import ProjectError
 

@@ -27,6 +27,7 @@ from segdesk.core.image import MAX_FILE_BYTES, MAX_PIXELS, Image, check_pixels, 
 log = logging.getLogger(__name__)
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"})
+FORMATS_TEXT = "PNG, JPEG, BMP, TIFF (8 or 16 bits) and DICOM files"  # what users are told it reads
 
 # (offset, magic bytes, format). Formats we do not read are named for a clearer message.
 _MAGICS = (  # DICOM first: a DICOM file's 128-byte preamble may hold a TIFF header

@@ -14,6 +14,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QActionGroup, QCloseEvent
 from PySide6.QtWidgets import QDockWidget, QMainWindow, QMessageBox, QProgressDialog
 
+from segdesk.core import imageio
 from segdesk.core.errors import SegdeskError
 from segdesk.core.labelling_session import OpenImage
 from segdesk.core.project import Project
@@ -261,6 +262,10 @@ class MainWindow(QMainWindow):
             reasons = "\n".join(f"{Path(p).name}: {r}" for p, r in report.skipped[:20])
             more = f"\n… and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
             QMessageBox.information(self, "Some files were skipped", f"{message}\n\nSkipped:\n{reasons}{more}")
+        elif report.empty_folders and not report.added:
+            folders = "\n".join(report.empty_folders[:20])
+            QMessageBox.information(self, "No images found", f"No image files in:\n{folders}\n\nsegdesk reads "
+                                    f"{imageio.FORMATS_TEXT} (a folder's subfolders are searched too).")
         self.statusBar().showMessage(message, 10000)
         if self.current is None and report.added:
             self.show_image(report.added[0].id)
