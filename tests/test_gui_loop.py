@@ -373,8 +373,7 @@ def test_a_proposal_on_an_image_unlike_the_held_out_ones_is_withheld_said_why_an
     assert np.array_equal(w.current.proposal, ungated) and w.current.proposal_learning
     assert "(unsure of this image: shown on request)" in w.status.proposal.text()
     assert w.statusBar().currentMessage() == ""  # "No proposal: ..." went when it was shown
-    # the worker answers in order: what was asked before Shift+S (a prefetch that gave way to the
-    # Segment press runs again after it) has been answered by now
+    # the worker answers in order: whatever was asked before Shift+S has been answered by now
     n_computed = len(computed)
     segment_says_unsure()
     assert len(computed) == n_computed  # known: answered without computing the proposal again

@@ -111,13 +111,20 @@ def test_without_anything_waiting_a_prefetch_runs_through(tmp_path):
     assert [answer[1] for answer in ready] == [entry.id]
 
 
-def test_a_prefetch_given_way_to_its_own_image_on_screen_is_not_computed_twice(qtbot, tmp_path):
+# a model that proposes, but is unsure of these images (random weights): it withholds its proposal on each
+UNSURE = {"version": 1, "classes": {}, "propose": True, "val_effort_ratio": 0.3, "val_uncertainty_max": 0.01}
+
+
+@pytest.mark.parametrize("spec", [None, UNSURE], ids=["proposed", "withheld"])
+def test_a_prefetch_given_way_to_its_own_image_on_screen_is_not_computed_twice(qtbot, tmp_path, spec):
     """The user moves to the image being prefetched: the on-screen request computes it, and the
-    prefetch, asked again behind it, finds that proposal stored and ends without a second run."""
-    project, worker, _ = _worker(tmp_path, 1, 48)
+    prefetch, asked again behind it, finds that proposal stored (or withheld by the same model:
+    a 20,000 px image's proposal takes minutes) and ends without a second run."""
+    project, worker, _ = _worker(tmp_path, 1, 48, postprocess=spec)
     entry = project.images[0]
     order = []
     worker.prediction_ready.connect(lambda rid, image_id, *rest: order.append(("proposal", rid)))
+    worker.prediction_withheld.connect(lambda rid, image_id, *rest: order.append(("proposal", rid)))
     worker.prediction_failed.connect(lambda rid, image_id, message: order.append(("dropped", rid, message)))
     runs = []
     predict = worker._predictor.predict

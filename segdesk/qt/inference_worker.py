@@ -106,6 +106,7 @@ class InferenceWorker(QObject):
         self._clicks_waiting = 0
         self._shown_begun = -1  # the newest on-screen (not prefetch) request begun
         self._given_way: set[int] = set()  # prefetches given up for urgent work, asked again
+        self._withheld_by: dict[str, str] = {}  # image id -> the model that withheld its proposal there
         self._scout_after: str | None = None  # the image asked for last: scouting starts after it
         self._scout_queue: list[tuple[str, str, int]] = []  # (image id, path, frame)
         self._scout_checkpoint: str | None = None  # the model the queue was planned for
@@ -224,7 +225,9 @@ class InferenceWorker(QObject):
         if self._predictor is None:
             self.prediction_failed.emit(request_id, image_id, "No trained model yet.")
             return
-        if gave_way and self._stored_by(image_id, self._predictor.checkpoint):  # the urgent request was this image's
+        checkpoint = self._predictor.checkpoint
+        if gave_way and (self._stored_by(image_id, checkpoint)  # the urgent request was this image's
+                         or (not ungated and self._withheld_by.get(image_id) == checkpoint)):
             self.prediction_failed.emit(request_id, image_id, "")
             return
         try:
@@ -236,6 +239,7 @@ class InferenceWorker(QObject):
             checkpoint = prediction.checkpoint or ""
             unsure = prediction.uncertainty
             if prediction.withheld:  # a model still learning (loaded since the GUI asked), or an image unlike
+                self._withheld_by[image_id] = checkpoint
                 self.prediction_withheld.emit(request_id, image_id, checkpoint, -1.0 if unsure is None else unsure)
                 return
             learning = ungated and postprocess.withholds_image(self._predictor.postprocess, unsure)
