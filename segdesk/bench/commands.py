@@ -88,7 +88,7 @@ def cmd_loop(args) -> int:
                       train_steps=args.train_steps, device=args.device, init=args.init, seed=args.seed,
                       overrides=parse_overrides(args.set or []), postprocess=not args.no_postprocess,
                       keep=args.keep, threads=args.threads, on_image=lambda r: _err(loop_progress_line(r)),
-                      order=args.order, clicks=args.clicks)
+                      order=args.order, clicks=args.clicks, pretrain_steps=args.pretrain_steps or 0)
     return _done(Path(args.out), loop_summary_line(result))
 
 
@@ -240,6 +240,8 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
     p.add_argument("--order", choices=("given", "uncertain"), default="given",
                    help="which image is labelled next: given (the seed's order, default) or uncertain (the "
                         "current model's least sure of up to 8 remaining images drawn at random)")
+    p.add_argument("--pretrain-steps", type=_positive_int, metavar="N",
+                   help="before the first image, learn N steps from the images alone (segdesk pretrain)")
     p.add_argument("--clicks", action="store_true",
                    help="also click each proposal toward the truth (DESIGN.md clicks protocol, up to 20 clicks) "
                         "and report NoC@90 over images 1-10, 11-20 and 21-30")

@@ -235,10 +235,13 @@ def run(
     on_image: Callable[[dict], None] | None = None,
     order: str = "given",
     clicks: bool = False,
+    pretrain_steps: int = 0,
 ) -> dict:
     """Run the simulated clinician; write ``out`` (JSON) and its PNG when given; return the result.
     ``order``: "given" (fixed by the seed) or "uncertain" (the least sure of a sample next).
-    ``clicks``: also run the clicks protocol on each proposal (segdesk.bench.clicks)."""
+    ``clicks``: also run the clicks protocol on each proposal (segdesk.bench.clicks).
+    ``pretrain_steps``: before the first image, the trainer learns this long from the images alone
+    (segdesk.ml.pretrain), as it can while the first outline is drawn."""
     import torch
 
     from segdesk.bench.clicks import run_clicks, summarise_clicks
@@ -282,6 +285,12 @@ def run(
         if init_dir is not None:
             _seed_from(init_dir, store)
         trainer = Trainer(project.root, config, device=torch_device, init="current")
+        pretrain_s = 0.0
+        if pretrain_steps:
+            t0 = time.perf_counter()
+            trainer.pretrain(max_steps=pretrain_steps)
+            pretrain_s = time.perf_counter() - t0
+            log.info("pretrained %d steps in %.0f s", pretrain_steps, pretrain_s)
 
         predictor, loaded_id, val_effort = None, None, (None, None)
         chosen_post: dict[str, dict] = {}
@@ -385,6 +394,7 @@ def run(
             "order_rule": ORDER_RULES[order],
             "budget": {"seconds": train_seconds} if train_seconds is not None else {"steps": train_steps},
             "init": init,
+            "pretrain": {"steps": trainer.pretrained_steps, "seconds": round(pretrain_s, 1)},
             "postprocess": postprocess,
             "postprocess_chosen": chosen_post,
             "config": dataclasses.asdict(config),

@@ -129,6 +129,36 @@ class _StopOnInterrupt:
         return False
 
 
+def cmd_pretrain(args) -> int:
+    from segdesk.ml.config import TrainConfig
+    from segdesk.ml.train import Trainer
+
+    project = Project.open(args.project, clean=False)
+    device = _check_device(args.device)
+    if not project.images:
+        raise fail(f"{project.root} has no images to learn from: segdesk add them first")
+    trainer = Trainer(project.root, TrainConfig(), device=device, init="current")
+    start = trainer.pretrained_steps
+    if args.steps is not None and start >= args.steps:
+        print(f"already pretrained {start} steps")
+        return EXIT_OK
+    every = 50
+
+    def report(step: int, loss: float) -> None:
+        if step % every == 0:
+            print_err(f"step {step}: restoration loss {loss:.4f}")
+
+    with _StopOnInterrupt() as stop:
+        try:
+            steps = trainer.pretrain(max_steps=args.steps, max_seconds=None if args.minutes is None else args.minutes * 60,
+                                     should_stop=lambda: stop.requested, on_step=report)
+        except SegdeskError as exc:
+            raise fail(str(exc)) from exc
+    print(f"pretrained {steps - start} steps ({steps} in all) on {len(project.images)} images; "
+          "training starts from them")
+    return EXIT_OK
+
+
 def cmd_train(args) -> int:
     project = Project.open(args.project, clean=False)  # the labels are the app's to clean
     if args.heartbeat is not None and not args.follow:

@@ -24,7 +24,7 @@ from segdesk.core.clicks import prompt_channels
 from segdesk.core.encoding import IGNORE, dice_per_class, mean_dice
 from segdesk.core.errors import CheckpointError, SegdeskError
 from segdesk.core.project import Project
-from segdesk.ml import postprocess, precision
+from segdesk.ml import postprocess, precision, pretrain
 from segdesk.ml.augment_plan import AugmentationPlan, plan_for
 from segdesk.ml.checkpoints import CheckpointStore, check_compatible
 from segdesk.ml.click_training import simulate_prompts
@@ -182,6 +182,7 @@ class Trainer:
     def _build_model(self, init: str | None) -> None:
         model = None
         self._train_images_at_checkpoint = 0
+        self.pretrained_steps = 0  # of learning from the images alone behind these weights (pretrain.py)
         if init == "current":
             found = self.store.load_current()
             if found is not None:
@@ -197,11 +198,13 @@ class Trainer:
                     self.parent = self.last_checkpoint = checkpoint_id
                     self._base_step = int(meta.get("step") or 0)
                     self._train_images_at_checkpoint = int(meta.get("n_train_images") or 0)
+                    self.pretrained_steps = int(meta.get("pretrained_steps") or 0)
                     log.info("continuing from checkpoint %s", checkpoint_id)
         elif init is not None:
             raise ValueError(f"init must be 'current' or None, not {init!r}.")
         if model is None:
             model = UNet(3, self.n_classes + 1, self.config.depth, self.config.base_width)
+            self.pretrained_steps = pretrain.load_pretrained(self.store.dir, model)
         if self.config.clicks:  # a checkpoint from before clicks learns to read them from here on
             model = model.with_prompts(prompt_channels(self.n_classes))
         model = model.to(self.device)
@@ -213,6 +216,29 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
+
+    # ----- learning from the images alone (pretrain.py)
+
+    def pretrain(self, max_steps: int | None = None, max_seconds: float | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 on_step: Callable[[int, float], None] | None = None) -> int:
+        """Pretrain on the project's images (no labels needed) until ``max_steps`` steps in all,
+        ``max_seconds`` or a stop; then start from the result. Returns the pretraining's steps in
+        all. Only before supervised training: SegdeskError once this model has learnt from labels."""
+        if self.parent is not None or self.step_count:
+            raise SegdeskError("This project's model has already learnt from labels; pretraining is for "
+                               "a new project's model (delete models/ to start again from the images).")
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        images = pretrain.ProjectImages(self.project, self.scale_rule if self.project.accepted_ids() else None)
+
+        def stop() -> bool:
+            return (self.gate.stopped or (should_stop is not None and should_stop())
+                    or (deadline is not None and time.monotonic() >= deadline))
+
+        steps = pretrain.pretrain(self.model, images, self.store.dir, self.pretrained_steps, max_steps, self.device,
+                                  self.precision, self.config, stop, on_step)
+        self._build_model(init=None)  # the pretrained weights, with a fresh optimizer and weight average
+        return steps
 
     # ----- labels
 
@@ -351,6 +377,7 @@ class Trainer:
             "precision": self.precision,  # of training; judged and exported in fp32 (precision.py)
             "host": socket.gethostname(),
             "parent": self.parent,
+            "pretrained_steps": self.pretrained_steps,
             "torch": torch.__version__,
             "postprocess": self._choose_postprocess(),
         }
