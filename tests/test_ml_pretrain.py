@@ -124,3 +124,53 @@ def test_cli_pretrains_continues_and_refuses_a_trained_model(unlabelled, capsys)
     capsys.readouterr()
     assert main(["pretrain", root, "--steps", "20"]) == 1
     assert "already learnt from labels" in capsys.readouterr().err
+
+
+def test_the_windows_trainer_learns_from_the_images_until_the_first_labels_arrive(tmp_path):
+    """As the window's trainer process runs it (train_process.run_training), on its own thread here."""
+    import queue
+    import threading
+
+    from segdesk.ml.gate import TrainingGate
+    from segdesk.ml.states import PRETRAINING, TRAINING
+    from segdesk.ml.train_process import run_training
+
+    project, truths = make_project(tmp_path, pretrain.MIN_IMAGES, size=48, seed=1, accept=False)
+    config = TrainConfig(**TINY, pretrain_steps=10**6)
+    gate = TrainingGate()
+    said: queue.Queue = queue.Queue()
+    thread = threading.Thread(target=run_training, args=(project.root, config, "cpu", gate,
+                                                         lambda kind, payload: said.put((kind, payload))))
+    thread.start()
+    try:
+        def next_said(kind: str, starts: str = "") -> object:
+            while True:
+                k, payload = said.get(timeout=120)
+                if k == "failed":
+                    raise AssertionError(payload)
+                if k == kind and str(payload).startswith(starts):
+                    return payload
+
+        assert next_said("state", PRETRAINING) == PRETRAINING
+        assert next_said("state", f"{PRETRAINING}: step 50 of") == f"{PRETRAINING}: step 50 of {10**6}"
+        entry = project.images[0]
+        project.accept(entry.id, truths[entry.id] + 1)
+        gate.announce_labels()
+        assert next_said("state", TRAINING) == TRAINING
+        progress = next_said("progress")
+    finally:
+        gate.stop()
+        thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert progress["step"] >= 1
+    path = pretrain.pretrained_path(project.root / "models")
+    assert path.is_file()
+    steps = Trainer(project.root, TrainConfig(**TINY), device="cpu").pretrained_steps
+    assert steps >= 50
+
+
+def test_the_windows_trainer_waits_as_before_without_a_budget_or_with_few_images(unlabelled):
+    config = TrainConfig(**TINY)  # pretrain_steps 0: the default
+    assert not Trainer(unlabelled.root, config, device="cpu").wants_pretraining
+    few = TrainConfig(**TINY, pretrain_steps=100)  # 4 images, fewer than pretrain.MIN_IMAGES
+    assert not Trainer(unlabelled.root, few, device="cpu").wants_pretraining

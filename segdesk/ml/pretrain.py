@@ -19,7 +19,6 @@ stopped run keeps what it learnt and the next one continues from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -48,9 +47,11 @@ PATCH = 16  # working pixels a side of a hidden patch
 MASK_RATIO = 0.5
 VISIBLE_WEIGHT = 0.1  # of the L1 error on the patches left visible
 SAVE_EVERY = 250  # steps
+MIN_IMAGES = 10  # the window's trainer pretrains only projects with at least this many images
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are skipped (the large-image path streams them)
 _CACHE_BYTES = 768 << 20
 _HEAD = "head."
+_RESTORATION_HEAD = "restoration_head."
 
 
 def pretrained_path(models_dir: str | Path) -> Path:
@@ -172,35 +173,44 @@ def _size_of(model: UNet) -> dict[str, str]:
             "normalisation": NORMALISATION}
 
 
-def save_pretrained(models_dir: str | Path, model: UNet, steps: int) -> None:
-    """Write the encoder's and decoder's weights (prompt inputs left out) atomically."""
+def save_pretrained(models_dir: str | Path, model: UNet, head: nn.Module, steps: int) -> None:
+    """Write the encoder's and decoder's weights (prompt inputs left out) and the restoration head's
+    (for a later run to continue with) atomically."""
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
              if not k.startswith(_HEAD)}
     stem = "encoder.stem.0.weight"
     state[stem] = state[stem][:, :model.in_channels].contiguous()
+    state.update({_RESTORATION_HEAD + k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()})
     data = save_safetensors(state, metadata={**_size_of(model), "steps": str(int(steps))})
     Path(models_dir).mkdir(parents=True, exist_ok=True)
     storage.atomic_write_bytes(pretrained_path(models_dir), data)
 
 
-def load_pretrained(models_dir: str | Path, model: UNet) -> int:
-    """Load a saved pretraining into ``model`` (a fresh U-Net of the same size; its head and any
-    prompt inputs keep their initial weights). Returns the pretraining's steps; 0 when there is none
-    or it does not fit (logged: training then starts from fresh weights)."""
-    path = pretrained_path(models_dir)
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(tensors, metadata) of a saved pretraining; None (logged) when there is none or it is damaged."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return 0
+        return None
     except OSError as exc:
         log.warning("could not read %s: %s; starting from fresh weights", path, exc.strerror or exc)
-        return 0
+        return None
     try:
-        state = load_safetensors(data)
-        meta = _header(data)
+        return load_safetensors(data), _header(data)
     except (SafetensorError, ValueError, RuntimeError, OverflowError) as exc:
         log.warning("%s is not a readable pretraining (%s); starting from fresh weights", path.name, exc)
+        return None
+
+
+def load_pretrained(models_dir: str | Path, model: UNet) -> int:
+    """Load a saved pretraining into ``model`` (a fresh U-Net of the same size; its segmentation head
+    and any prompt inputs keep their initial weights). Returns the pretraining's steps; 0 when there
+    is none or it does not fit (logged: training then starts from fresh weights)."""
+    path = pretrained_path(models_dir)
+    found = _read(path)
+    if found is None:
         return 0
+    state, meta = found
     wanted = _size_of(model)
     if any(meta.get(k) != v for k, v in wanted.items()):
         log.warning("%s is for another network (%s, not %s); starting from fresh weights", path.name,
@@ -210,19 +220,31 @@ def load_pretrained(models_dir: str | Path, model: UNet) -> int:
     stem = "encoder.stem.0.weight"
     try:
         for key, value in state.items():
-            target = own[key]
+            if key.startswith(_RESTORATION_HEAD):
+                continue
             if key == stem:
-                target[:, :value.shape[1]].copy_(value)
+                own[key][:, :value.shape[1]].copy_(value)
             else:
-                target.copy_(value)
-    except (KeyError, RuntimeError) as exc:
+                own[key].copy_(value)
+        steps = int(meta.get("steps") or 0)
+    except (KeyError, RuntimeError, ValueError) as exc:
         log.warning("%s does not fit the network (%s); starting from fresh weights", path.name, exc)
         return 0
     model.load_state_dict(own)
-    steps = int(meta.get("steps") or 0)
-    log.info("starting from %d steps of pretraining on the project's images (%s)", steps,
-             hashlib.sha256(data).hexdigest()[:8])
+    log.info("starting from %d steps of pretraining on the project's images", steps)
     return steps
+
+
+def _load_restoration_head(models_dir: str | Path, head: nn.Module) -> None:
+    """The saved restoration head, so a pretraining continues where the last one stopped."""
+    found = _read(pretrained_path(models_dir))
+    if found is None:
+        return
+    head_state = {k[len(_RESTORATION_HEAD):]: v for k, v in found[0].items() if k.startswith(_RESTORATION_HEAD)}
+    try:
+        head.load_state_dict(head_state)
+    except RuntimeError as exc:  # an older or damaged file: the head starts afresh
+        log.info("restoration head not loaded: %s", exc)
 
 
 def _header(data: bytes) -> dict:
@@ -246,6 +268,8 @@ def pretrain(model: UNet, images: ProjectImages, models_dir: str | Path, steps_d
     save every SAVE_EVERY steps and at the end. Returns the steps in all."""
     trainer = Pretrainer(model, images, device, number_format, config.crop_size, config.batch_size,
                          config.lr, config.weight_decay, config.seed + steps_done)
+    if steps_done:
+        _load_restoration_head(models_dir, trainer.head)
     steps = steps_done
     try:
         while (max_steps is None or steps < max_steps) and not should_stop():
@@ -254,8 +278,8 @@ def pretrain(model: UNet, images: ProjectImages, models_dir: str | Path, steps_d
             if on_step is not None:
                 on_step(steps, loss)
             if (steps - steps_done) % SAVE_EVERY == 0:
-                save_pretrained(models_dir, model, steps)
+                save_pretrained(models_dir, model, trainer.head, steps)
     finally:
         if steps > steps_done:
-            save_pretrained(models_dir, model, steps)
+            save_pretrained(models_dir, model, trainer.head, steps)
     return steps
