@@ -241,7 +241,8 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
                    help="which image is labelled next: given (the seed's order, default) or uncertain (the "
                         "current model's least sure of up to 8 remaining images drawn at random)")
     p.add_argument("--pretrain-steps", type=_positive_int, metavar="N",
-                   help="before the first image, learn N steps from the images alone (segdesk pretrain)")
+                   help="after the first image, learn N steps from the images alone (segdesk pretrain) "
+                        "before training on its label")
     p.add_argument("--clicks", action="store_true",
                    help="also click each proposal toward the truth (DESIGN.md clicks protocol, up to 20 clicks) "
                         "and report NoC@90 over images 1-10, 11-20 and 21-30")

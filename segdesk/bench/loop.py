@@ -240,8 +240,9 @@ def run(
     """Run the simulated clinician; write ``out`` (JSON) and its PNG when given; return the result.
     ``order``: "given" (fixed by the seed) or "uncertain" (the least sure of a sample next).
     ``clicks``: also run the clicks protocol on each proposal (segdesk.bench.clicks).
-    ``pretrain_steps``: before the first image, the trainer learns this long from the images alone
-    (segdesk.ml.pretrain), as it can while the first outline is drawn."""
+    ``pretrain_steps``: once the first image is accepted (its label plans the working scale), the
+    trainer learns this many steps from the images alone (segdesk.ml.pretrain) before it trains
+    on the label; the time it takes is reported, not counted in the per-image budget."""
     import torch
 
     from segdesk.bench.clicks import run_clicks, summarise_clicks
@@ -286,11 +287,6 @@ def run(
             _seed_from(init_dir, store)
         trainer = Trainer(project.root, config, device=torch_device, init="current")
         pretrain_s = 0.0
-        if pretrain_steps:
-            t0 = time.perf_counter()
-            trainer.pretrain(max_steps=pretrain_steps)
-            pretrain_s = time.perf_counter() - t0
-            log.info("pretrained %d steps in %.0f s", pretrain_steps, pretrain_s)
 
         predictor, loaded_id, val_effort = None, None, (None, None)
         chosen_post: dict[str, dict] = {}
@@ -371,6 +367,12 @@ def run(
             steps_before = trainer.step_count
             if remaining:  # nothing learns from the last image before the run ends
                 trainer.refresh_labels()
+                if pretrain_steps and not trainer.step_count and not trainer.pretrained_steps:
+                    trainer.pretrain(max_steps=pretrain_steps)  # at the scale the first label planned
+                    pretrain_s = time.perf_counter() - t0
+                    record["pretrain_s"] = round(pretrain_s, 1)
+                    log.info("pretrained %d steps in %.0f s", pretrain_steps, pretrain_s)
+                    t0 = time.perf_counter()
                 trainer.run(max_steps=train_steps, max_seconds=train_seconds)
             record["train_s"] = round(time.perf_counter() - t0, 2)
             record["train_steps"] = trainer.step_count - steps_before
