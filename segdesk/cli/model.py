@@ -135,6 +135,7 @@ def cmd_pretrain(args) -> int:
 
     project = Project.open(args.project, clean=False)
     device = _check_device(args.device)
+    project.clean_models()  # this process holds the models lock: leftovers are a crash's
     if not project.images:
         raise fail(f"{project.root} has no images to learn from: segdesk add them first")
     trainer = Trainer(project.root, TrainConfig(), device=device, init="current")
@@ -142,6 +143,9 @@ def cmd_pretrain(args) -> int:
     if args.steps is not None and start >= args.steps:
         print(f"already pretrained {start} steps")
         return EXIT_OK
+    if not project.accepted_ids():
+        print_err("no labels yet: crops are taken at random scales; accept or import one label first and "
+                  "pretraining learns at the scale it plans, which helped three times as much (docs/benchmarks.md)")
     every = 50
 
     def report(step: int, loss: float) -> None:

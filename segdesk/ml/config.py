@@ -40,6 +40,3 @@ class TrainConfig:
     # number format of training's forward passes: auto (bf16 where the device computes it natively:
     # NVIDIA Ampere and later, CPUs with avx512_bf16 or AMX; else fp32), bf16 or fp32 (precision.py)
     precision: str = "auto"
-    # steps of learning from the images alone (pretrain.py) that the window's trainer takes while a
-    # new project has images and no labels yet; 0: none (``segdesk pretrain`` still can)
-    pretrain_steps: int = 0

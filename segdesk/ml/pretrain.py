@@ -1,20 +1,18 @@
-"""Learning from the project's own images before their labels exist (self-supervised pretraining).
+"""Learning from the project's own images, which it has before their labels (self-supervised).
 
 The U-Net learns to restore hidden patches of the project's images, masked-image modelling as
 SimMIM trains: half the 16-px patches of each crop are set to zero, a 1x1 restoration head on the
 decoder's last features predicts the whole crop, and the loss is the L1 error on the hidden patches
-(plus a tenth of it elsewhere). The head is dropped afterwards; the encoder and decoder start the
-supervised training in place of fresh weights. It needs no labels, so it can run before the first
-outline is drawn, on a GPU server, or overnight. Measured on Kvasir polyps: docs/benchmarks.md,
-"Pretraining on the project's own images".
+(plus a tenth of it elsewhere). The head is dropped afterwards; a new project's trainer (the
+window's, or ``segdesk train``) starts from the encoder and decoder instead of fresh weights.
+``segdesk pretrain`` runs it, on a GPU server or while nobody labels. Measured on Kvasir polyps
+(docs/benchmarks.md, "Pretraining on the project's own images"): it pays at the planned working
+scale, so crops are taken at that scale once a label has planned it; before any label, at a
+random scale between 1 and the smallest a plan could choose (a third of the gain, one seed).
 
-Without labels the working scale is not planned yet (planning.py plans it from the labels), so each
-crop is taken at a random scale between 1 and the smallest a plan can give that image (its shorter
-side down to one crop); with labels, at the planned scale.
-
-The result is one file, ``models/pretrained.safetensors`` (weights without the head; the size of the
-network and the steps taken in its metadata), written atomically every few hundred steps, so a
-stopped run keeps what it learnt and the next one continues from it.
+The result is one file, ``models/pretrained.safetensors`` (weights without the segmentation head,
+the restoration head for a later run to continue with, the network's size and the steps taken in
+its metadata), written atomically every few hundred steps, so a stopped run keeps what it learnt.
 """
 
 from __future__ import annotations
@@ -47,7 +45,6 @@ PATCH = 16  # working pixels a side of a hidden patch
 MASK_RATIO = 0.5
 VISIBLE_WEIGHT = 0.1  # of the L1 error on the patches left visible
 SAVE_EVERY = 250  # steps
-MIN_IMAGES = 10  # the window's trainer pretrains only projects with at least this many images
 MAX_IMAGE_PIXELS = 64_000_000  # larger images are skipped (the large-image path streams them)
 _CACHE_BYTES = 768 << 20
 _HEAD = "head."

@@ -1,7 +1,6 @@
 """Training states in words, as the training panel shows them. No torch here: the GUI imports it."""
 
 WAITING = "waiting for labels"
-PRETRAINING = "learning from the images (no labels needed)"
 TRAINING = "training"
 IMPROVED = "improved"
 STOPPED = "stopped"

@@ -37,7 +37,7 @@ from segdesk.ml.inference import predict_probabilities
 from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
 from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints, scale_setting
-from segdesk.ml.states import ERROR, IMPROVED, PRETRAINING, STOPPED, TRAINING, WAITING  # noqa: F401 (re-exported)
+from segdesk.ml.states import ERROR, IMPROVED, STOPPED, TRAINING, WAITING  # noqa: F401 (re-exported)
 from segdesk.ml.uncertainty import uncertainty
 from segdesk.ml.unet import UNet
 from segdesk.ml.weight_average import WeightAverage
@@ -107,7 +107,6 @@ class Trainer:
         self.data = self._make_set()
 
         self.step_count = 0  # steps taken by this trainer
-        self._pretraining_given_up = False
         self._base_step = 0  # steps behind the checkpoint it started from
         self.parent: str | None = None
         self.last_checkpoint: str | None = None
@@ -240,33 +239,6 @@ class Trainer:
                                   self.precision, self.config, stop, on_step)
         self._build_model(init=None)  # the pretrained weights, with a fresh optimizer and weight average
         return steps
-
-    @property
-    def wants_pretraining(self) -> bool:
-        """A new model (no checkpoint, no supervised step) whose pretraining budget is not spent, in a
-        project with enough images to learn from."""
-        return (self.parent is None and not self.step_count and not self._pretraining_given_up
-                and self.pretrained_steps < self.config.pretrain_steps
-                and len(self.project.images) >= pretrain.MIN_IMAGES)
-
-    def pretrain_until_labels(self, on_step: Callable[[int, float], None] | None = None) -> None:
-        """Pretrain (``wants_pretraining``) until the budget is spent, a stop, or labels arrive: these
-        are looked at every _LABEL_CHECK_S, announced or written by another process."""
-        last_look = time.monotonic()
-
-        def labels_arrived() -> bool:
-            nonlocal last_look
-            if time.monotonic() - last_look < _LABEL_CHECK_S:
-                return False
-            last_look = time.monotonic()
-            self.gate.wait_for_labels(0)  # takes an announcement; the disk says what changed
-            return self.refresh_labels() and self.has_data
-
-        try:
-            self.pretrain(max_steps=self.config.pretrain_steps, should_stop=labels_arrived, on_step=on_step)
-        except SegdeskError as exc:  # e.g. no image could be read: wait for labels as before
-            log.warning("pretraining given up: %s", exc)
-            self._pretraining_given_up = True
 
     # ----- labels
 

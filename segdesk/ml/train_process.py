@@ -28,11 +28,9 @@ from typing import Callable
 
 from segdesk.core.errors import SegdeskError
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml.states import ERROR, PRETRAINING, STOPPED, TRAINING, WAITING
+from segdesk.ml.states import ERROR, STOPPED, TRAINING, WAITING
 
 log = logging.getLogger(__name__)
-
-_PRETRAIN_REPORT_EVERY = 50  # steps between the state's step counts while pretraining
 
 Send = Callable[[str, object], None]  # ("state" | "progress" | "failed", payload)
 
@@ -65,16 +63,6 @@ def _train(root: Path, config, device: str | None, gate: TrainingGate, send: Sen
     ml_device.limit_cpu_threads()
     trainer = Trainer(root, config or TrainConfig(), device=device, gate=gate)
     while not gate.stopped:
-        if not trainer.has_data and trainer.wants_pretraining:
-            send("state", PRETRAINING)
-            budget = trainer.config.pretrain_steps
-
-            def pretraining(step: int, _loss: float) -> None:
-                if step % _PRETRAIN_REPORT_EVERY == 0:
-                    send("state", f"{PRETRAINING}: step {step} of {budget}")
-
-            trainer.pretrain_until_labels(on_step=pretraining)
-            continue
         if not trainer.has_data:
             send("state", WAITING)
             trainer.wait_for_labels()
