@@ -1,5 +1,7 @@
 """Learning from a project's images before it has labels (segdesk.ml.pretrain): real tiny runs."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -115,6 +117,8 @@ def test_cli_pretrains_continues_and_refuses_a_trained_model(unlabelled, capsys)
     assert "pretrained 2 steps (6 in all)" in capsys.readouterr().out
     assert main(["pretrain", root, "--steps", "6"]) == 0
     assert "already pretrained 6 steps" in capsys.readouterr().out
+    assert main(["info", root]) == 0
+    assert json.loads(capsys.readouterr().out)["pretrained_steps"] == 6
     assert main(["pretrain", root]) == 2  # a budget is required
     for entry in unlabelled.images:
         label = np.ones(entry.shape, np.uint8)

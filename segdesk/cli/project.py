@@ -144,6 +144,7 @@ def _export_volumes(project: Project, out: Path, wanted: set[str], args) -> int:
 def cmd_info(args) -> int:
     project = open_project(args.project, clean=False)  # a reader: no lock, no clean-up
     from segdesk.ml.checkpoints import CheckpointStore
+    from segdesk.ml.pretrain import saved_steps
 
     store = CheckpointStore(project.root / "models")
     counts = {s: 0 for s in STATUSES}
@@ -159,6 +160,7 @@ def cmd_info(args) -> int:
         "counts": counts,
         "checkpoints": store.list(),
         "current_model": store.current_id(),
+        "pretrained_steps": saved_steps(project.root / "models"),  # segdesk pretrain; None: none
     }
     print(json.dumps(info, indent=2))
     return EXIT_OK

@@ -232,6 +232,19 @@ def load_pretrained(models_dir: str | Path, model: UNet) -> int:
     return steps
 
 
+def saved_steps(models_dir: str | Path) -> int | None:
+    """The steps of the project's saved pretraining; None when there is none or it is damaged."""
+    try:
+        with open(pretrained_path(models_dir), "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else -1
+            if not 0 < n <= 100 << 20:
+                return None
+            return int(_header(head + f.read(n)).get("steps") or 0)
+    except (OSError, ValueError):
+        return None
+
+
 def _load_restoration_head(models_dir: str | Path, head: nn.Module) -> None:
     """The saved restoration head, so a pretraining continues where the last one stopped."""
     found = _read(pretrained_path(models_dir))
