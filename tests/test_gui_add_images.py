@@ -84,6 +84,27 @@ def test_adding_a_folder_without_images_says_so(qtbot, tmp_path, messages):
     w.close()
 
 
+def test_a_folder_without_images_is_named_beside_files_that_were_skipped(qtbot, tmp_path, messages):
+    """Adding two folders, one holding an unreadable image and one holding no image, names both."""
+    project = disc_project(tmp_path, ["lesion"], n_images=1)
+    broken, empty = tmp_path / "broken", tmp_path / "notes"
+    broken.mkdir()
+    empty.mkdir()
+    (broken / "scan.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (empty / "readme.txt").write_text("no images here")
+    w = MainWindow(settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), device="cpu")
+    show_window(qtbot, w, active=False)
+    assert w.open_project(project.root)
+    with qtbot.waitSignal(w.adder.finished, timeout=20_000):
+        w.add_images([str(broken), str(empty)])
+    assert len(messages) == 1
+    title, text = messages[0]
+    assert title == "Some files were skipped" and "scan.png" in text
+    assert f"No image files in:\n{empty}" in text
+    assert len(w.project.images) == 1
+    w.close()
+
+
 def test_adding_images_that_fail_says_why(qtbot, tmp_path, monkeypatch, messages):
     from segdesk.core.errors import ProjectError
 

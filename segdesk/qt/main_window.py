@@ -258,14 +258,18 @@ class MainWindow(QMainWindow):
         if self.current is not None:
             self.image_list.select(self.current.image_id)
         message = f"Added {len(report.added)} image(s)" + (", then stopped." if report.cancelled else ".")
+        empty = ""
+        if report.empty_folders:
+            folders = "\n".join(report.empty_folders[:20])
+            empty = (f"No image files in:\n{folders}\n\nsegdesk reads {imageio.FORMATS_TEXT} (a folder's "
+                     "subfolders are searched too).")
         if report.skipped:
             reasons = "\n".join(f"{Path(p).name}: {r}" for p, r in report.skipped[:20])
             more = f"\n… and {len(report.skipped) - 20} more" if len(report.skipped) > 20 else ""
-            QMessageBox.information(self, "Some files were skipped", f"{message}\n\nSkipped:\n{reasons}{more}")
-        elif report.empty_folders and not report.added:
-            folders = "\n".join(report.empty_folders[:20])
-            QMessageBox.information(self, "No images found", f"No image files in:\n{folders}\n\nsegdesk reads "
-                                    f"{imageio.FORMATS_TEXT} (a folder's subfolders are searched too).")
+            QMessageBox.information(self, "Some files were skipped",
+                                    f"{message}\n\nSkipped:\n{reasons}{more}" + (f"\n\n{empty}" if empty else ""))
+        elif empty:
+            QMessageBox.information(self, "No images found", f"{message}\n\n{empty}" if report.added else empty)
         self.statusBar().showMessage(message, 10000)
         if self.current is None and report.added:
             self.show_image(report.added[0].id)
