@@ -129,3 +129,23 @@ def test_cli_pretrains_continues_and_refuses_a_trained_model(unlabelled, capsys)
     assert main(["pretrain", root, "--steps", "20"]) == 1
     assert "already learnt from labels" in capsys.readouterr().err
 
+
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_no_half_written_file(unlabelled, capsys, monkeypatch):
+    """Simulated where bytes reach the disk (tests run as root, where chmod stops no write)."""
+    import errno
+    import os
+
+    from segdesk.core import storage
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(storage, "_write_call", full)
+    assert main(["pretrain", str(unlabelled.root), "--steps", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "Could not save pretrained.safetensors" in err and "No space left" in err and "Traceback" not in err
+    models = unlabelled.root / "models"
+    assert not pretrain.pretrained_path(models).exists()
+    assert not list(unlabelled.root.rglob(storage.TMP_PREFIX + "*"))

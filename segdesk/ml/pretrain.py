@@ -32,7 +32,7 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from segdesk.core import storage
-from segdesk.core.errors import SegdeskError
+from segdesk.core.errors import SegdeskError, StorageError
 from segdesk.ml import precision
 from segdesk.ml.normalise import NORMALISATION, normalise_hwc
 from segdesk.ml.planning import ScaleRule
@@ -45,7 +45,7 @@ PATCH = 16  # working pixels a side of a hidden patch
 MASK_RATIO = 0.5
 VISIBLE_WEIGHT = 0.1  # of the L1 error on the patches left visible
 SAVE_EVERY = 250  # steps
-MAX_IMAGE_PIXELS = 64_000_000  # larger images are skipped (the large-image path streams them)
+MAX_IMAGE_PIXELS = 4096 * 4096  # larger images are left out: one would fill the cache
 _CACHE_BYTES = 768 << 20
 _HEAD = "head."
 _RESTORATION_HEAD = "restoration_head."
@@ -179,7 +179,10 @@ def save_pretrained(models_dir: str | Path, model: UNet, head: nn.Module, steps:
     state[stem] = state[stem][:, :model.in_channels].contiguous()
     state.update({_RESTORATION_HEAD + k: v.detach().to("cpu").contiguous() for k, v in head.state_dict().items()})
     data = save_safetensors(state, metadata={**_size_of(model), "steps": str(int(steps))})
-    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(models_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"Could not create the models folder {models_dir}: {exc.strerror or exc}.") from exc
     storage.atomic_write_bytes(pretrained_path(models_dir), data)
 
 
