@@ -76,6 +76,10 @@ def test_checkpoints_say_how_much_pretraining_is_behind_them(unlabelled):
     assert meta["pretrained_steps"] == 5
     with pytest.raises(SegdeskError, match="already learnt from labels"):
         trainer.pretrain(max_steps=10)
+    assert Trainer(unlabelled.root, TrainConfig(**TINY), device="cpu").pretrained_steps == 5
+    meta_path = trainer.store.dir / f"{progress.checkpoint}.json"  # a damaged count is read as none
+    meta_path.write_text(meta_path.read_text().replace('"pretrained_steps": 5', '"pretrained_steps": "many"'))
+    assert Trainer(unlabelled.root, TrainConfig(**TINY), device="cpu").pretrained_steps == 0
 
 
 @pytest.mark.parametrize("damage", ["truncated", "other network", "pickle"])

@@ -74,6 +74,14 @@ class Progress:
     precision: str | None = None  # training's number format: bf16 or fp32 (precision.py)
 
 
+def _count(meta: dict, key: str) -> int:
+    """A whole number from checkpoint metadata; 0 when missing or unreadable (a damaged file)."""
+    try:
+        return max(0, int(meta.get(key) or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 class Trainer:
     """Trains the project's U-Net from its saved labels. Use from one thread."""
 
@@ -196,9 +204,9 @@ class Trainer:
                     model = None
                 else:
                     self.parent = self.last_checkpoint = checkpoint_id
-                    self._base_step = int(meta.get("step") or 0)
-                    self._train_images_at_checkpoint = int(meta.get("n_train_images") or 0)
-                    self.pretrained_steps = int(meta.get("pretrained_steps") or 0)
+                    self._base_step = _count(meta, "step")
+                    self._train_images_at_checkpoint = _count(meta, "n_train_images")
+                    self.pretrained_steps = _count(meta, "pretrained_steps")
                     log.info("continuing from checkpoint %s", checkpoint_id)
         elif init is not None:
             raise ValueError(f"init must be 'current' or None, not {init!r}.")
