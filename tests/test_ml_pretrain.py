@@ -47,7 +47,7 @@ def test_the_restoration_error_falls(unlabelled):
     assert after < 0.7 * before, (before, after)  # measured: 1.04 -> 0.48
 
 
-def test_pretraining_learns_to_restore_hidden_patches_and_training_starts_from_it(unlabelled):
+def test_pretraining_is_saved_and_a_new_trainer_starts_from_it(unlabelled):
     trainer = Trainer(unlabelled.root, TrainConfig(**TINY), device="cpu")
     assert not trainer.has_data and trainer.pretrained_steps == 0
     steps = trainer.pretrain(max_steps=120)
