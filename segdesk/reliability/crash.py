@@ -117,9 +117,9 @@ def child(root: Path, journal_path: Path, seed: int) -> None:
     trainer = Trainer(root, config, device="cpu")
     real_save = trainer.store.save
 
-    def journalled_save(state_dict, meta):
+    def journalled_save(state_dict, meta, **options):  # options: the store's (onnx_model)
         journal.write(kind="checkpoint-intent", pid=os.getpid())
-        checkpoint_id = real_save(state_dict, meta)
+        checkpoint_id = real_save(state_dict, meta, **options)
         journal.write(kind="checkpoint-done", id=checkpoint_id, pid=os.getpid())
         return checkpoint_id
 
