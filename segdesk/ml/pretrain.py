@@ -26,7 +26,7 @@ from typing import Callable
 import cv2
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import nn
@@ -238,13 +238,9 @@ def load_pretrained(models_dir: str | Path, model: UNet) -> int:
 def saved_steps(models_dir: str | Path) -> int | None:
     """The steps of the project's saved pretraining; None when there is none or it is damaged."""
     try:
-        with open(pretrained_path(models_dir), "rb") as f:
-            head = f.read(8)
-            n = int.from_bytes(head, "little") if len(head) == 8 else -1
-            if not 0 < n <= 100 << 20:
-                return None
-            return int(_header(head + f.read(n)).get("steps") or 0)
-    except (OSError, ValueError):
+        with safe_open(str(pretrained_path(models_dir)), framework="pt") as f:  # reads the header only
+            return int((f.metadata() or {}).get("steps") or 0)
+    except (OSError, ValueError, SafetensorError):
         return None
 
 
