@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from segdesk.bench import loop
+from segdesk.bench import loop, loop_report
 from segdesk.cli import main
 
 TINY = ["--set", "crop_size=32", "--set", "base_width=4", "--set", "depth=2", "--set", "batch_size=2",
@@ -70,7 +70,7 @@ def test_summary_arithmetic():
                 "withheld": withheld, "train_s": 1.0, "train_steps": 2, "proposal_s": 0.1}
     rows = [row(1, 10.0, 0.0, None, 0.0), row(2, 10.0, 0.0, "0001", 0.5, withheld=True)]
     rows += [row(i, 2.0, 0.8, "0002", 0.8) for i in range(3, 13)]
-    s = loop.summarise(rows)
+    s = loop_report.summarise(rows)
     assert s["effort_ratio"] == pytest.approx((10 + 10 + 10 * 2) / 120, abs=1e-4)  # 0.3333
     assert s["region_effort_ratio"] == pytest.approx((12 + 12 + 10 * 4) / 144, abs=1e-4)  # 0.4444
     assert s["effort_ratio_last10"] == pytest.approx(0.2)
@@ -80,9 +80,9 @@ def test_summary_arithmetic():
     assert s["dice_last10"] == pytest.approx(0.8) and s["dice_last10_model"] == pytest.approx(0.8)
     assert s["first_proposal_at"] == 2 and s["train_steps_total"] == 24
     assert s["first_shown"] == 3  # image 2's proposal was withheld
-    assert loop.summarise(rows[:2])["first_shown"] is None
+    assert loop_report.summarise(rows[:2])["first_shown"] is None
     # over images 1-10, the withheld image counts as shown empty: (0 + 0 + 8 x 0.8) / 10
-    first = loop.summarise(rows[:10])
+    first = loop_report.summarise(rows[:10])
     assert first["dice_last10"] == pytest.approx(0.64)
     assert first["dice_last10_model"] == pytest.approx((0 + 0.5 + 8 * 0.8) / 10)
 

@@ -2,7 +2,7 @@
 
 import cv2
 
-from segdesk.bench import latency, loop
+from segdesk.bench import latency, loop_report
 from segdesk.bench import plot as charts
 from segdesk.bench.commands import brush_plot
 
@@ -19,7 +19,7 @@ def test_loop_plot_writes_a_png_from_a_result_dict(tmp_path):
              "region_scratch_effort": 10.0} for d, m, e in [(0.0, 0.0, 10.0), (0.0, 0.4, 9.0), (0.7, 0.7, 4.0)]]
     result = {"per_image": rows, "data": "/x/discs", "budget": {"steps": 6}, "dice_last10": 0.23,
               "dice_last10_model": 0.37, "effort_ratio": 0.77, "region_effort_ratio": 1.53, "init": "scratch"}
-    path = loop.plot(result, tmp_path / "loop.png")
+    path = loop_report.plot(result, tmp_path / "loop.png")
     assert _read(path).shape == (2 * charts.PANEL_HEIGHT, charts.WIDTH, 3)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import time
 
 import numpy as np
+
+from segdesk.bench.provenance import machine
 
 
 def run(size: int = 4096, radius: float = 10.0, segments: int = 400, step: float = 8.0,
@@ -67,5 +68,5 @@ def run(size: int = 4096, radius: float = 10.0, segments: int = 400, step: float
         "median_ms": round(float(np.median(ms)), 3),
         "p99_ms": round(float(np.percentile(ms, 99)), 3),
         "max_ms": round(float(ms.max()), 3),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
     }

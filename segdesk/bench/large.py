@@ -395,7 +395,7 @@ def run(out: Path, images: list[Spec] | None = None, wait_s: float = 1800.0, str
     from PySide6.QtWidgets import QApplication
 
     from segdesk.app import preload_engine
-    from segdesk.bench.loop import code_version, machine
+    from segdesk.bench.provenance import code_version, machine
     from segdesk.qt.main_window import MainWindow
 
     specs = images or parse_specs(",".join(DEFAULT_IMAGES))

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from segdesk.bench.loop import code_version, machine
+from segdesk.bench.provenance import code_version, machine
 
 ENGINES = ("torch", "onnx")
 

@@ -45,8 +45,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import platform
 import shutil
 import sys
 import tempfile
@@ -57,6 +55,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from segdesk.bench.loop_report import plot, ratio, summarise
+from segdesk.bench.provenance import code_version, machine
 from segdesk.core import effort as fx
 from segdesk.core.encoding import label_to_mask, mask_to_label, mean_dice
 from segdesk.core import imageio
@@ -64,7 +64,6 @@ from segdesk.core.errors import SegdeskError
 
 log = logging.getLogger(__name__)
 
-LAST = 10  # proposals averaged for the "last ten" Dice
 ORDERS = ("given", "uncertain")
 ORDER_SAMPLE = 8  # remaining images the current model scores per step with order "uncertain"
 
@@ -94,35 +93,6 @@ def read_mask(path: Path) -> np.ndarray:
             raise SegdeskError(f"{path} has values above 254; masks hold 0 = background, 1..K = class.")
         mask = mask.astype(np.uint8)
     return mask
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()}"
-
-
-def code_version() -> str:
-    """segdesk's version, plus the git commit (and "+changes") when run from a checkout."""
-    import subprocess
-
-    from segdesk import __version__
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "segdesk"],
-                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__} ({commit}{'+changes' if dirty else ''})"
 
 
 def _seed_from(source, store) -> str:
@@ -155,10 +125,6 @@ def resolve_init(init: str) -> Path | None:
     return path
 
 
-def _ratio(effort: float, scratch: float) -> float | None:
-    return round(effort / scratch, 4) if scratch > 0 else None
-
-
 def validation_effort(predictor, project, validation_ids: list[str]) -> tuple[float | None, float | None]:
     """sum(E) / sum(S) of the predictor's post-processed (never withheld) proposals on held-out
     accepted images, at full resolution: a check of the gate's working-scale estimate. Returns
@@ -181,7 +147,7 @@ def validation_effort(predictor, project, validation_ids: list[str]) -> tuple[fl
         s += fx.scratch_effort(truth)
         region_e += fx.region_effort(proposal, truth)
         region_s += fx.region_scratch_effort(truth)
-    return _ratio(e, s), _ratio(region_e, region_s)
+    return ratio(e, s), ratio(region_e, region_s)
 
 
 ORDER_RULES = {
@@ -424,94 +390,3 @@ def run(
     return result
 
 
-def _sum(records: list[dict], key: str, fallback: str | None = None) -> float:
-    return float(sum(r.get(key, r[fallback]) if fallback else r[key] for r in records))
-
-
-def _mean(records: list[dict], key: str, fallback: str | None = None) -> float | None:
-    if not records:
-        return None
-    return round(float(np.mean([r.get(key, r[fallback]) if fallback else r[key] for r in records])), 4)
-
-
-def effort_ratios(records: list[dict], prefix: str = "") -> dict:
-    """``{prefix}effort_ratio`` of the shown proposals, and ``_no_gate``, ``_raw`` and
-    ``_last10`` beside it; ``prefix`` "region_" for the region measure."""
-    effort, scratch = f"{prefix}effort", f"{prefix}scratch_effort"
-    s = _sum(records, scratch)
-    last = records[-LAST:]
-    return {
-        f"{prefix}effort_ratio": _ratio(_sum(records, effort), s),
-        f"{prefix}effort_ratio_no_gate": _ratio(_sum(records, f"{effort}_no_gate", effort), s),
-        f"{prefix}effort_ratio_raw": _ratio(_sum(records, f"{effort}_raw", effort), s),
-        f"{prefix}effort_ratio_last10": _ratio(_sum(last, effort), _sum(last, scratch)),
-        f"{prefix}effort_total": round(_sum(records, effort), 1),
-        f"{prefix}scratch_effort_total": round(s, 1),
-    }
-
-
-def summarise(records: list[dict]) -> dict:
-    """Effort ratios (both measures), last-ten Dice and friends from per-image records.
-
-    ``dice_last10`` is of what the user was shown: a withheld proposal (and the first image's,
-    before any model) is an empty one. ``dice_last10_model`` is of the model's own post-processed
-    proposals, never withheld; ``dice_last10_raw`` of them before post-processing.
-    ``first_proposal_at`` is the first image (1-based) a model proposed for, ``first_shown`` the
-    first whose proposal the user saw (not withheld); None when never."""
-    last = records[-LAST:]
-    proposed = [r for r in records if r["checkpoint"] is not None]
-    shown = [r for r in proposed if not r.get("withheld")]
-    return {
-        **effort_ratios(records),
-        **effort_ratios(records, "region_"),
-        "withheld": sum(1 for r in records if r.get("withheld")),
-        "dice_last10": _mean(last, "dice"),
-        "dice_last10_model": _mean(last, "dice_no_gate", "dice"),
-        "dice_last10_raw": _mean(last, "dice_raw", "dice"),
-        "dice_mean": _mean(records, "dice"),
-        "first_proposal_at": proposed[0]["index"] if proposed else None,
-        "first_shown": shown[0]["index"] if shown else None,
-        "train_s_total": round(sum(r["train_s"] for r in records), 1),
-        "train_steps_total": int(sum(r["train_steps"] for r in records)),
-        "proposal_s_median": round(float(np.median([r["proposal_s"] for r in proposed])), 3) if proposed else None,
-    }
-
-
-def plot(result: dict, path: Path) -> Path:
-    from segdesk.bench import plot as charts
-
-    rows = result["per_image"]
-    n = len(rows)
-    ratio, cumulative = _ratio_series(rows, "effort", "scratch_effort")
-    region_ratio, region_cumulative = _ratio_series(rows, "region_effort", "region_scratch_effort")
-    name = Path(result["data"]).name
-    budget = result["budget"]
-    budget_text = f"{budget['seconds']:g} s" if "seconds" in budget else f"{budget['steps']} steps"
-    top = max([1.5] + [v for v in ratio + region_ratio if v is not None])
-    panels = [
-        charts.Panel(f"{name}: Dice of each proposal (last ten mean: shown {result['dice_last10']}, "
-                     f"model's own {result.get('dice_last10_model')})",
-                     [charts.Series("shown (withheld = empty)", [r["dice"] for r in rows]),
-                      charts.Series("model's proposal", [r.get("dice_no_gate", r["dice"]) for r in rows])],
-                     y_range=(0.0, 1.0)),
-        charts.Panel(f"correction effort / scratch effort (run ratio {result['effort_ratio']}, region "
-                     f"{result.get('region_effort_ratio')}), {budget_text} training per image, "
-                     f"init {result['init']}",
-                     [charts.Series("E/S per image", ratio), charts.Series("cumulative", cumulative),
-                      charts.Series("region E/S per image", region_ratio),
-                      charts.Series("region cumulative", region_cumulative)],
-                     y_range=(0.0, min(top, 4.0)), x_label=f"image (1..{n}, in labelling order)",
-                     hlines=[(1.0, "= drawing from scratch")]),
-    ]
-    return charts.save(panels, path)
-
-
-def _ratio_series(rows: list[dict], effort: str, scratch: str) -> tuple[list, list]:
-    """Per-image ratio and the running ratio of sums (None where nothing is to draw yet)."""
-    per_image, cumulative, e_sum, s_sum = [], [], 0.0, 0.0
-    for r in rows:
-        e, s = r[effort], r[scratch]
-        per_image.append(e / s if s > 0 else None)
-        e_sum, s_sum = e_sum + e, s_sum + s
-        cumulative.append(e_sum / s_sum if s_sum > 0 else None)
-    return per_image, cumulative

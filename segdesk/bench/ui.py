@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -33,6 +32,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from segdesk.bench.provenance import machine
 from segdesk.core.clicks import next_click
 from segdesk.core.encoding import label_to_mask, label_value, mask_to_label
 from segdesk.core.errors import SegdeskError
@@ -350,7 +350,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
             "training_state_at_end": state,
             "training_steps": step,
             "device": window.status.device.text().removeprefix("device: "),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "machine": machine(),
         }
         result["brush"] = brush.run(size=brush_size, segments=200)
         out = Path(out)
