@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from segdesk.ml.inference import autocast
+from segdesk.ml.tiling import autocast
 from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.unet import UNet
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segdesk.ml import inference
+from segdesk.ml import inference, tiling
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.inference import Predictor
 
@@ -350,7 +350,7 @@ def test_band_rows_are_the_blend_of_every_tile_over_them(height):
     def run(batch):  # a deterministic stand-in for a model whose output depends on where the tile is
         return torch.stack([batch[:, 0] * 2 - batch[:, 1], batch[:, 2] + batch[:, :, :1, :1].mean(1)], dim=1)
 
-    window = inference._window(40, 40, torch.device("cpu"))
+    window = tiling.window(40, 40, torch.device("cpu"))
     parts = streaming.working_rows(streaming.NormalisedImage(x), run, 0, 40, 2, 0.25,
                                    lambda h, w: window, torch.device("cpu"))
     got = torch.cat([part.clone() for _, part in parts], dim=1)

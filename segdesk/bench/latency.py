@@ -80,7 +80,7 @@ def run(
     from segdesk.core.encoding import mean_dice
     from segdesk.ml import device as ml_device
     from segdesk.ml.config import TrainConfig
-    from segdesk.ml.inference import tile_boxes
+    from segdesk.ml.tiling import tile_boxes
 
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:

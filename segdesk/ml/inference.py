@@ -2,7 +2,7 @@
 
 The image is normalised, resized to working resolution by the checkpoint's scale rule (one fixed
 scale, or per image by its shorter side: planning.py), cut into overlapping tiles when it is larger
-than one tile (``tile_boxes``), and the tiles' softmax outputs are blended with a smooth window. The
+than one tile (tiling.py), and the tiles' softmax outputs are blended with a smooth window. The
 probabilities (not the classes) are resized back to the image's own size before the argmax. An
 image over STREAM_PIXELS goes a band of tiles at a time, with no whole-image float copies
 (streaming.py); a click on one normalises only its window. Measured and not used
@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,28 +32,24 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from segdesk.core.clicks import (Click, disagrees, honour_clicks, keep_clicks, local_change, prompt_channels,
                                  prompt_maps)
 from segdesk.core.errors import Cancelled, CheckpointError
 from segdesk.core.memory import release_freed_memory
-from segdesk.ml import onnx_engine, postprocess, precision, streaming
+from segdesk.ml import onnx_engine, postprocess, streaming
 from segdesk.ml.checkpoints import CheckpointStore
 from segdesk.ml.click_window import CLICK_REGION, click_window
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.device import pick_device
 from segdesk.ml.normalise import NORMALISATION, normalise_hwc
 from segdesk.ml.planning import ScaleRule
+from segdesk.ml.tiling import DEFAULT_TILE, OVERLAP, TILE_BATCH, autocast, predict_probabilities, window
 from segdesk.ml.uncertainty import uncertainty
 from segdesk.ml.unet import UNet
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TILE = 512
-TILE_BATCH = 4  # tiles per forward pass
-OVERLAP = 0.25
-_WINDOW_FLOOR = 0.01  # blending weights never reach zero, so every pixel has a defined average
 ENGINES = ("auto", "torch", "onnx")  # auto: ONNX Runtime on the CPU when the export loads, else torch
 # Images with more pixels are predicted a band of tiles at a time (streaming.py), the rest whole
 STREAM_PIXELS = 1 << 24
@@ -73,75 +68,6 @@ class Prediction:
     box: tuple[int, int, int, int] | None = None
     # uncertainty.py's number for the model's own classes (before post-processing); predict only
     uncertainty: float | None = None
-
-
-def autocast(device: torch.device):
-    """Proposals in bf16 on CUDA, fp32 elsewhere (CPU bf16 masks did not agree with fp32's closely
-    enough, docs/benchmarks.md "Latency"; MPS patchy)."""
-    return precision.autocast(device, "bf16" if device.type == "cuda" else "fp32")
-
-
-def tile_boxes(h: int, w: int, tile: int = DEFAULT_TILE,
-               tile_batch: int = TILE_BATCH) -> list[tuple[int, int, int, int]]:
-    """(y, x, height, width) of the pieces an h x w input is predicted in: one piece when it has no
-    more pixels than one batch of tiles (the same memory, and overlapping tiles would cost up to 2.25x
-    the compute: a 1024 px image is 9 tiles of 512), else overlapping tiles."""
-    if h * w <= tile * tile * tile_batch:
-        return [(0, 0, h, w)]
-    th, tw = min(tile, h), min(tile, w)
-    return [(y, x, th, tw) for y in streaming.tile_starts(h, th, OVERLAP)
-            for x in streaming.tile_starts(w, tw, OVERLAP)]
-
-
-def _window(h: int, w: int, device: torch.device) -> torch.Tensor:
-    """2D raised-cosine window, highest in the middle, floored above zero at the borders."""
-
-    def one_d(n: int) -> torch.Tensor:
-        i = torch.arange(n, dtype=torch.float32, device=device)
-        return (0.5 - 0.5 * torch.cos(2 * math.pi * (i + 0.5) / n)).clamp(min=_WINDOW_FLOOR)
-
-    return one_d(h)[:, None] * one_d(w)[None, :]
-
-
-def predict_probabilities(
-    model: nn.Module, image: torch.Tensor, tile: int = DEFAULT_TILE, tile_batch: int = TILE_BATCH,
-    logits_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Softmax probabilities (C x H x W, float32, on the model's device) for one 3 x H x W input.
-
-    The caller puts the model in eval mode and inference mode. The pieces come from
-    ``tile_boxes``; overlapping tiles are blended by a cosine window. ``logits_of`` replaces
-    ``model(batch)`` (another engine for the same model: onnx_engine.py).
-    """
-    device = next(model.parameters()).device
-    run = logits_of or model
-    x = image.to(device=device, dtype=torch.float32)[None]
-    if device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last)
-    _, _, h, w = x.shape
-    pieces = tile_boxes(h, w, tile, tile_batch)
-    if len(pieces) == 1:
-        with autocast(device):
-            logits = run(x)
-        return logits.float().softmax(dim=1)[0]
-
-    _, _, th, tw = pieces[0]
-    window = _window(th, tw, device)
-    boxes = [(y, x0) for y, x0, _, _ in pieces]
-    total = None
-    weight = torch.zeros((h, w), dtype=torch.float32, device=device)
-    for i in range(0, len(boxes), tile_batch):
-        chunk = boxes[i : i + tile_batch]
-        batch = torch.cat([x[:, :, y : y + th, x0 : x0 + tw] for y, x0 in chunk])
-        with autocast(device):
-            logits = run(batch)
-        probs = logits.float().softmax(dim=1)
-        if total is None:
-            total = torch.zeros((probs.shape[1], h, w), dtype=torch.float32, device=device)
-        for (y, x0), p in zip(chunk, probs):
-            total[:, y : y + th, x0 : x0 + tw] += p * window
-            weight[y : y + th, x0 : x0 + tw] += window
-    return total / weight
 
 
 class _EngineFailed(Exception):
@@ -401,7 +327,7 @@ class Predictor:
             # one tile a pass on the CPU: a batch of four 512 px tiles holds ~0.6 GB more activations, no faster
             batch = TILE_BATCH if device.type == "cuda" else 1
             rows = streaming.working_rows(source, forward, self.prompt_channels, tile, batch, OVERLAP,
-                                          lambda h, w: _window(h, w, device), device)
+                                          lambda h, w: window(h, w, device), device)
             strips = streaming.full_size_rows(rows, source.size, pixels.shape[:2], _STRIP_PIXELS)
             return streaming.classes_of(strips, pixels.shape[:2])
 

@@ -54,7 +54,7 @@ class WorkingSource:
 
 def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
     """Where overlapping tiles of ``tile`` pixels start along a side of ``length`` (the last one ends
-    at the edge); the one rule for whole-image (inference.tile_boxes) and streamed proposals."""
+    at the edge); the one rule for whole-image (tiling.tile_boxes) and streamed proposals."""
     if length <= tile:
         return [0]
     step = max(1, tile - int(tile * overlap))
@@ -65,7 +65,7 @@ def working_rows(source: WorkingSource, run: Callable[[torch.Tensor], torch.Tens
                  tile: int, tile_batch: int, overlap: float, window: Callable[[int, int], torch.Tensor],
                  device: torch.device) -> Iterator[tuple[int, torch.Tensor]]:
     """(first row, C x rows x w probabilities) of the working image, in order, each row finished:
-    overlapping tiles (as inference.tile_boxes cuts them) blended by ``window``. ``run`` maps a batch
+    overlapping tiles (as tiling.tile_boxes cuts them) blended by ``window``. ``run`` maps a batch
     of inputs (3 + ``extra_channels`` channels; the extra ones zero) to logits.
 
     One band of ``tile`` rows is reused: a yielded part is valid until the next one is asked for (a

@@ -33,7 +33,7 @@ from segdesk.ml.data import LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
 from segdesk.ml.distributed import Group
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml.inference import predict_probabilities
+from segdesk.ml.tiling import predict_probabilities
 from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
 from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints, scale_setting
