@@ -225,6 +225,14 @@ class CheckpointStore:
         return None
 
 
+def count_in_meta(meta: dict, key: str) -> int:
+    """A whole number from checkpoint metadata; 0 when missing or unreadable (a damaged file)."""
+    try:
+        return max(0, int(meta.get(key) or 0))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def check_compatible(meta: dict, n_classes: int) -> None:
     """CheckpointError unless the checkpoint's model fits a project with ``n_classes`` classes."""
     arch = meta.get("arch")

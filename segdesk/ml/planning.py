@@ -57,6 +57,7 @@ SIZE_SPREAD = 1.5  # shorter sides differing by more than this (max / min) may n
 MAX_VARIANCE_KEPT = 0.5  # a per-image rule must remove at least half the spread of object sizes
 KEEP_SMALLEST = 0.75  # ... and keep the smallest objects at least this share of their fixed-scale width
 MAX_UPSCALE = 4.0
+REPLAN_FACTOR = 1.25  # a planned per-image side is replaced when a re-plan moves it by more
 FIXED = "fixed"
 SHORTER_SIDE = "shorter_side"
 # Labels are measured on a view whose longer side is at most this (fast on huge images); components
@@ -313,6 +314,18 @@ def plan_scale_rule(project, crop_size: int = 256, cache: dict | None = None) ->
     if override is not None:
         return ScaleRule(scale=override)
     return choose_scale_rule(read_fingerprints(project, cache), crop_size)
+
+
+def keep_or_replace(kept: ScaleRule | None, planned: ScaleRule) -> ScaleRule:
+    """The rule to train with after a re-plan: ``kept`` while ``planned`` agrees with it, since a
+    new rule invalidates the image cache; ``planned`` when the kind of rule changes (fixed or per
+    image) or a per-image side moves by more than REPLAN_FACTOR. Images of one size thus keep the
+    scale planned first."""
+    if kept is None or kept.per_image != planned.per_image or (
+        planned.per_image and max(kept.side / planned.side, planned.side / kept.side) > REPLAN_FACTOR
+    ):
+        return planned
+    return kept
 
 
 def choose_working_scale(project, crop_size: int = 256) -> float:

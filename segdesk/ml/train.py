@@ -13,7 +13,6 @@ import logging
 import math
 import socket
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,24 +20,21 @@ import numpy as np
 import torch
 
 from segdesk.core.clicks import prompt_channels
-from segdesk.core.encoding import IGNORE, dice_per_class, mean_dice
 from segdesk.core.errors import CheckpointError, SegdeskError
 from segdesk.core.project import Project
-from segdesk.ml import postprocess, precision, pretrain
+from segdesk.ml import postprocess, precision, pretrain, validation
 from segdesk.ml.augment_plan import AugmentationPlan, plan_for
-from segdesk.ml.checkpoints import CheckpointStore, check_compatible
+from segdesk.ml.checkpoints import CheckpointStore, check_compatible, count_in_meta
 from segdesk.ml.click_training import simulate_prompts
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.data import LabelledSet, label_signature
 from segdesk.ml.device import device_name, pick_device
 from segdesk.ml.distributed import Group
 from segdesk.ml.gate import TrainingGate
-from segdesk.ml.tiling import predict_probabilities
 from segdesk.ml.losses import masked_ce_dice
 from segdesk.ml.normalise import NORMALISATION
-from segdesk.ml.planning import ScaleRule, plan_scale_rule, read_fingerprints, scale_setting
-from segdesk.ml.states import ERROR, IMPROVED, STOPPED, TRAINING, WAITING  # noqa: F401 (re-exported)
-from segdesk.ml.uncertainty import uncertainty
+from segdesk.ml.planning import ScaleRule, keep_or_replace, plan_scale_rule, read_fingerprints, scale_setting
+from segdesk.ml.states import ERROR, IMPROVED, STOPPED, TRAINING, WAITING, Progress  # noqa: F401 (re-exported)
 from segdesk.ml.unet import UNet
 from segdesk.ml.weight_average import WeightAverage
 
@@ -51,35 +47,10 @@ _PROGRESS_EVERY = 5  # steps between on_progress calls (besides validations)
 _GRAD_CLIP = 12.0  # as nnU-Net
 _LABEL_CHECK_S = 0.5  # while waiting: how often to re-read labels nobody announced (another process's)
 MAX_YIELD_S = 10.0  # a stuck proposal never pauses training for longer
-_VALIDATION_TILE = 512
-_POSTPROCESS_IMAGES = 32  # held-out predictions kept to choose post-processing from (memory bound)
-_REPLAN_FACTOR = 1.25  # a planned per-image side is replaced when a re-plan moves it by more
 # A model trained on more labelled images than the kept checkpoint replaces it unless its validation
 # Dice is lower by more than this: on a few held-out images the kept best is partly luck, and
 # holding on to it froze proposals for ten images (docs/benchmarks.md, "Click prompts")
 KEEP_SLACK = 0.03
-
-
-@dataclass
-class Progress:
-    step: int
-    loss: float
-    val_dice: float | None
-    val_dice_per_class: list[float | None] | None  # one per class; None where absent from the truth
-    images_per_s: float
-    checkpoint: str | None  # the newest checkpoint this trainer wrote or started from
-    state: str  # WAITING, TRAINING, IMPROVED, STOPPED or ERROR
-    augmentation: str | None = None  # the flips and turns in use, in words
-    working_resolution: str | None = None  # the scale rule in use, in words
-    precision: str | None = None  # training's number format: bf16 or fp32 (precision.py)
-
-
-def _count(meta: dict, key: str) -> int:
-    """A whole number from checkpoint metadata; 0 when missing or unreadable (a damaged file)."""
-    try:
-        return max(0, int(meta.get(key) or 0))
-    except (TypeError, ValueError, OverflowError):
-        return 0
 
 
 class Trainer:
@@ -127,26 +98,19 @@ class Trainer:
         self.images_per_s = 0.0
         self.bad_validations = 0
         self.last_val: tuple[float | None, list[float | None] | None] = (None, None)
-        self._val_pairs: list[tuple[np.ndarray, np.ndarray]] = []  # the last validation's (prediction, target)
-        self._val_uncertainty: list[float] = []  # the last validation's, per held-out image (uncertainty.py)
+        self._held_out = validation.Validation()  # the last validation's, until a checkpoint uses it
 
     # ----- set-up
 
     def _choose_scale_rule(self) -> ScaleRule:
-        """Config, else the project's setting, else planned from the accepted labels. A planned rule
-        is kept while re-plans agree with it, since a new rule invalidates the image cache: it is
-        replaced when the kind of rule changes (fixed or per image) or a per-image side moves by
-        more than _REPLAN_FACTOR. Images of one size thus keep the scale planned first."""
+        """Config, else the project's setting, else planned from the accepted labels and kept while
+        re-plans agree with it (planning.keep_or_replace)."""
         if self.config.working_scale is not None:
             return ScaleRule(float(self.config.working_scale))
         planned = plan_scale_rule(self.project, self.config.crop_size, self._fingerprints)
         if scale_setting(self.project) is not None or not self.project.accepted_ids():
             return planned
-        old = self._planned_rule
-        if old is None or old.per_image != planned.per_image or (
-            planned.per_image and max(old.side / planned.side, planned.side / old.side) > _REPLAN_FACTOR
-        ):
-            self._planned_rule = planned
+        self._planned_rule = keep_or_replace(self._planned_rule, planned)
         return self._planned_rule
 
     def _choose_augmentation(self) -> AugmentationPlan:
@@ -204,9 +168,9 @@ class Trainer:
                     model = None
                 else:
                     self.parent = self.last_checkpoint = checkpoint_id
-                    self._base_step = _count(meta, "step")
-                    self._train_images_at_checkpoint = _count(meta, "n_train_images")
-                    self.pretrained_steps = _count(meta, "pretrained_steps")
+                    self._base_step = count_in_meta(meta, "step")
+                    self._train_images_at_checkpoint = count_in_meta(meta, "n_train_images")
+                    self.pretrained_steps = count_in_meta(meta, "pretrained_steps")
                     log.info("continuing from checkpoint %s", checkpoint_id)
         elif init is not None:
             raise ValueError(f"init must be 'current' or None, not {init!r}.")
@@ -331,38 +295,10 @@ class Trainer:
         return value
 
     def validate(self) -> tuple[float | None, list[float | None] | None]:
-        """(mean Dice, per-class Dice) on the held-out images at working scale; (None, None)
-        without held-out images or foreground in them. Per image, segdesk.core.encoding.mean_dice
-        (the benchmarks' Dice; an image where nothing was there and nothing was found is skipped);
-        the mean is over images, per class over the images showing that class."""
-        per_image: list[float] = []
-        per_class: list[list[float]] = [[] for _ in range(self.n_classes)]
-        self._val_pairs, self._val_uncertainty = [], []
-        judged = self.average.model
-        judged.eval()
-        with torch.inference_mode():
-            for _, image, target in self.data.validation_items():
-                x = torch.from_numpy(image)
-                if judged.prompt_channels:  # the automatic proposal: empty prompts
-                    x = torch.cat([x, x.new_zeros((judged.prompt_channels,) + tuple(x.shape[1:]))])
-                probs = predict_probabilities(judged, x, _VALIDATION_TILE)
-                confidence, classes = (t.cpu().numpy() for t in probs.max(dim=0))
-                held = target != IGNORE  # of a part-held image, its held-out part only
-                self._val_uncertainty.append(uncertainty(classes[held], confidence[held]))
-                if len(self._val_pairs) < _POSTPROCESS_IMAGES:
-                    self._val_pairs.append((classes.astype(np.uint8), target.astype(np.int16)))
-                counted = target != IGNORE
-                truth = np.where(counted, target, 0)
-                if truth.any() or (classes * counted).any():
-                    per_image.append(mean_dice(classes, truth, counted))
-                for c, s in enumerate(dice_per_class(classes, truth, self.n_classes, counted)):
-                    if s is not None:
-                        per_class[c].append(s)
-        if not per_image:
-            return None, None
-        mean = float(np.mean(per_image))
-        classes_mean = [float(np.mean(v)) if v else None for v in per_class]
-        return mean, classes_mean
+        """(mean Dice, per-class Dice) of the weight average on the held-out images (validation.py);
+        keeps its predictions for choosing post-processing."""
+        self._held_out = validation.validate(self.average.model, self.data.validation_items(), self.n_classes)
+        return self._held_out.dice, self._held_out.per_class
 
     def save_checkpoint(self, val_dice: float | None, per_class: list[float | None] | None) -> str:
         meta = {
@@ -404,13 +340,12 @@ class Trainer:
         """Post-processing and the show-or-withhold decision for the checkpoint about to be saved,
         from its predictions on the held-out images (segdesk.ml.postprocess); the Predictor applies
         it. A failure here costs the checkpoint its post-processing, never the checkpoint."""
-        pairs, self._val_pairs = self._val_pairs, []
-        unsure, self._val_uncertainty = self._val_uncertainty, []
-        if not pairs:
+        held_out, self._held_out = self._held_out, validation.Validation()
+        if not held_out.pairs:
             return postprocess.unvalidated(1)  # a part of the first accepted image is held out
         try:
-            return postprocess.choose(pairs, self.n_classes, area_scale=self.scale_rule.stored_area_scale,
-                                      uncertainties=unsure)
+            return postprocess.choose(held_out.pairs, self.n_classes, area_scale=self.scale_rule.stored_area_scale,
+                                      uncertainties=held_out.uncertainties)
         except Exception:  # noqa: BLE001 - e.g. OpenCV on an odd array; proposals stay as they are
             log.exception("choosing post-processing failed")
             return None
