@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import cv2
@@ -17,7 +18,7 @@ from segdesk.cli import main
 from segdesk.cli.model import _TrainReport
 from segdesk.core.project import Project
 from segdesk.ml.checkpoints import CheckpointStore
-from segdesk.ml.train import Progress
+from segdesk.ml.states import Progress
 
 CLASSES = "disc,square"
 TINY = ["--base-width", "4", "--depth", "2", "--crop", "32", "--batch", "2", "--val-every", "2",
@@ -372,8 +373,11 @@ def test_predict_files_outside_the_project(trained, data, tmp_path, capsys):
     mask = cv2.imread(str(out_dir / "new.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (36, 44) and mask.max() <= 2
 
-    # the order README gives: options between the project and the files
-    code, out, _ = run(capsys, "predict", trained, "--out", tmp_path / "pred2", "--device", "cpu", other / "new.png")
+    # the order README gives: options between the project and the files, with no Python warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code, out, _ = run(capsys, "predict", trained, "--out", tmp_path / "pred2", "--device", "cpu",
+                           other / "new.png")
     assert code == 0 and "wrote 1 mask" in out
     assert np.array_equal(cv2.imread(str(tmp_path / "pred2" / "new.png"), cv2.IMREAD_UNCHANGED), mask)
     code, _, err = run(capsys, "predict", trained, "--out", out_dir, other / "new.png", "--bogus")

@@ -240,7 +240,12 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     args, extras = parser.parse_known_args(argv)
     if extras and args.command in INTERMIXED_COMMANDS:
         rest = argv[argv.index(args.command) + 1:]
-        return parser.commands[args.command].parse_intermixed_args(rest, namespace=args)
+        # a fresh namespace: argparse warns (to the user's terminal) about positionals already in one
+        command_args = parser.commands[args.command].parse_intermixed_args(rest)
+        for key, value in vars(args).items():  # the options before the command (-v)
+            if not hasattr(command_args, key):
+                setattr(command_args, key, value)
+        return command_args
     return parser.parse_args(argv)  # argparse's own message for what is left over
 
 
