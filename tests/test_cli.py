@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -86,6 +87,22 @@ def test_python_dash_m_entry_point_prints_help():
     assert result.returncode == 0, result.stderr
     for command in ("new", "add", "import-labels", "train", "predict", "export", "info", "open"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("command, code", [(["info", "{proj}"], 1), (["--help"], 0)])
+def test_a_reader_that_went_away_gets_no_traceback(tmp_path, capsys, command, code):
+    """`segdesk info P | head -1`, where head has closed the pipe before segdesk writes: a quiet exit
+    (1: not all was written; --help is argparse's, which ignores it)."""
+    proj = tmp_path / "p"
+    assert run(capsys, "new", proj, "--classes", "disc")[0] == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe fails with EPIPE from the first on
+    try:
+        result = subprocess.run([sys.executable, "-m", "segdesk"] + [a.format(proj=proj) for a in command],
+                                stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert result.returncode == code and result.stderr == ""
 
 
 def test_core_commands_import_neither_torch_nor_qt(tmp_path, data):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -224,8 +225,6 @@ def _write_lock(args):
 
 def _distributed_rank_zero() -> bool:
     """False in the processes torchrun starts besides rank 0 (RANK is torchrun's variable)."""
-    import os
-
     return os.environ.get("RANK", "0") == "0"
 
 
@@ -251,6 +250,16 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (0 success, 1 error, 2 bad command line)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # here, so that a reader that went away is answered below
+        return code
+    except BrokenPipeError:  # `segdesk info P | head`: the reader has what it wanted; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor an error at exit's flush
+        return EXIT_ERROR
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parse(parser, argv)
@@ -266,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_open(args)
         with _write_lock(args):
             return args.func(args)
+    except BrokenPipeError:
+        raise  # main's: not an error to report
     except (SegdeskError, OSError) as exc:
         log.debug("command failed", exc_info=True)
         message = " ".join(str(exc).split()) or type(exc).__name__
