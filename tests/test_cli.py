@@ -385,8 +385,8 @@ def test_predict_files_outside_the_project(trained, data, tmp_path, capsys):
     out_dir = tmp_path / "pred"
     code, out, err = run(capsys, "predict", trained, other / "new.png", data / "images" / "broken.png",
                          "--out", out_dir)
-    assert code == 0
-    assert "wrote 1 mask" in out and "broken.png" in err
+    assert code == 1  # not all that was asked for: README's exit status
+    assert "wrote 1 mask" in out and "skipped 1" in out and "broken.png" in err
     mask = cv2.imread(str(out_dir / "new.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (36, 44) and mask.max() <= 2
 
@@ -399,6 +399,20 @@ def test_predict_files_outside_the_project(trained, data, tmp_path, capsys):
     assert np.array_equal(cv2.imread(str(tmp_path / "pred2" / "new.png"), cv2.IMREAD_UNCHANGED), mask)
     code, _, err = run(capsys, "predict", trained, "--out", out_dir, other / "new.png", "--bogus")
     assert code == 2 and "--bogus" in one_error_line(err)
+
+
+def test_predict_when_every_image_is_accepted(trained, tmp_path, capsys):
+    import shutil
+
+    proj = tmp_path / "proj"
+    shutil.copytree(trained[0], proj)
+    project = Project.open(proj)
+    for e in project.images:
+        if e.status != "accepted":
+            project.accept(e.id, np.ones(e.shape, np.uint8))
+    code, out, err = run(capsys, "predict", proj, "--device", "cpu")
+    assert code == 0, err
+    assert out.startswith("nothing to propose: all 6 images of the project are accepted")
 
 
 def test_predict_without_a_model(tmp_path, data, capsys):

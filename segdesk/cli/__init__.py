@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="also write PNG masks 0..K named <source stem>.png here")
     p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--checkpoint", metavar="ID", help="use this checkpoint instead of the current one")
+    p.epilog = "Exit status: 0 when every image got its mask; 1 when any was skipped (one line on stderr each, saying why)."
 
     p = add("export", cmd_export,
             "write masks (0 = background, 1..K = class) of accepted images: PNG per image, or a "

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from segdesk.cli.common import EXIT_OK, fail, log, print_err
+from segdesk.cli.common import EXIT_ERROR, EXIT_OK, fail, log, print_err
 from segdesk.core import encoding, exchange, imageio
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import STATUS_ACCEPTED, Project, file_sha256
@@ -293,8 +293,11 @@ def cmd_predict(args) -> int:
         return _predict_files(predictor, args.files, out)
     names = exchange.export_names(project.images)
     todo = [e for e in project.images if e.status != STATUS_ACCEPTED]
+    if not todo:
+        print(f"nothing to propose: all {len(project.images)} images of the project are accepted "
+              f"(other images: segdesk predict PROJECT --out DIR FILES)")
+        return EXIT_OK
     done, skipped = 0, []
-    checkpoint = None
     for entry in todo:
         try:
             image = project.read_image(entry)
@@ -302,7 +305,6 @@ def cmd_predict(args) -> int:
             skipped.append((entry.source, str(exc)))
             continue
         pred = predictor.predict(image.pixels)
-        checkpoint = pred.checkpoint
         project.save_proposal(entry.id, encoding.mask_to_label(pred.classes), pred.checkpoint)
         if out is not None:
             exchange.write_mask(out / names[entry.id], pred.classes)
@@ -311,15 +313,15 @@ def cmd_predict(args) -> int:
     for path, reason in skipped:
         print_err(f"skipped {path}: {reason}")
     where = f"; masks in {out}" if out is not None else ""
-    print(f"stored {done} proposal{'s' if done != 1 else ''} from checkpoint {checkpoint or '-'}{where}"
+    print(f"stored {done} proposal{'s' if done != 1 else ''} from checkpoint {predictor.checkpoint}{where}"
           + (f", skipped {len(skipped)}" if skipped else ""))
-    return EXIT_OK
+    return EXIT_ERROR if skipped else EXIT_OK
 
 
 def _predict_files(predictor, paths: Sequence[str], out: Path) -> int:
     files, skipped = _expand_files(paths)
     stems = [f.stem.lower() for f in files]
-    done, checkpoint, written = 0, None, set()
+    done, written = 0, set()
     for f in files:
         try:
             image = imageio.read_image(f)
@@ -333,12 +335,11 @@ def _predict_files(predictor, paths: Sequence[str], out: Path) -> int:
             skipped.append((str(f), "same content as another file given"))
             continue
         pred = predictor.predict(image.pixels)
-        checkpoint = pred.checkpoint
         exchange.write_mask(out / (name + exchange.MASK_SUFFIX), pred.classes)
         written.add(name.lower())
         done += 1
     for path, reason in skipped:
         print_err(f"skipped {path}: {reason}")
-    print(f"wrote {done} mask{'s' if done != 1 else ''} to {out} from checkpoint {checkpoint or '-'}"
+    print(f"wrote {done} mask{'s' if done != 1 else ''} to {out} from checkpoint {predictor.checkpoint}"
           + (f", skipped {len(skipped)}" if skipped else ""))
-    return EXIT_OK
+    return EXIT_ERROR if skipped else EXIT_OK
