@@ -178,9 +178,15 @@ def test_info_on_a_folder_that_is_not_a_project(tmp_path, capsys):
 # ----- help
 
 
-@pytest.mark.parametrize("command", ["add", "export", "info"])
+@pytest.mark.parametrize("command", ["add", "export", "info", "predict"])
 def test_help_states_the_exit_statuses(capsys, command):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
     text = " ".join(out.split())
     assert "Exit status: 0 " in text and "; 1 when" in text and "2 for a bad command line" in text
+
+
+def test_bench_without_a_benchmark_is_a_bad_command_line(capsys):
+    code, out, err = run(capsys, "bench")
+    assert code == 2 and out == ""
+    assert all(name in err for name in ("loop", "latency", "ui", "large", "brush"))

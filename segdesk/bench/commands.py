@@ -15,6 +15,7 @@ from pathlib import Path
 
 from segdesk.cli.argtypes import positive_float as _positive_float
 from segdesk.cli.argtypes import positive_int as _positive_int
+from segdesk.cli.common import EXIT_USAGE
 from segdesk.core.errors import SegdeskError
 
 
@@ -197,8 +198,9 @@ def brush_plot(result: dict, path: Path) -> None:
 
 
 def cmd_bench(args) -> int:
-    args.bench_parser.print_help()
-    return 0
+    """``segdesk bench`` without a benchmark: a bad command line (exit 2), with the list to choose from."""
+    args.bench_parser.print_help(sys.stderr)
+    return EXIT_USAGE
 
 
 def add_bench_parser(bench: argparse.ArgumentParser) -> None:

@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="also write PNG masks 0..K named <source stem>.png here")
     p.add_argument("--device", metavar="D", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--checkpoint", metavar="ID", help="use this checkpoint instead of the current one")
-    p.epilog = "Exit status: 0 when every image got its mask; 1 when any was skipped (one line on stderr each, saying why)."
+    p.epilog = ("Exit status: 0 when every image got its mask; 1 when any was skipped (one line on stderr each, "
+                "saying why) or there is no model yet; 2 for a bad command line.")
 
     p = add("export", cmd_export,
             "write masks (0 = background, 1..K = class) of accepted images: PNG per image, or a "
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     from segdesk.bench.commands import add_bench_parser
 
     add_bench_parser(add("bench", None, "benchmarks: loop (correction effort while the model learns), "
-                         "latency, ui, brush; each writes RESULT.json and RESULT.png"))
+                         "latency, ui, large, brush; each writes RESULT.json and RESULT.png"))
 
     p = add("demo", cmd_demo, "copy the bundled demo project (nuclei, CC0) into your data folder and open it",
             more="; an existing demo you worked on is kept (a new copy is made beside it)")
