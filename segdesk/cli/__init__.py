@@ -16,6 +16,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -252,6 +253,9 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (0 success, 1 error, 2 bad command line)."""
+    # pydicom warns about files it reads anyway ("Expected explicit VR, but found implicit VR"), with a
+    # path and line of its own source: noise on a clinician's terminal. It also logs them ("pydicom").
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
     try:
         code = _run(argv)
         sys.stdout.flush()  # here, so that a reader that went away is answered below
