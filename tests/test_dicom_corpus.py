@@ -7,6 +7,8 @@ the files on disk count, and files over MAX_BYTES are skipped to keep the walk q
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,6 +134,20 @@ def test_segdesk_add_takes_jpeg_baseline_and_deflated_files(tmp_path):
     assert shapes == [(256, 256), (512, 512)]
     # pydicom's "Expected explicit VR, but found implicit VR" does not reach the user's terminal
     assert not [w for w in shown if "VR" in str(w.message)]
+
+
+def test_a_file_pydicom_complains_about_reads_quietly_in_the_training_process():
+    """The training process (segdesk.ml.train_process) reads the project's DICOM files with its stderr
+    on the user's terminal: after quiet_pydicom, pydicom's warning is neither printed nor logged."""
+    path = CORPUS / "SC_rgb_jpeg.dcm"
+    if not path.exists():
+        pytest.skip("this pydicom carries other test files")
+    script = ("import logging, sys; logging.basicConfig(level=logging.WARNING, stream=sys.stderr)\n"
+              "from segdesk.core.third_party import quiet_pydicom; quiet_pydicom()\n"
+              f"from segdesk.core import imageio; print(imageio.read_image({str(path)!r}).pixels.shape)")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "(256, 256, 3)"
+    assert result.stderr == ""
 
 
 # ----- refusals that name their reason

@@ -16,7 +16,6 @@ import argparse
 import logging
 import os
 import sys
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -25,6 +24,7 @@ from segdesk.cli.argtypes import positive_float, positive_int
 from segdesk.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PROG, log, print_err
 from segdesk.cli.model import cmd_predict, cmd_pretrain, cmd_train
 from segdesk.cli.project import cmd_add, cmd_demo, cmd_export, cmd_import_labels, cmd_info, cmd_new, cmd_open
+from segdesk.core.third_party import quiet_pydicom
 from segdesk.core.errors import SegdeskError
 
 
@@ -253,9 +253,7 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status (0 success, 1 error, 2 bad command line)."""
-    # pydicom warns about files it reads anyway ("Expected explicit VR, but found implicit VR"), with a
-    # path and line of its own source: noise on a clinician's terminal. It also logs them ("pydicom").
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom\.")
+    quiet_pydicom()
     try:
         code = _run(argv)
         sys.stdout.flush()  # here, so that a reader that went away is answered below

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from segdesk.core.errors import SegdeskError
+from segdesk.core.third_party import quiet_pydicom
 from segdesk.ml.gate import TrainingGate
 from segdesk.ml.states import ERROR, STOPPED, TRAINING, WAITING
 
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         lower_priority(int(argv[0]))
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="segdesk trainer: %(levelname)s: %(name)s: %(message)s")
+    quiet_pydicom()  # it reads the project's DICOM files too
     # Messages go to a private copy of stdout; anything else printed (a library's print) goes to stderr.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1)
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
