@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from segdesk.bench.loop_report import ratio
 from segdesk.core import effort as fx
 from segdesk.core.clicks import next_click
 from segdesk.core.encoding import mean_dice
@@ -69,7 +70,7 @@ def summarise_clicks(records: list[dict]) -> dict:
         out[f"dice_after_{k}"] = round(float(np.mean(values)), 4) if values else None
     scratch = sum(r["scratch_effort"] for r in with_clicks)
     left = sum(r["effort_after_clicks"] for r in with_clicks)
-    out["effort_ratio_after_clicks"] = round(left / scratch, 4) if scratch > 0 else None
+    out["effort_ratio_after_clicks"] = ratio(left, scratch)
     times = [r["click_s_median"] for r in with_clicks if r.get("click_s_median") is not None]
     out["click_s_median"] = round(float(np.median(times)), 3) if times else None
     return out
