@@ -121,6 +121,46 @@ def test_an_engine_failing_on_an_image_falls_back_for_that_image_and_after(train
     assert predictor.engine == "torch" and "simulated onnxruntime failure" in predictor.engine_note
 
 
+def _click_answers(predictor: Predictor) -> list[np.ndarray]:
+    from segdesk.core.clicks import Click
+
+    answers = []
+    for i, image in enumerate(_images()[:2]):
+        shown = predictor.predict(image).classes
+        clicks = [Click(20, 20, 1, True), Click(40, 30, 1, False)]
+        answers += [predictor.refine(image, clicks[:n], shown, key=i).classes for n in (1, 2)]
+    return answers
+
+
+def test_a_clicks_answer_is_fitted_on_the_exports_features_or_on_torchs(trained, tmp_path):
+    """The export's second output is the decoder's, as torch computes it; an export made before it
+    existed (logits only) still answers clicks, through torch's features, with the same masks."""
+    import onnx
+    import torch
+
+    models, checkpoint = trained
+    onnx_ = Predictor.from_checkpoint(models, checkpoint, device="cpu", engine="onnx")
+    torch_ = Predictor.from_checkpoint(models, checkpoint, device="cpu", engine="torch")
+    assert onnx_.accepts_clicks and onnx_._onnx.has_features
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, torch_.model.input_channels, 50, 70)).astype(np.float32))
+    with torch.no_grad():
+        assert torch.allclose(onnx_._onnx.features(x), torch_.model.features(x), atol=1e-4)
+    expected = _click_answers(torch_)
+    for answer, reference in zip(_click_answers(onnx_), expected):
+        assert mean_dice(answer, reference) >= AGREEMENT
+
+    models = _copy(models, tmp_path)
+    path = CheckpointStore(models).onnx_path(checkpoint)
+    graph = onnx.load(str(path))
+    del graph.graph.output[1]  # the logits only, as exported before
+    path.write_bytes(graph.SerializeToString())
+    older = Predictor.from_checkpoint(models, checkpoint, device="cpu", engine="onnx")
+    assert older.engine == "onnxruntime" and not older._onnx.has_features
+    for answer, reference in zip(_click_answers(older), expected):
+        assert np.array_equal(answer, reference)
+    assert older.engine == "onnxruntime" and older.engine_note is None
+
+
 def test_a_failed_export_never_costs_the_checkpoint(tmp_path, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("simulated exporter failure")

@@ -5,7 +5,8 @@ development machine it is 3-4x faster than torch's fp32 path with the same float
 (docs/benchmarks.md, ``segdesk bench latency``). The training worker exports at save time, so the
 GUI side never pays for an export.
 
-What is exported is the network without ``UNet.forward``'s input check and padding: the traced
+The graph has two outputs: the logits, and the decoder's output before the 1 x 1 head (a click's
+answer is fitted on it; a run asks for one of them). What is exported is the network without ``UNet.forward``'s input check and padding: the traced
 ``if pad_h or pad_w`` would freeze to the export's own input size. The engine pads as
 ``UNet.forward`` does (``onnx_engine.pad_input``), and the graph has dynamic batch, height and width.
 The file carries the SHA-256 of the checkpoint's weights; the engine refuses a file whose hash is not
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 18
 INPUT, OUTPUT = "image", "logits"
+FEATURES = "features"  # the decoder's output, which a click's answer is fitted on (click_refinement.py)
 WEIGHTS_KEY = "segdesk_weights_sha256"  # metadata_props key: the checkpoint the graph was made from
 DEPTH_KEY = "segdesk_depth"  # the engine pads the input to a multiple of 2**depth
 
@@ -41,9 +43,10 @@ class _Network(nn.Module):
         super().__init__()
         self.unet = unet
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = self.unet
-        return u.head(u.decoder(u.encoder(x)))
+        features = u.decoder(u.encoder(x))
+        return u.head(features), features
 
 
 def to_onnx_bytes(model: UNet, weights_sha256: str | None = None) -> bytes:
@@ -62,8 +65,8 @@ def to_onnx_bytes(model: UNet, weights_sha256: str | None = None) -> bytes:
         # training thread's time per checkpoint, for the same graph speed under ONNX Runtime
         torch.onnx.export(
             network, (example,), buffer, dynamo=False, opset_version=OPSET,
-            input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "n", 2: "h", 3: "w"}, OUTPUT: {0: "n", 2: "h", 3: "w"}},
+            input_names=[INPUT], output_names=[OUTPUT, FEATURES],
+            dynamic_axes={name: {0: "n", 2: "h", 3: "w"} for name in (INPUT, OUTPUT, FEATURES)},
         )
     proto = onnx.load_from_string(buffer.getvalue())
     props = {DEPTH_KEY: str(model.depth)}

@@ -39,6 +39,7 @@ from segdesk.core.errors import Cancelled, CheckpointError
 from segdesk.core.memory import release_freed_memory
 from segdesk.ml import onnx_engine, postprocess, streaming
 from segdesk.ml.checkpoints import CheckpointStore
+from segdesk.ml.click_refinement import fit_to_clicks
 from segdesk.ml.click_window import CLICK_REGION, click_window
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.device import pick_device
@@ -114,6 +115,7 @@ class Predictor:
         self.prompt_channels = int(getattr(model, "prompt_channels", 0))
         self.n_classes = int(getattr(model, "n_outputs", 1)) - 1
         self._working: tuple[object, object] | None = None  # (key, the input clicks are answered from)
+        self.fit_clicks = True  # refine fits the network's answer to the clicks (click_refinement.py)
         self.honour_clicks = True  # refine tilts the model's answer toward each click near it (core/clicks.py)
         # from this many clicks on, a click changes only the region connected to it (core/clicks.local_change);
         # None: the model's whole answer on the window
@@ -338,13 +340,29 @@ class Predictor:
                 self._fall_back(f"ONNX Runtime failed on an image: {exc}")
                 return run_all(None)
 
+    def _click_probabilities(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+        """The answer on a click window (image and prompt channels): the engine's, or with ``fit_clicks``
+        the torch network's last features fitted to the clicks (click_refinement.py)."""
+        if not self.fit_clicks:
+            return self._probabilities(x, tile)
+        features = None
+        if self._onnx is not None and self._onnx.has_features:
+            try:
+                features = self._onnx.features(x.float()[None])
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types; torch from now on
+                self._fall_back(f"ONNX Runtime failed on a click: {str(exc).strip()[:200] or type(exc).__name__}")
+        if features is None:
+            with torch.no_grad():
+                features = self.model.features(x.to(self.device, torch.float32)[None])
+        return fit_to_clicks(features, self.model.head, x[-self.prompt_channels:], self.n_classes).cpu()
+
     def refine(self, pixels: np.ndarray, clicks: list[Click], previous: np.ndarray | None,
                key: object = None) -> Prediction:
         """``previous`` (a class mask of the image's size; None = empty) corrected by ``clicks`` (image
         pixels): the model reads the clicks and the previous mask on a window around them
-        (``click_window``), and its answer replaces ``previous`` in the regions that changed next to
-        the click (``local_clicks_from``; before that many clicks, on the whole window); every
-        click's own pixel is as the click said. ``key`` names the image so the next click reuses its
+        (``click_window``), its answer is fitted to the clicks (``fit_clicks``) and replaces
+        ``previous`` in the regions that changed next to the click (``local_clicks_from``; before
+        that many clicks, on the whole window); every click's own pixel is as the click said. ``key`` names the image so the next click reuses its
         working input. No post-processing and no gate: the user asked. ValueError for a checkpoint that does
         not read clicks (``accepts_clicks``)."""
         if not self.accepts_clicks:
@@ -370,7 +388,7 @@ class Predictor:
         y0, x0, y1, x1 = y0 + ry0, x0 + rx0, y1 + ry0, x1 + rx0
         maps = prompt_maps(clicks, window_previous, self.n_classes, (y1 - y0, x1 - x0), (sy, sx), (y0, x0))
         x = torch.from_numpy(np.concatenate([source.rectangle(y0, y1, x0, x1), maps]))
-        probs = self._probabilities(x, max(y1 - y0, x1 - x0))
+        probs = self._click_probabilities(x, max(y1 - y0, x1 - x0))
         if self.honour_clicks:
             local = [(py - y0, px - x0) for py, px in points]
             probs = torch.from_numpy(honour_clicks(probs.cpu().numpy(), local, clicks, window_previous))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from segdesk.core.errors import CheckpointError
-from segdesk.ml.export_onnx import DEPTH_KEY, INPUT, WEIGHTS_KEY
+from segdesk.ml.export_onnx import DEPTH_KEY, FEATURES, INPUT, OUTPUT, WEIGHTS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class OnnxEngine:
         self.threads = options.intra_op_num_threads
         shape = self.session.get_inputs()[0].shape
         self._channels = shape[1] if len(shape) == 4 and isinstance(shape[1], int) else None
+        # exports before the click fit have logits only: their clicks take the features from torch
+        self.has_features = FEATURES in {output.name for output in self.session.get_outputs()}
 
     @staticmethod
     def run_options():
@@ -96,16 +98,23 @@ class OnnxEngine:
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         tiny = np.zeros((1, self._channels, self.multiple, self.multiple), np.float32)
         try:
-            self.session.run(None, {INPUT: tiny}, options)
+            self.session.run([OUTPUT], {INPUT: tiny}, options)
         except Exception as exc:  # noqa: BLE001 - memory not handed back is no reason to fail a proposal
             log.debug("ONNX Runtime's arena not shrunk: %s", exc)
 
     def logits(self, x: torch.Tensor, run_options=None) -> torch.Tensor:
         """N x C x H x W float32 logits for an N x 3 x H x W float32 CPU batch, like ``UNet(x)``."""
+        return self._run(OUTPUT, x, run_options)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output for a batch, like ``UNet.features(x)`` (``has_features`` exports only)."""
+        return self._run(FEATURES, x)
+
+    def _run(self, output: str, x: torch.Tensor, run_options=None) -> torch.Tensor:
         height, width = x.shape[-2:]
         padded = pad_input(x, self.multiple)
         array = np.ascontiguousarray(padded.numpy(), dtype=np.float32)
-        out = self.session.run(None, {INPUT: array}, run_options)[0]
+        out = self.session.run([output], {INPUT: array}, run_options)[0]
         return torch.from_numpy(out)[..., :height, :width]
 
 

@@ -194,6 +194,10 @@ class UNet(nn.Module):
             raise ValueError(f"UNet expects a floating point tensor, got {x.dtype}; use x.float().")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder's output (N x base_width x H x W), what the 1 x 1 head turns into logits."""
         self._check_input(x)
         height, width = x.shape[-2:]
         multiple = 2**self.depth
@@ -203,5 +207,4 @@ class UNet(nn.Module):
             # reflect needs the pad to be smaller than the side; tiny inputs fall back to zeros
             mode = "reflect" if pad_h < height and pad_w < width else "constant"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        logits = self.head(self.decoder(self.encoder(x)))
-        return logits[..., :height, :width]
+        return self.decoder(self.encoder(x))[..., :height, :width]

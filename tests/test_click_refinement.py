@@ -1,0 +1,63 @@
+"""A click's answer fitted to the clicks (ml/click_refinement.py), on features whose answer can be
+worked out by hand: logit(class 1) - logit(background) = 20 x (feature - 0.5)."""
+
+import numpy as np
+import torch
+from torch import nn
+
+from segdesk.core.clicks import Click, prompt_maps
+from segdesk.ml.click_refinement import fit_to_clicks
+
+
+def head_and_features(middle: float) -> tuple[nn.Conv2d, torch.Tensor]:
+    """A 30 x 30 window in three bands of columns: the left sure of class 1 (feature 0.9, logit
+    margin +8), the middle unsure (``middle``), the right sure of background (0.0: margin -10)."""
+    head = nn.Conv2d(2, 2, kernel_size=1)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[1, 0] = 20.0  # class 1's logit from feature 0; the second feature is unused
+        head.bias[1] = -10.0
+    features = torch.zeros((1, 2, 30, 30))
+    features[0, 0, :, :10] = 0.9
+    features[0, 0, :, 10:20] = middle
+    features[0, 1] = 1.0
+    return head, features
+
+
+def classes_after(click: Click, middle: float) -> np.ndarray:
+    head, features = head_and_features(middle)
+    maps = torch.from_numpy(prompt_maps([click], None, 1, (30, 30)))
+    probabilities = fit_to_clicks(features, head, maps, n_classes=1)
+    assert probabilities.shape == (2, 30, 30)
+    assert torch.allclose(probabilities.sum(dim=0), torch.ones(30, 30), atol=1e-5)
+    return probabilities.argmax(dim=0).numpy()
+
+
+def test_a_positive_click_on_an_unsure_part_takes_all_of_it_and_keeps_what_was_sure():
+    """Unfitted, the middle band is background (margin -1); one positive click in it turns the whole
+    band to class 1 (the fit moves the decision, not one pixel), while the band the network was sure
+    was background stays background."""
+    classes = classes_after(Click(15, 15, 1, True), middle=0.45)
+    assert (classes[:, :10] == 1).all()
+    assert (classes[:, 10:20] == 1).all()
+    assert (classes[:, 20:] == 0).all()
+
+
+def test_a_negative_click_on_an_unsure_part_clears_it_and_keeps_what_was_sure():
+    classes = classes_after(Click(15, 15, 1, False), middle=0.55)
+    assert (classes[:, :10] == 1).all()
+    assert (classes[:, 10:] == 0).all()
+
+
+def test_without_clicks_the_answer_is_the_heads_own():
+    head, features = head_and_features(0.45)
+    probabilities = fit_to_clicks(features, head, torch.zeros((3, 30, 30)), n_classes=1)
+    assert torch.allclose(probabilities, head(features).softmax(dim=1)[0], atol=1e-6)
+
+
+def test_the_fit_leaves_the_network_as_it_was():
+    head, features = head_and_features(0.45)
+    weight = head.weight.detach().clone()
+    fit_to_clicks(features, head, torch.from_numpy(prompt_maps([Click(15, 15, 1, True)], None, 1, (30, 30))), 1)
+    assert torch.equal(head.weight, weight) and head.weight.grad is None
