@@ -3,7 +3,7 @@
 
 The network reads the clicks as input channels, but it may still answer a click with a mask the
 click contradicts, most often early in a project. Here a per-channel scale and shift of the
-decoder's output (2 x 16 numbers, before the 1 x 1 head) are fitted by L-BFGS so that the clicked
+decoder's output (32 numbers for the default width, before the 1 x 1 head) are fitted by L-BFGS so that the clicked
 pixels get the class each click says, while pixels the network was sure of keep their class (without
 that term one click on a dim nucleus turned a whole window of nuclei to foreground). Only the head
 runs in the loop, on the clicked pixels and a sample of the sure ones, so it costs milliseconds; the

@@ -342,7 +342,8 @@ class Predictor:
 
     def _click_probabilities(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         """The answer on a click window (image and prompt channels): the engine's, or with ``fit_clicks``
-        the torch network's last features fitted to the clicks (click_refinement.py)."""
+        the network's last features (from the export when it has them, else torch) fitted to the
+        clicks (click_refinement.py)."""
         if not self.fit_clicks:
             return self._probabilities(x, tile)
         features = None
@@ -362,9 +363,9 @@ class Predictor:
         pixels): the model reads the clicks and the previous mask on a window around them
         (``click_window``), its answer is fitted to the clicks (``fit_clicks``) and replaces
         ``previous`` in the regions that changed next to the click (``local_clicks_from``; before
-        that many clicks, on the whole window); every click's own pixel is as the click said. ``key`` names the image so the next click reuses its
-        working input. No post-processing and no gate: the user asked. ValueError for a checkpoint that does
-        not read clicks (``accepts_clicks``)."""
+        that many clicks, on the whole window); every click's own pixel is as the click said. ``key``
+        names the image so the next click reuses its working input. No post-processing and no gate:
+        the user asked. ValueError for a checkpoint that does not read clicks (``accepts_clicks``)."""
         if not self.accepts_clicks:
             raise ValueError(f"Checkpoint {self.checkpoint} does not read clicks; train it with clicks first.")
         height, width = pixels.shape[:2]
