@@ -61,3 +61,31 @@ def test_the_fit_leaves_the_network_as_it_was():
     weight = head.weight.detach().clone()
     fit_to_clicks(features, head, torch.from_numpy(prompt_maps([Click(15, 15, 1, True)], None, 1, (30, 30))), 1)
     assert torch.equal(head.weight, weight) and head.weight.grad is None
+
+
+def test_the_fit_reaches_the_minimum_of_a_badly_scaled_bowl():
+    from segdesk.ml.click_refinement import minimise
+
+    scales = torch.tensor([1.0, 10.0, 100.0, 0.1], dtype=torch.float64)
+    target = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    found = minimise(lambda t: (scales * (t - target) ** 2).sum(),
+                     torch.zeros(4, dtype=torch.float64), iterations=30)
+    assert torch.allclose(found, target, atol=1e-4)
+
+
+def test_the_first_click_of_a_session_imports_nothing_heavy():
+    """torch.optim's optimisers import torch._dynamo on first use (2 s and 0.15 GB here), which would
+    hold the GIL, and so the window, on the session's first click; the fit has its own L-BFGS."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from tests.test_click_refinement import classes_after\n"
+        "from segdesk.core.clicks import Click\n"
+        "assert (classes_after(Click(15, 15, 1, True), 0.45)[:, 10:20] == 1).all()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
