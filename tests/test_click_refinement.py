@@ -9,8 +9,8 @@ from segdesk.core.clicks import Click, prompt_maps
 from segdesk.ml.click_refinement import fit_to_clicks
 
 
-def head_and_features(middle: float) -> tuple[nn.Conv2d, torch.Tensor]:
-    """A 30 x 30 window in three bands of columns: the left sure of class 1 (feature 0.9, logit
+def head_and_features(middle: float, height: int = 30) -> tuple[nn.Conv2d, torch.Tensor]:
+    """A height x 30 window in three bands of columns: the left sure of class 1 (feature 0.9, logit
     margin +8), the middle unsure (``middle``), the right sure of background (0.0: margin -10)."""
     head = nn.Conv2d(2, 2, kernel_size=1)
     with torch.no_grad():
@@ -18,7 +18,7 @@ def head_and_features(middle: float) -> tuple[nn.Conv2d, torch.Tensor]:
         head.bias.zero_()
         head.weight[1, 0] = 20.0  # class 1's logit from feature 0; the second feature is unused
         head.bias[1] = -10.0
-    features = torch.zeros((1, 2, 30, 30))
+    features = torch.zeros((1, 2, height, 30))
     features[0, 0, :, :10] = 0.9
     features[0, 0, :, 10:20] = middle
     features[0, 1] = 1.0
@@ -89,3 +89,19 @@ def test_the_first_click_of_a_session_imports_nothing_heavy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_click_with_little_room_changes_the_answer_near_it_only():
+    """A click next to another class (a gap in a thin membrane) had little room: the fitted answer is
+    taken near it, and the rest of the unsure band keeps the network's class; a click with nothing
+    else near it takes the fitted answer everywhere."""
+    from segdesk.ml.click_refinement import reach
+
+    head, features = head_and_features(0.45, height=90)
+    maps = torch.from_numpy(prompt_maps([Click(45, 15, 1, True)], None, 1, (90, 30)))
+    near = reach([(45, 15)], [2.0], (90, 30))
+    classes = fit_to_clicks(features, head, maps, 1, near).argmax(dim=0).numpy()
+    assert (classes[40:51, 10:20] == 1).all()
+    assert (classes[:10, 10:20] == 0).all() and (classes[-10:, 10:20] == 0).all()
+    assert (classes[:, 20:] == 0).all() and (classes[:, :10] == 1).all()
+    assert np.array_equal(reach([(45, 15)], [1e38], (90, 30)), np.ones((90, 30), np.float32))

@@ -178,6 +178,21 @@ def test_a_click_changes_only_what_is_connected_to_it(click_model):
     assert checked == 6
 
 
+def test_clicks_further_apart_than_a_window_are_answered(click_model):
+    """The window follows the last click; an earlier click outside it (a wide image, clicks at both
+    ends) is left as it was answered, and the new one is answered."""
+    predictor = Predictor.from_checkpoint(click_model / "models", device="cpu")
+    rng = np.random.default_rng(5)
+    image = np.concatenate([make_choice_sample(rng)[0] for _ in range(14)], axis=1)
+    assert image.shape[1] > 2 * CLICK_WINDOW_MAX
+    shown = predictor.predict(image).classes
+    far = image.shape[1] - 10
+    first = predictor.refine(image, [Click(20, 10, 1, True)], shown, key="wide").classes
+    both = predictor.refine(image, [Click(20, 10, 1, True), Click(20, far, 1, True)], first, key="wide").classes
+    assert both[20, 10] == 1 and both[20, far] == 1
+    assert np.array_equal(both[:, :CLICK_WINDOW_MAX // 2], first[:, :CLICK_WINDOW_MAX // 2])
+
+
 def test_a_model_without_click_inputs_refuses_clicks_and_still_proposes():
     torch.manual_seed(0)
     from segdesk.ml.config import TrainConfig

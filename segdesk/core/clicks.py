@@ -172,6 +172,18 @@ CLICK_REACH_FACTOR = 1.0
 CLICK_REACH_MAX = 48.0
 
 
+def click_room(previous: np.ndarray | None, point: tuple[int, int], shape: tuple[int, int]) -> float:
+    """The room a click had: the distance from ``point`` (y, x) to the nearest pixel of another class in
+    ``previous`` (the mask being corrected, of ``shape``), or to the border when there is none; ~1e38
+    when ``previous`` holds one class only (callers cap it)."""
+    py, px = point
+    h, w = shape
+    if previous is None:
+        return float(min(py, px, h - 1 - py, w - 1 - px))
+    same = (previous == previous[py, px]).astype(np.uint8)
+    return float(cv2.distanceTransform(same, cv2.DIST_L2, 5)[py, px])
+
+
 def honour_clicks(probabilities: np.ndarray, points: Sequence[tuple[int, int]], clicks: Sequence[Click],
                   previous: np.ndarray | None) -> np.ndarray:
     """Probabilities (C x h x w, background first) tilted toward what each click says near it: the
@@ -190,12 +202,8 @@ def honour_clicks(probabilities: np.ndarray, points: Sequence[tuple[int, int]], 
         c = int(click.class_number)
         if not (0 <= py < h and 0 <= px < w and 1 <= c < out.shape[0]):
             continue
-        if previous is not None:  # (no other class in the window: the transform is ~1e38, capped below)
-            same = (previous == previous[py, px]).astype(np.uint8)
-            room = float(cv2.distanceTransform(same, cv2.DIST_L2, 5)[py, px])
-        else:
-            room = float(min(py, px, h - 1 - py, w - 1 - px))
-        reach = CLICK_REACH_FACTOR * min(max(room, float(CLICK_RADIUS)), CLICK_REACH_MAX)
+        reach = CLICK_REACH_FACTOR * min(max(click_room(previous, (py, px), (h, w)), float(CLICK_RADIUS)),
+                                         CLICK_REACH_MAX)
         logits = np.log(np.maximum(out[:, py, px], 1e-12))
         others = float(np.delete(logits, c).max())
         disagreement = max(0.0, (others - logits[c]) if click.positive else (logits[c] - others))

@@ -17,15 +17,23 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from segdesk.core.clicks import CLICK_RADIUS
 
 ITERATIONS = 20  # L-BFGS iterations (f-BRS: 20)
 SURE = 0.99  # pixels whose class the network gave with at least this probability keep it...
 KEEP_WEIGHT = 1.0  # ...with this weight beside the clicks' own loss, judged on
 SURE_SAMPLES = 4096  # at most this many of them, evenly spread (the fit's cost stays a few ms)
 REGULARISATION = 1e-3  # on the scale's distance from 1 and the shift's from 0
+# The fitted answer is taken near each click only, within REACH x the room the click had (the distance
+# to the nearest other class in the mask being corrected): a click on a gap in a thin membrane moved
+# the decision for the whole window, and the membranes thickened (EM: 0.035 -> 0.071 of the outline
+# left after 20 clicks); a click in a missed half of a polyp has room, and the fit reaches the rest.
+REACH = 4.0
 
 
 def click_targets(maps: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -41,10 +49,25 @@ def click_targets(maps: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, tor
     return torch.cat(index), torch.cat(classes), torch.cat(positive)
 
 
-def fit_to_clicks(features: torch.Tensor, head: nn.Conv2d, maps: torch.Tensor, n_classes: int) -> torch.Tensor:
+def reach(points: list[tuple[int, int]], rooms: list[float], shape: tuple[int, int]) -> np.ndarray:
+    """How much of the fitted answer each pixel takes (h x w, 0..1): a Gaussian around each click, REACH
+    times as wide as the room the click had (core/clicks.click_room), the largest where they overlap."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    weight = np.zeros(shape, np.float32)
+    for (py, px), room in zip(points, rooms):
+        width = REACH * max(room, float(CLICK_RADIUS))
+        if width >= 4 * max(shape):  # nothing else near: the whole window
+            return np.ones(shape, np.float32)
+        np.maximum(weight, np.exp(-((yy - py) ** 2 + (xx - px) ** 2) / (2 * width**2)), out=weight)
+    return weight
+
+
+def fit_to_clicks(features: torch.Tensor, head: nn.Conv2d, maps: torch.Tensor, n_classes: int,
+                  near: np.ndarray | None = None) -> torch.Tensor:
     """Softmax probabilities ((K+1) x h x w) of ``head`` on ``features`` (1 x F x h x w, the decoder's
-    output on the window) after the scale and shift fitted to the clicks in ``maps``. Without clicks,
-    the head's own answer."""
+    output on the window) after the scale and shift fitted to the clicks in ``maps``; with ``near``
+    (``reach``), blended with the head's own answer pixel by pixel. Without clicks, the head's own
+    answer."""
     weight, bias = head.weight.detach().float().flatten(1), head.bias.detach().float()  # (K+1) x F, K+1
     flat = features.detach().float()[0].flatten(1)  # F x hw
     channels = flat.shape[0]
@@ -76,7 +99,11 @@ def fit_to_clicks(features: torch.Tensor, head: nn.Conv2d, maps: torch.Tensor, n
     start = torch.cat([torch.ones(channels), torch.zeros(channels)]).to(flat.device, torch.float64)
     theta = minimise(loss_of, start, ITERATIONS).float()
     with torch.no_grad():
-        return logits(flat, theta).softmax(dim=0).reshape((-1,) + tuple(features.shape[-2:]))
+        fitted = logits(flat, theta).softmax(dim=0)
+        if near is not None:
+            share = torch.from_numpy(near).to(fitted.device).reshape(1, -1)
+            fitted = share * fitted + (1 - share) * plain.softmax(dim=0)
+        return fitted.reshape((-1,) + tuple(features.shape[-2:]))
 
 
 def minimise(loss_of: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, iterations: int,

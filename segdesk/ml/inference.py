@@ -33,13 +33,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segdesk.core.clicks import (Click, disagrees, honour_clicks, keep_clicks, local_change, prompt_channels,
+from segdesk.core.clicks import (Click, click_room, disagrees, honour_clicks, keep_clicks, local_change, prompt_channels,
                                  prompt_maps)
 from segdesk.core.errors import Cancelled, CheckpointError
 from segdesk.core.memory import release_freed_memory
 from segdesk.ml import onnx_engine, postprocess, streaming
 from segdesk.ml.checkpoints import CheckpointStore
-from segdesk.ml.click_refinement import fit_to_clicks
+from segdesk.ml.click_refinement import fit_to_clicks, reach
 from segdesk.ml.click_window import CLICK_REGION, click_window
 from segdesk.ml.config import TrainConfig
 from segdesk.ml.device import pick_device
@@ -340,10 +340,12 @@ class Predictor:
                 self._fall_back(f"ONNX Runtime failed on an image: {exc}")
                 return run_all(None)
 
-    def _click_probabilities(self, x: torch.Tensor, tile: int) -> torch.Tensor:
+    def _click_probabilities(self, x: torch.Tensor, tile: int, points: list[tuple[int, int]],
+                             previous: np.ndarray | None) -> torch.Tensor:
         """The answer on a click window (image and prompt channels): the engine's, or with ``fit_clicks``
         the network's last features (from the export when it has them, else torch) fitted to the
-        clicks (click_refinement.py)."""
+        clicks (click_refinement.py) near each of ``points`` (window pixels; ``previous``: the window
+        of the mask being corrected)."""
         if not self.fit_clicks:
             return self._probabilities(x, tile)
         features = None
@@ -355,7 +357,11 @@ class Predictor:
         if features is None:
             with torch.no_grad():
                 features = self.model.features(x.to(self.device, torch.float32)[None])
-        return fit_to_clicks(features, self.model.head, x[-self.prompt_channels:], self.n_classes).cpu()
+        shape = tuple(x.shape[-2:])
+        # earlier clicks far from the last one can lie outside its window: they have no say here
+        inside = [(py, px) for py, px in points if 0 <= py < shape[0] and 0 <= px < shape[1]]
+        weight = reach(inside, [click_room(previous, p, shape) for p in inside], shape)
+        return fit_to_clicks(features, self.model.head, x[-self.prompt_channels:], self.n_classes, weight).cpu()
 
     def refine(self, pixels: np.ndarray, clicks: list[Click], previous: np.ndarray | None,
                key: object = None) -> Prediction:
@@ -389,9 +395,9 @@ class Predictor:
         y0, x0, y1, x1 = y0 + ry0, x0 + rx0, y1 + ry0, x1 + rx0
         maps = prompt_maps(clicks, window_previous, self.n_classes, (y1 - y0, x1 - x0), (sy, sx), (y0, x0))
         x = torch.from_numpy(np.concatenate([source.rectangle(y0, y1, x0, x1), maps]))
-        probs = self._click_probabilities(x, max(y1 - y0, x1 - x0))
+        local = [(py - y0, px - x0) for py, px in points]
+        probs = self._click_probabilities(x, max(y1 - y0, x1 - x0), local, window_previous)
         if self.honour_clicks:
-            local = [(py - y0, px - x0) for py, px in points]
             probs = torch.from_numpy(honour_clicks(probs.cpu().numpy(), local, clicks, window_previous))
         # the window in image pixels, and the probabilities resized onto it
         iy0, ix0 = int(round(y0 / sy)), int(round(x0 / sx))
