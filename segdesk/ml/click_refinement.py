@@ -6,9 +6,8 @@ click contradicts, most often early in a project. Here a per-channel scale and s
 decoder's output (32 numbers for the default width, before the 1 x 1 head) are fitted by L-BFGS
 (``minimise``) so that the clicked pixels get the class each click says, while pixels the network
 was sure of keep their class (without that term one click on a dim nucleus turned a whole window of
-nuclei to foreground). Only the head
-runs in the loop, on the clicked pixels and a sample of the sure ones, so it costs milliseconds; the
-network's weights do not change.
+nuclei to foreground). Only the head runs in the loop, on the clicked pixels and a sample of the sure
+ones, so it costs milliseconds; the network's weights do not change.
 
 Chosen by measurement (docs/benchmarks.md, "Click prompts", sixth round): on three Kvasir
 checkpoints, each on 30 polyps it had not seen, 10% fewer clicks to Dice 0.90 (8.83 -> 7.99), nuclei

@@ -8,8 +8,8 @@ GUI side never pays for an export.
 The graph has two outputs: the logits, and the decoder's output before the 1 x 1 head (a click's
 answer is fitted on it; a run asks for one of them). What is exported is the network without
 ``UNet.forward``'s input check and padding: the traced ``if pad_h or pad_w`` would freeze to the
-export's own input size. The engine pads as
-``UNet.forward`` does (``onnx_engine.pad_input``), and the graph has dynamic batch, height and width.
+export's own input size. The engine pads as ``UNet.forward`` does (``onnx_engine.pad_input``), and
+the graph has dynamic batch, height and width.
 The file carries the SHA-256 of the checkpoint's weights; the engine refuses a file whose hash is not
 its checkpoint's (a stale export beside a re-used id).
 """

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segdesk.core.clicks import (Click, click_room, disagrees, honour_clicks, keep_clicks, local_change, prompt_channels,
-                                 prompt_maps)
+from segdesk.core.clicks import (Click, click_room, disagrees, honour_clicks, keep_clicks, local_change,
+                                 prompt_channels, prompt_maps)
 from segdesk.core.errors import Cancelled, CheckpointError
 from segdesk.core.memory import release_freed_memory
 from segdesk.ml import onnx_engine, postprocess, streaming
