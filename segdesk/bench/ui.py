@@ -203,7 +203,10 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
                     proposal_s.append(time.perf_counter() - asked.pop(image_id))
 
         def on_failed(_image_id: str, message: str) -> None:
-            counts["withheld" if "still learning" in message else "proposal_failures"] += 1
+            # the loop controller's two withholdings (loop_controller.py): a model still learning, and an
+            # image the model is unsure of; anything else is a failure
+            withheld = "still learning" in message or "unsure of this image" in message
+            counts["withheld" if withheld else "proposal_failures"] += 1
 
         def on_shown(image_id: str) -> None:
             if image_id in switch_asked:
