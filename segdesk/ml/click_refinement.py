@@ -76,11 +76,11 @@ def fit_to_clicks(features: torch.Tensor, head: nn.Conv2d, maps: torch.Tensor, n
     flat = features.detach().float()[0].flatten(1)  # F x hw
     channels = flat.shape[0]
     with torch.no_grad():
-        plain = weight @ flat + bias[:, None]
+        plain = (weight @ flat + bias[:, None]).softmax(dim=0)  # the head's own answer, (K+1) x hw
     index, classes, positive = click_targets(maps.to(flat.device), n_classes)
     if index.numel() == 0:
-        return plain.softmax(dim=0).reshape((-1,) + tuple(features.shape[-2:]))
-    confidence, reference = plain.softmax(dim=0).max(dim=0)
+        return plain.reshape((-1,) + tuple(features.shape[-2:]))
+    confidence, reference = plain.max(dim=0)
     sure = torch.nonzero(confidence >= SURE).flatten()
     sure = sure[:: max(1, -(-sure.numel() // SURE_SAMPLES))]  # an even sample: the loss is a mean
     # the loss needs these pixels only; in float64, so the line search's comparisons near the optimum
@@ -106,7 +106,7 @@ def fit_to_clicks(features: torch.Tensor, head: nn.Conv2d, maps: torch.Tensor, n
         fitted = logits(flat, theta).softmax(dim=0)
         if near is not None:
             share = torch.from_numpy(near).to(fitted.device).reshape(1, -1)
-            fitted = share * fitted + (1 - share) * plain.softmax(dim=0)
+            fitted = share * fitted + (1 - share) * plain
         return fitted.reshape((-1,) + tuple(features.shape[-2:]))
 
 

@@ -71,6 +71,12 @@ class Prediction:
     uncertainty: float | None = None
 
 
+def _first_line(exc: BaseException) -> str:
+    """An engine error as one short line for the status bar (onnxruntime's messages run to pages)."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 class _EngineFailed(Exception):
     """ONNX Runtime raised while computing logits (the Predictor falls back to torch)."""
 
@@ -229,8 +235,7 @@ class Predictor:
             try:
                 return engine.logits(batch, run_options)
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types
-                raise _EngineFailed(str(exc).strip().splitlines()[0][:200] if str(exc).strip() else
-                                    type(exc).__name__) from exc
+                raise _EngineFailed(_first_line(exc)) from exc
 
         return logits
 
@@ -353,7 +358,7 @@ class Predictor:
             try:
                 features = self._onnx.features(x.float()[None])
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types; torch from now on
-                self._fall_back(f"ONNX Runtime failed on a click: {str(exc).strip()[:200] or type(exc).__name__}")
+                self._fall_back(f"ONNX Runtime failed on a click: {_first_line(exc)}")
         if features is None:
             with torch.no_grad():
                 features = self.model.features(x.to(self.device, torch.float32)[None])
