@@ -96,6 +96,25 @@ def test_a_click_takes_the_change_connected_to_it_and_nothing_else():
     assert (local_change(previous, answer, [(20, 20)]) == previous).all()
 
 
+def test_a_click_only_moves_pixels_its_way():
+    """"Not this" on a spill: the answer trims the spill but, touching the click, also grows the
+    object on the other side (a model that misread the click). Only the trim is taken; a positive
+    click on the grown region likewise takes the growth but not the trim connected to it."""
+    previous = square(50, (10, 30, 10, 30))
+    previous[30:34, 18:22] = 1  # a spill below the square
+    answer = square(50, (10, 30, 10, 30))
+    answer[30:34, 18:22] = 0  # the spill trimmed...
+    answer[30:40, 22:30] = 1  # ...and a new region grown beside it, touching the click
+    negative = Click(31, 21, 1, False)
+    merged = local_change(previous, answer, [(31, 21)], [negative])
+    assert not merged[30:34, 18:22].any() and not merged[34:40, 22:30].any()
+    assert local_change(previous, answer, [(31, 21)])[34:40, 22:30].all()  # without the click's sign: all
+    positive = Click(35, 25, 1, True)
+    grown = local_change(previous, answer, [(35, 25)], [positive])
+    assert grown[30:40, 22:30].all() and grown[30:34, 18:22].all()
+    assert not local_change(previous, answer, [(35, 25)])[30:34, 18:22].any()
+
+
 def test_a_click_disagrees_with_a_mask_that_does_not_show_it_yet():
     mask = square(20, (5, 10, 5, 10))
     assert not disagrees(mask, Click(7, 7, 1, True)) and disagrees(mask, Click(0, 0, 1, True))

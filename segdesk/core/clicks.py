@@ -139,22 +139,33 @@ def disagrees(mask: np.ndarray, click: Click) -> bool:
     return (mask[y, x] != click.class_number) if click.positive else (mask[y, x] == click.class_number)
 
 
-def local_change(previous: np.ndarray, answer: np.ndarray, points: Sequence[tuple[int, int]]) -> np.ndarray:
+def local_change(previous: np.ndarray, answer: np.ndarray, points: Sequence[tuple[int, int]],
+                 clicks: Sequence[Click] | None = None) -> np.ndarray:
     """``previous`` changed only where ``answer`` differs from it in the regions connected to the
     clicks at ``points`` (y, x): the pixels that changed form connected regions (8-neighbours), and
     only those touching a click's 3 x 3 neighbourhood are taken (FocalClick's "progressive merge").
     A click then fixes what is wrong where it was made and cannot undo what is already right
-    elsewhere in the window, e.g. an earlier click's correction. Class masks of one shape; a copy."""
-    changed = (previous != answer).astype(np.uint8)
+    elsewhere in the window, e.g. an earlier click's correction. With ``clicks`` (one per point), a
+    click only moves pixels its way: a positive click's region is of pixels becoming its class, a
+    negative click's of pixels leaving it (a "not this" never grows the class). Class masks of one
+    shape; a copy."""
     out = previous.copy()
-    _, regions = cv2.connectedComponents(changed, connectivity=8)
-    taken: set[int] = set()
-    for y, x in points:
-        near = regions[max(0, y - 1) : max(0, y + 2), max(0, x - 1) : max(0, x + 2)]
-        taken.update(int(k) for k in np.unique(near[near > 0]))
-    if taken:
-        take = np.isin(regions, sorted(taken))
-        out[take] = answer[take]
+    differs = previous != answer
+    take = np.zeros(previous.shape, bool)
+    if clicks is None:
+        groups = [(differs, list(points))]
+    else:
+        groups = [(differs & ((answer == c.class_number) if c.positive else (previous == c.class_number)), [point])
+                  for point, c in zip(points, clicks)]
+    for changed, at in groups:
+        _, regions = cv2.connectedComponents(changed.astype(np.uint8), connectivity=8)
+        taken: set[int] = set()
+        for y, x in at:
+            near = regions[max(0, y - 1) : max(0, y + 2), max(0, x - 1) : max(0, x + 2)]
+            taken.update(int(k) for k in np.unique(near[near > 0]))
+        if taken:
+            take |= np.isin(regions, sorted(taken))
+    out[take] = answer[take]
     return out
 
 

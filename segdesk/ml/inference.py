@@ -126,6 +126,7 @@ class Predictor:
         # from this many clicks on, a click changes only the region connected to it (core/clicks.local_change);
         # None: the model's whole answer on the window
         self.local_clicks_from: int | None = 1
+        self.monotone_clicks = True  # a click only moves pixels its way (core/clicks.local_change)
         self._onnx: onnx_engine.OnnxEngine | None = None
         self._run_options = None  # ONNX Runtime's, while a stoppable prediction runs (``interrupt``)
         # why proposals run through torch although an ONNX export was asked for or exists (None: all
@@ -417,7 +418,8 @@ class Predictor:
             # the last click, and any earlier one the mask does not show yet (a superseded request)
             pending = [c for c in clicks[:-1] if disagrees(result, c)] + [clicks[-1]]
             answer = local_change(result[iy0:iy1, ix0:ix1], answer,
-                                  [(int(round(c.y)) - iy0, int(round(c.x)) - ix0) for c in pending])
+                                  [(int(round(c.y)) - iy0, int(round(c.x)) - ix0) for c in pending],
+                                  pending if self.monotone_clicks else None)
         result[iy0:iy1, ix0:ix1] = answer
         return Prediction(keep_clicks(result, clicks), confidence.cpu().numpy(), self.checkpoint,
                           box=(iy0, ix0, iy1, ix1))
