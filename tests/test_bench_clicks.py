@@ -52,3 +52,31 @@ def test_bench_loop_clicks_reports_noc_per_block(discs, tmp_path, capsys):
     assert result["noc90_1_10"] == round(float(np.mean([r["noc90"] for r in rows])), 2)
     assert f"NoC@90 {result['noc90_1_10']} / None / None" in stdout
     assert result["effort_ratio_after_clicks"] >= 0 and result["click_s_median"] is not None
+
+
+def test_bench_clicks_replays_a_kept_run_image_for_image(discs, tmp_path, capsys):
+    """The replay's default variant gives the run's own NoC@90 on every image (same models, same
+    proposals); another variant is replayed on the same models; a file that is no loop result is
+    refused with a message."""
+    out, keep = tmp_path / "run.json", tmp_path / "kept"
+    code = main(["bench", "loop", "--data", str(discs), "--images", "4", "--train-steps", "6", "--clicks",
+                 "--device", "cpu", "--threads", "1", "--seed", "1", *TINY, "--keep", str(keep), "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    replayed = tmp_path / "replay.json"
+    code = main(["bench", "clicks", "--run", str(out), "--project", str(keep), "--variant", "default",
+                 "--variant", "no-fit", "--out", str(replayed)])
+    stdout, stderr = capsys.readouterr()
+    assert code == 0, stderr
+    run, result = json.loads(out.read_text()), json.loads(replayed.read_text())
+    assert [r["default"]["noc90"] for r in result["per_image"]] == [r["noc90"] for r in run["per_image"]]
+    assert [r["checkpoint"] for r in result["per_image"]] == [r["checkpoint"] for r in run["per_image"]]
+    assert result["variants"]["default"]["noc90_1_10"] == run["noc90_1_10"]
+    assert all("noc90" in r["no-fit"] for r in result["per_image"]) and result["settings"]["no-fit"] == {"fit_clicks": False}
+    assert "default: NoC@90" in stdout and "no-fit: NoC@90" in stdout
+    code = main(["bench", "clicks", "--run", str(discs / "masks" / "d0.png"), "--project", str(keep),
+                 "--out", str(tmp_path / "bad.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "not a result of segdesk bench loop" in err and "Traceback" not in err
+    code = main(["bench", "clicks", "--run", str(out), "--project", str(keep), "--variant", "sideways",
+                 "--out", str(tmp_path / "bad.json")])
+    assert code == 1 and "Unknown variant sideways" in capsys.readouterr().err

@@ -119,7 +119,7 @@ def test_bench_latency_counts_flops(tmp_path, capsys):
     assert out.with_suffix(".png").is_file()
 
 
-@pytest.mark.parametrize("command", ["loop", "latency", "ui", "brush"])
+@pytest.mark.parametrize("command", ["loop", "clicks", "latency", "ui", "brush"])
 def test_bench_commands_have_help(capsys, command):
     code = main(["bench", command, "--help"])
     out, _ = capsys.readouterr()

@@ -117,6 +117,23 @@ def loop_summary_line(result: dict) -> str:
                 if result.get("clicks") else ""))
 
 
+def cmd_clicks(args) -> int:
+    from segdesk.bench import click_replay
+
+    def progress(image: dict) -> None:
+        _err(f"[{image['index']:3d}] {image['image'][:24]:24s} model {image['checkpoint'] or '-':>6}  NoC@90 "
+             + "  ".join(f"{v} {image[v]['noc90']}" for v in variants))
+
+    variants = args.variant or ["default"]
+    result = click_replay.replay(args.run, args.project, args.out, variants, on_image=progress)
+    for variant, s in result["variants"].items():
+        print(f"{variant}: NoC@90 {s['noc90_1_10']} / {s['noc90_11_20']} / {s['noc90_21_30']} over images "
+              f"1-10 / 11-20 / 21-30 (mean {s['noc90_mean']}), Dice after 1 / 3 / 5 clicks {s['dice_after_1']} / "
+              f"{s['dice_after_3']} / {s['dice_after_5']}, effort ratio after clicks {s['effort_ratio_after_clicks']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_latency(args) -> int:
     from segdesk.bench import latency
 
@@ -208,11 +225,10 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
     bench.set_defaults(func=cmd_bench, bench_parser=bench)
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK")
 
-    def add(name, func, help_, description=""):
+    def add(name, func, help_, description="", out_help="where to write the JSON result (the PNG plot goes beside it)"):
         p = sub.add_parser(name, help=help_, description=description or help_)
         p.set_defaults(func=func)
-        p.add_argument("--out", required=True, type=Path, metavar="RESULT.json",
-                       help="where to write the JSON result (the PNG plot goes beside it)")
+        p.add_argument("--out", required=True, type=Path, metavar="RESULT.json", help=out_help)
         return p
 
     p = add("loop", cmd_loop, "simulated clinician: correction effort while the model learns",
@@ -288,6 +304,18 @@ def add_bench_parser(bench: argparse.ArgumentParser) -> None:
                         "are opened, zoomed, panned, painted and accepted")
     p.add_argument("--trace-stalls", action="store_true",
                    help="sample the GUI thread's stack while it is late, to place each stall (stall_stacks)")
+
+    p = add("clicks", cmd_clicks, "the clicks protocol replayed on a kept loop run, variant by variant",
+            "Replays the clicks protocol (bench loop --clicks) on a run of bench loop kept with --keep: "
+            "each image proposed by the checkpoint the run showed it and clicked toward its accepted "
+            "label, once per variant of the click answer. Clicks never feed training, so the variants "
+            "are compared on the run's own models; the default variant reproduces a --clicks run.",
+            out_help="where to write the JSON result")
+    p.add_argument("--run", required=True, type=Path, metavar="RESULT.json", help="the loop run's result")
+    p.add_argument("--project", required=True, type=Path, metavar="DIR", help="the folder the run kept (--keep DIR)")
+    p.add_argument("--variant", action="append", metavar="NAME",
+                   help="default, no-fit, no-tilt, whole-window or both-ways (repeatable; default: default)")
+    p.set_defaults(variant=None)
 
     p = add("brush", cmd_brush, "time of one brush segment on a large image (label edit, overlay, repaint)")
     p.add_argument("--size", type=_positive_int, default=4096, metavar="PX", help="image side in pixels (default 4096)")

@@ -82,6 +82,24 @@ def find_pairs(data: Path) -> list[tuple[str, Path, Path]]:
     return pairs
 
 
+def shown_proposal(predictor, pixels: np.ndarray):
+    """(prediction, raw classes, the proposal shown, the proposal without the gate) of ``pixels`` by
+    ``predictor`` (segdesk.ml.inference.Predictor). The Predictor applies its post-processing
+    itself; here it is applied after the call (the same function) so the raw proposal can be scored
+    too."""
+    from segdesk.ml import postprocess as pp
+
+    spec, predictor.postprocess = predictor.postprocess, None
+    try:
+        prediction = predictor.predict(pixels)
+    finally:
+        predictor.postprocess = spec
+    raw = prediction.classes
+    area = predictor.area_factor(*raw.shape)  # the spec's areas in this image's pixels
+    return (prediction, raw, pp.apply(raw, spec, area, unsure=prediction.uncertainty),
+            pp.apply(raw, spec, area, gate=False))
+
+
 def read_mask(path: Path) -> np.ndarray:
     mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if mask is None:
@@ -284,15 +302,7 @@ def run(
             if predictor is None:
                 raw = proposal = ungated = np.zeros_like(truth)
             else:
-                # the Predictor applies its post-processing itself; here it is applied after the
-                # call (same function) so the raw proposal can be scored too
-                spec, predictor.postprocess = predictor.postprocess, None
-                prediction = predictor.predict(pixels)
-                predictor.postprocess = spec
-                raw = prediction.classes
-                area = predictor.area_factor(*raw.shape)  # the spec's areas in this image's pixels
-                proposal = pp.apply(raw, spec, area, unsure=prediction.uncertainty)
-                ungated = pp.apply(raw, spec, area, gate=False)
+                prediction, raw, proposal, ungated = shown_proposal(predictor, pixels)
                 project.save_proposal(entry.id, mask_to_label(proposal), loaded_id,
                                       prediction.uncertainty)
             proposal_s = time.perf_counter() - t0
