@@ -107,7 +107,7 @@ def test_a_click_only_moves_pixels_its_way():
     answer[30:40, 22:30] = 1  # ...and a new region grown beside it, touching the click
     negative = Click(31, 21, 1, False)
     merged = local_change(previous, answer, [(31, 21)], [negative])
-    assert not merged[30:34, 18:22].any() and not merged[34:40, 22:30].any()
+    assert not merged[30:34, 18:22].any() and not merged[30:40, 22:30].any()
     assert local_change(previous, answer, [(31, 21)])[34:40, 22:30].all()  # without the click's sign: all
     positive = Click(35, 25, 1, True)
     grown = local_change(previous, answer, [(35, 25)], [positive])

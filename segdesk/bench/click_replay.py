@@ -12,7 +12,6 @@ variant gives a ``--clicks`` run's own NoC@90, image for image.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,8 +25,6 @@ from segdesk.core.encoding import label_to_mask
 from segdesk.core.errors import SegdeskError
 from segdesk.core.project import Project
 from segdesk.ml.inference import Predictor
-
-log = logging.getLogger(__name__)
 
 # variant -> the Predictor settings it changes (ml/inference.py): each switches one part of the
 # click answer off
