@@ -1,6 +1,7 @@
 """``segdesk bench loop --clicks``: the clicks protocol and its NoC@90 figures."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -22,11 +23,39 @@ def test_clicks_reach_the_target_with_a_model_that_reads_them(click_model):
         record = run_clicks(predictor, image, shown, truth, key=i)
         assert record["clicks_usable"] and record["clicks"] == record["noc90"] <= MAX_CLICKS
         assert record["dice_after_1"] >= mean_dice(shown, truth) - 0.02
+        assert 0 <= record["setbacks"] <= record["clicks"]
         records.append({**record, "index": i + 1, "scratch_effort": 1.0})
     assert np.mean([r["noc90"] for r in records]) <= 3
     summary = summarise_clicks(records)
     assert summary["noc90_1_10"] == np.mean([r["noc90"] for r in records])
+    assert summary["clicks_total"] == sum(r["clicks"] for r in records)
+    assert summary["setbacks"] == sum(r["setbacks"] for r in records)
     assert summary["noc90_11_20"] is None
+
+
+class _Answers:
+    """A click model whose answers are given: the second click erases the object."""
+
+    accepts_clicks = True
+
+    def __init__(self, masks):
+        self.masks = list(masks)
+
+    def refine(self, pixels, clicks, previous, key=None):
+        return SimpleNamespace(classes=self.masks[len(clicks) - 1])
+
+
+def test_a_click_that_undoes_work_counts_as_a_setback():
+    truth = np.zeros((40, 40), np.uint8)
+    truth[10:30, 10:30] = 1
+    spill = truth.copy()
+    spill[5:35, 0:10] = 1  # a false strip beside the object: the first click trims half of it
+    trimmed = truth.copy()
+    trimmed[20:35, 0:10] = 1
+    erased = np.zeros_like(truth)  # the second click takes the whole object away
+    record = run_clicks(_Answers([trimmed, erased, truth]), np.zeros((40, 40), np.uint8), spill, truth, key=0)
+    assert record["clicks"] == 3 and record["noc90"] == 3
+    assert record["setbacks"] == 1  # the trim raised Dice, the erasure lowered it, the last click restored it
 
 
 def test_without_a_model_that_reads_clicks_the_user_draws_and_noc_is_the_maximum():

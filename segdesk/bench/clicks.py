@@ -23,11 +23,15 @@ MAX_CLICKS = 20
 TARGET_DICE = 0.90
 REPORTED = (1, 3, 5)  # Dice after this many clicks
 BLOCKS = ((1, 10), (11, 20), (21, 30))  # NoC@90 averaged over these images (1-based, inclusive)
+# a click whose answer lowers Dice by more than this is a setback: what a user sees as the tool undoing
+# their work (e.g. a "not this" next to the object that erases the object), and then clicks to repair
+SETBACK = 0.1
 
 
 def run_clicks(predictor, pixels: np.ndarray, shown: np.ndarray, truth: np.ndarray, key: object) -> dict:
     """Click until the target; the record's ``noc90``, ``dice_after_k`` (the Dice where clicking
-    stopped carries forward), ``effort_after_clicks`` and the time per click."""
+    stopped carries forward), ``setbacks`` (clicks that lowered Dice by more than SETBACK),
+    ``effort_after_clicks`` and the time per click."""
     current = shown
     dice = mean_dice(current, truth)
     dices = [dice]
@@ -49,6 +53,7 @@ def run_clicks(predictor, pixels: np.ndarray, shown: np.ndarray, truth: np.ndarr
         "noc90": reached if reached is not None else MAX_CLICKS,
         "clicks": len(clicks),
         "clicks_usable": usable,
+        "setbacks": sum(1 for before, after in zip(dices, dices[1:]) if after < before - SETBACK),
         "effort_after_clicks": round(fx.effort(current, truth), 1),
         "click_s_median": round(float(np.median(seconds)), 3) if seconds else None,
     }
@@ -58,7 +63,8 @@ def run_clicks(predictor, pixels: np.ndarray, shown: np.ndarray, truth: np.ndarr
 
 
 def summarise_clicks(records: list[dict]) -> dict:
-    """NoC@90 per block of images, Dice after 1, 3 and 5 clicks, effort left after the clicks."""
+    """NoC@90 per block of images, Dice after 1, 3 and 5 clicks, setbacks among the clicks, effort left
+    after the clicks."""
     out: dict = {}
     for first, last in BLOCKS:
         block = [r["noc90"] for r in records if first <= r["index"] <= last and "noc90" in r]
@@ -68,6 +74,8 @@ def summarise_clicks(records: list[dict]) -> dict:
     for k in REPORTED:
         values = [r[f"dice_after_{k}"] for r in with_clicks]
         out[f"dice_after_{k}"] = round(float(np.mean(values)), 4) if values else None
+    out["clicks_total"] = sum(r.get("clicks", 0) for r in with_clicks)
+    out["setbacks"] = sum(r.get("setbacks", 0) for r in with_clicks)
     scratch = sum(r["scratch_effort"] for r in with_clicks)
     left = sum(r["effort_after_clicks"] for r in with_clicks)
     out["effort_ratio_after_clicks"] = ratio(left, scratch)

@@ -113,7 +113,8 @@ def loop_summary_line(result: dict) -> str:
             f"model's own, first proposal shown at image {first if first is not None else 'never'}, "
             f"{result['images']} images in {result['total_s']:.0f} s" + (
                 f"; NoC@90 {result['noc90_1_10']} / {result['noc90_11_20']} / {result['noc90_21_30']} over "
-                f"images 1-10 / 11-20 / 21-30, effort ratio after clicks {result['effort_ratio_after_clicks']}"
+                f"images 1-10 / 11-20 / 21-30, {result['setbacks']} setbacks in {result['clicks_total']} clicks, "
+                f"effort ratio after clicks {result['effort_ratio_after_clicks']}"
                 if result.get("clicks") else ""))
 
 
@@ -129,7 +130,8 @@ def cmd_clicks(args) -> int:
     for variant, s in result["variants"].items():
         print(f"{variant}: NoC@90 {s['noc90_1_10']} / {s['noc90_11_20']} / {s['noc90_21_30']} over images "
               f"1-10 / 11-20 / 21-30 (mean {s['noc90_mean']}), Dice after 1 / 3 / 5 clicks {s['dice_after_1']} / "
-              f"{s['dice_after_3']} / {s['dice_after_5']}, effort ratio after clicks {s['effort_ratio_after_clicks']}")
+              f"{s['dice_after_3']} / {s['dice_after_5']}, {s['setbacks']} setbacks in {s['clicks_total']} clicks, "
+              f"effort ratio after clicks {s['effort_ratio_after_clicks']}")
     print(f"wrote {args.out}")
     return 0
 
