@@ -229,9 +229,12 @@ def test_a_model_that_costs_more_than_drawing_shows_no_proposal_and_says_why(qtb
     qtbot.waitUntil(lambda: w.loop.active_checkpoint == learning, timeout=120_000)
     top = w.models_panel.tree.topLevelItem(0)
     assert top.text(0) == f"{learning}  ◀ learning"
+    withheld = []  # the signal that tells a withholding from a failure (bench ui counts them apart)
+    w.loop.proposal_withheld.connect(withheld.append)
     QTest.keyClick(w, Qt.Key.Key_S)
     qtbot.waitUntil(lambda: "still learning" in w.statusBar().currentMessage(), timeout=20_000)
     assert "1.6x the work of drawing" in w.statusBar().currentMessage()
+    assert withheld == [w.current.image_id]
     qtbot.wait(300)
     assert w.current.proposal is None and w.canvas._proposal is None
     w.loop.use_checkpoint(proposes)  # rollback to the model that saves work
@@ -239,6 +242,7 @@ def test_a_model_that_costs_more_than_drawing_shows_no_proposal_and_says_why(qtb
     QTest.keyClick(w, Qt.Key.Key_S)
     qtbot.waitUntil(lambda: w.current.proposal is not None and w.canvas.proposal is not None, timeout=120_000)
     assert w.current.proposal_checkpoint == proposes
+    assert len(withheld) == 1
     w.close()
 
 

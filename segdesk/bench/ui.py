@@ -202,11 +202,17 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
                 if image_id in asked:
                     proposal_s.append(time.perf_counter() - asked.pop(image_id))
 
-        def on_failed(_image_id: str, message: str) -> None:
-            # the loop controller's two withholdings (loop_controller.py): a model still learning, and an
-            # image the model is unsure of; anything else is a failure
-            withheld = "still learning" in message or "unsure of this image" in message
-            counts["withheld" if withheld else "proposal_failures"] += 1
+        withheld: set[str] = set()  # told as withheld: their proposal_failed is no failure
+
+        def on_withheld(image_id: str) -> None:
+            counts["withheld"] += 1
+            withheld.add(image_id)
+
+        def on_failed(image_id: str, _message: str) -> None:
+            if image_id in withheld:
+                withheld.discard(image_id)
+            else:
+                counts["proposal_failures"] += 1
 
         def on_shown(image_id: str) -> None:
             if image_id in switch_asked:
@@ -267,6 +273,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
                 switch_asked[target] = time.perf_counter()
 
         window.loop.proposal_ready.connect(on_proposal)
+        window.loop.proposal_withheld.connect(on_withheld)
         window.loop.proposal_failed.connect(on_failed)
         window.session.image_shown.connect(on_shown)
         window.session.image_failed.connect(on_image_failed)

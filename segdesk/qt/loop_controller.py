@@ -67,6 +67,9 @@ class LoopController(QObject):
     # shown on request), request id (the one segment() returned; a newer request has a larger id)
     proposal_ready = Signal(str, object, str, bool, int)
     proposal_failed = Signal(str, str)  # image id, message
+    # image id: the proposal_failed that follows is a withholding (a model still learning, an image it is
+    # unsure of), not a failure
+    proposal_withheld = Signal(str)
     message = Signal(str)  # for the status bar
     error = Signal(str, str)  # title, message: shown once in a dialog
     device_named = Signal(str)
@@ -161,11 +164,11 @@ class LoopController(QObject):
             return 0
         reason = self.withheld_reason()
         if reason and not anyway:  # told for prefetches too: the window shows it only for the image on screen
-            self.proposal_failed.emit(image_id, reason)
+            self._withheld(image_id, reason)
             return 0
         known = self._unsure_of.get(image_id)
         if not anyway and known is not None and known[0] == self.active_checkpoint:
-            self.proposal_failed.emit(image_id, known[1])
+            self._withheld(image_id, known[1])
             return 0
         # "anyway" on a model that proposes is a plain Segment but for an image it withholds its proposal
         # on (postprocess.unlike_held_out); a plain proposal cached is that image's answer either way
@@ -240,7 +243,11 @@ class LoopController(QObject):
             reason = (f"model {checkpoint} is unsure of this image ({shortcut_text('segment_anyway')} shows it "
                       f"anyway): {postprocess.why_unlike(spec, unsure)}. Draw this one; each accept teaches it.")
             self._unsure_of[image_id] = (checkpoint, reason)
-        self.proposal_failed.emit(image_id, reason or f"model {checkpoint} is still learning: it shows no proposals yet.")
+        self._withheld(image_id, reason or f"model {checkpoint} is still learning: it shows no proposals yet.")
+
+    def _withheld(self, image_id: str, reason: str) -> None:
+        self.proposal_withheld.emit(image_id)
+        self.proposal_failed.emit(image_id, reason)
 
     def _on_prediction_failed(self, request_id: int, image_id: str, message: str) -> None:
         self._forget_request(request_id)
