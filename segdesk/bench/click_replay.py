@@ -18,6 +18,7 @@ from typing import Callable
 
 import numpy as np
 
+from segdesk.core import storage
 from segdesk.bench.clicks import run_clicks, summarise_clicks
 from segdesk.bench.loop import shown_proposal
 from segdesk.bench.provenance import code_version, machine
@@ -101,6 +102,6 @@ def replay(run_json: Path, project_dir: Path, out: Path, variants: list[str],
         "segdesk": code_version(),
         "per_image": per_image,
     }
-    Path(out).write_text(json.dumps(result, indent=1))
+    storage.atomic_write_json(out, result)
     return result
 

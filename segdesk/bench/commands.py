@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 from segdesk.cli.argtypes import positive_float as _positive_float
 from segdesk.cli.argtypes import positive_int as _positive_int
 from segdesk.cli.common import EXIT_USAGE
+from segdesk.core import storage
 from segdesk.core.errors import SegdeskError
 
 
@@ -198,7 +198,7 @@ def cmd_brush(args) -> int:
 
     result = brush.run(size=args.size)
     out = Path(args.out)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    storage.atomic_write_json(out, result)
     brush_plot(result, out.with_suffix(".png"))
     return _done(out, f"brush segment on {args.size}x{args.size}: median {result['median_ms']} ms, "
                       f"99th percentile {result['p99_ms']} ms")

@@ -396,6 +396,7 @@ def run(out: Path, images: list[Spec] | None = None, wait_s: float = 1800.0, str
 
     from segdesk.app import preload_engine
     from segdesk.bench.provenance import code_version, machine
+    from segdesk.core import storage
     from segdesk.qt.main_window import MainWindow
 
     specs = images or parse_specs(",".join(DEFAULT_IMAGES))
@@ -463,7 +464,7 @@ def run(out: Path, images: list[Spec] | None = None, wait_s: float = 1800.0, str
         if tracer is not None:
             result["stall_stacks"] = tracer.stop()
         out = Path(out)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        storage.atomic_write_json(out, result)
         _plot(result, out.with_suffix(".png"))
         if keep is not None:
             shutil.copytree(tmp, keep, ignore=shutil.ignore_patterns("*.png", "*.tif"))

@@ -22,7 +22,6 @@ after the first), ``first_click_s`` when it must be prepared (the first click on
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import sys
@@ -34,6 +33,7 @@ from typing import Callable
 import numpy as np
 
 from segdesk.bench.provenance import code_version, machine
+from segdesk.core import storage
 
 ENGINES = ("torch", "onnx")
 
@@ -161,7 +161,7 @@ def run(
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        storage.atomic_write_json(out, result)
         plot(result, out.with_suffix(".png"))
     return result
 

@@ -43,7 +43,6 @@ measures all three.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import shutil
 import sys
@@ -59,7 +58,7 @@ from segdesk.bench.loop_report import plot, ratio, summarise
 from segdesk.bench.provenance import code_version, machine
 from segdesk.core import effort as fx
 from segdesk.core.encoding import label_to_mask, mask_to_label, mean_dice
-from segdesk.core import imageio
+from segdesk.core import imageio, storage
 from segdesk.core.errors import SegdeskError
 
 log = logging.getLogger(__name__)
@@ -395,7 +394,7 @@ def run(
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        storage.atomic_write_json(out, result)
         plot(result, out.with_suffix(".png"))
     return result
 

@@ -21,7 +21,6 @@ meanwhile, as another program would. One brush segment on a large image is timed
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -33,6 +32,7 @@ import cv2
 import numpy as np
 
 from segdesk.bench.provenance import machine
+from segdesk.core import storage
 from segdesk.core.clicks import next_click
 from segdesk.core.encoding import label_to_mask, label_value, mask_to_label
 from segdesk.core.errors import SegdeskError
@@ -364,7 +364,7 @@ def run(data: Path, out: Path, seconds: float = 60.0, interval: float = 2.0, n_i
         }
         result["brush"] = brush.run(size=brush_size, segments=200)
         out = Path(out)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        storage.atomic_write_json(out, result)
         _plot(stalls, out.with_suffix(".png"))
         return result
     finally:
